@@ -1,0 +1,1 @@
+//! TOAST v2 wire protocol.
