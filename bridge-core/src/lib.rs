@@ -12,4 +12,5 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod conceal;
 pub mod protocol;
