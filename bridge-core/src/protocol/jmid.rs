@@ -9,7 +9,9 @@
 
 use super::frame::EncodeError;
 use super::messages::{write_json, write_json_value};
-use super::validate::{ensure, in_range, lower_hex_bytes, lower_hex_u64, Checked, Invalid};
+use super::validate::{
+    ensure, in_range, lower_hex_bytes, lower_hex_u64, present, Checked, Invalid,
+};
 use super::RejectReason;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -292,14 +294,21 @@ struct JmidWire<'a> {
     ty: Cow<'a, str>,
     #[serde(borrow)]
     event: Cow<'a, str>,
+    #[serde(default, deserialize_with = "present")]
     channel: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     note: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     velocity: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     controller: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     value: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     program: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     pressure: Option<i64>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<Cow<'a, str>>,
     timestamp: u64,
     #[serde(borrow)]

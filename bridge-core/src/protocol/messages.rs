@@ -5,7 +5,9 @@
 use super::audio::AudioPayload;
 use super::frame::{EncodeError, FormatType, Frame, FrameWriter, Header, MessageKind, SessionKey};
 use super::jmid::{JmidCompact, JmidEvent};
-use super::validate::{ensure, expect_type, finite_in, in_range, lower_hex_u64, Checked, Invalid};
+use super::validate::{
+    ensure, expect_type, finite_in, in_range, lower_hex_u64, present, Checked, Invalid,
+};
 use super::RejectReason;
 use serde::{Deserialize, Serialize, Serializer};
 use std::borrow::Cow;
@@ -269,7 +271,9 @@ struct StreamWire<'a> {
     stream_id: u16,
     #[serde(borrow)]
     kind: Cow<'a, str>,
+    #[serde(default, deserialize_with = "present")]
     channels: Option<u8>,
+    #[serde(default, deserialize_with = "present")]
     sample_rate: Option<u32>,
 }
 
@@ -327,7 +331,9 @@ struct TransportWire<'a> {
     time_signature: (u8, u8),
     #[serde(borrow)]
     master_peer: Cow<'a, str>,
+    #[serde(default, deserialize_with = "present")]
     beat: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
     seq: Option<u64>,
 }
 

@@ -58,3 +58,14 @@ pub(crate) fn lower_hex_bytes(s: &str) -> Checked<Vec<u8>> {
 pub(crate) fn expect_type(ty: &Cow<'_, str>, name: &str) -> Checked<()> {
     ensure(ty == name)
 }
+
+/// For optional fields: absent is `None`, but a present field must have the
+/// right type (`null` is not accepted as "absent"). Use with
+/// `#[serde(default, deserialize_with = "present")]`.
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
