@@ -12,5 +12,6 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod bench;
 pub mod conceal;
 pub mod protocol;

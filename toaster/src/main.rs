@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod decode;
 
 #[derive(Parser)]
@@ -19,12 +20,15 @@ struct Cli {
 enum Command {
     /// Decode one TOAST v2 frame given as hex and print it as JSON.
     Decode(decode::Args),
+    /// Measure: `toaster bench codec`, …
+    Bench(bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
