@@ -14,3 +14,4 @@
 
 pub mod conceal;
 pub mod protocol;
+pub mod sim;
