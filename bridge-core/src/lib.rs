@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod burst;
 pub mod conceal;
 pub mod protocol;
 pub mod sim;

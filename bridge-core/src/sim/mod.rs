@@ -181,7 +181,7 @@ impl SimLink {
             epoch: Instant::now(),
             corrupt: config.corrupt,
             // A different stream from netem's so corruption does not shift losses.
-            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5EED_C0DE_BAD_B175),
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5EED_C0DE_0BAD_B175),
             now_ns: 0,
             stats: SimLinkStats::default(),
         }
