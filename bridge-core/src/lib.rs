@@ -15,4 +15,5 @@
 pub mod burst;
 pub mod conceal;
 pub mod protocol;
+pub mod session;
 pub mod sim;
