@@ -58,13 +58,40 @@ fn arb_midi() -> impl Strategy<Value = MidiMessage> {
     let ch = 1u8..=16;
     let d = 0u8..=127;
     prop_oneof![
-        (ch.clone(), d.clone(), d.clone()).prop_map(|(channel, note, velocity)| MidiMessage::NoteOn { channel, note, velocity }),
-        (ch.clone(), d.clone(), d.clone()).prop_map(|(channel, note, velocity)| MidiMessage::NoteOff { channel, note, velocity }),
-        (ch.clone(), d.clone(), d.clone()).prop_map(|(channel, controller, value)| MidiMessage::ControlChange { channel, controller, value }),
-        (ch.clone(), d.clone()).prop_map(|(channel, program)| MidiMessage::ProgramChange { channel, program }),
-        (ch.clone(), -8192i16..=8191).prop_map(|(channel, value)| MidiMessage::PitchBend { channel, value }),
-        (ch.clone(), d.clone()).prop_map(|(channel, pressure)| MidiMessage::ChannelPressure { channel, pressure }),
-        (ch, d.clone(), d.clone()).prop_map(|(channel, note, pressure)| MidiMessage::PolyPressure { channel, note, pressure }),
+        (ch.clone(), d.clone(), d.clone()).prop_map(|(channel, note, velocity)| {
+            MidiMessage::NoteOn {
+                channel,
+                note,
+                velocity,
+            }
+        }),
+        (ch.clone(), d.clone(), d.clone()).prop_map(|(channel, note, velocity)| {
+            MidiMessage::NoteOff {
+                channel,
+                note,
+                velocity,
+            }
+        }),
+        (ch.clone(), d.clone(), d.clone()).prop_map(|(channel, controller, value)| {
+            MidiMessage::ControlChange {
+                channel,
+                controller,
+                value,
+            }
+        }),
+        (ch.clone(), d.clone())
+            .prop_map(|(channel, program)| MidiMessage::ProgramChange { channel, program }),
+        (ch.clone(), -8192i16..=8191)
+            .prop_map(|(channel, value)| MidiMessage::PitchBend { channel, value }),
+        (ch.clone(), d.clone())
+            .prop_map(|(channel, pressure)| MidiMessage::ChannelPressure { channel, pressure }),
+        (ch, d.clone(), d.clone()).prop_map(|(channel, note, pressure)| {
+            MidiMessage::PolyPressure {
+                channel,
+                note,
+                pressure,
+            }
+        }),
         proptest::collection::vec(d, 0..40).prop_map(MidiMessage::Sysex),
     ]
 }

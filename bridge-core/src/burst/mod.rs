@@ -71,6 +71,9 @@ pub enum BurstError {
     /// The MIDI message is empty or longer than [`MIDI_BYTES_MAX`].
     #[error("MIDI message of {0} bytes does not fit (1..={MIDI_BYTES_MAX})")]
     BadLength(usize),
+    /// Not a MIDI message: no status byte first, or a status byte inside.
+    #[error("not a MIDI message")]
+    NotMidi,
     /// Every journal slot holds an event that still has copies to send.
     #[error("burst journal full: too many events inside the burst window")]
     Full,
@@ -372,6 +375,16 @@ impl BurstSender {
     /// first copy is due at once. Returns its burst id.
     pub fn push(&mut self, now: u64, ts: u64, bytes: &[u8]) -> Result<u64, BurstError> {
         let bytes = MidiBytes::new(bytes)?;
+        let raw = bytes.as_slice();
+        let is_sysex = raw[0] == 0xf0 && raw.len() >= 2 && raw[raw.len() - 1] == 0xf7;
+        let data = if is_sysex {
+            &raw[1..raw.len() - 1]
+        } else {
+            &raw[1..]
+        };
+        if raw[0] < 0x80 || data.iter().any(|b| *b >= 0x80) {
+            return Err(BurstError::NotMidi);
+        }
         self.retire(now);
         if self.len == self.entries.len() {
             // Oldest may still be inside the journal horizon but with every copy

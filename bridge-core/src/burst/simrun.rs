@@ -4,7 +4,7 @@
 //! `toaster bench net` (the delivery-vs-loss table).
 //!
 //! Frames cross the link as real TOAST v2 datagrams (COMPACT_JSONL jmid
-//! payloads, CRC-checked), via [`super::wire`].
+//! payloads, CRC-checked), encoded and decoded with [`super::wire`].
 
 use std::collections::HashMap;
 
@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{wire, BurstConfig, BurstFrame, BurstReceiver, BurstSender, DedupConfig};
+use crate::session::SeqStats;
 use crate::sim::{SimLink, SimLinkConfig};
 
 /// One MIDI-over-sim run.
@@ -101,11 +102,11 @@ pub fn run(params: &MidiSimParams) -> MidiSimReport {
     let mut link = SimLink::new(params.link);
     let mut sender = BurstSender::new(params.burst);
     let mut receiver = BurstReceiver::new(DedupConfig::default());
-    let session = [7u8; 16];
+    let session = uuid::Uuid::from_bytes([7u8; 16]);
     let mut frame = BurstFrame::default();
     let mut datagram = vec![0u8; 2048];
     let mut seq: u32 = 0;
-    let mut loss_meter = wire::SeqLossMeter::default();
+    let mut seq_stats = SeqStats::default();
 
     // Sent events by burst id: (push time, ts, bytes), and how often each was delivered.
     let mut sent: HashMap<u64, (u64, u64, Vec<u8>)> = HashMap::new();
@@ -155,24 +156,26 @@ pub fn run(params: &MidiSimParams) -> MidiSimReport {
             next_push = now + gap;
         }
         while sender.poll(now, &mut frame) {
-            let n = wire::encode_frame(&frame, SOURCE, &session, seq, now, &mut datagram);
+            let (n, _lines) =
+                wire::encode_midi_frame(&frame, session, SOURCE, seq, now, None, &mut datagram)
+                    .expect("a burst frame always fits one line");
             seq = seq.wrapping_add(1);
             link.send(now, &datagram[..n]);
             report.frames_sent += 1;
         }
         while let Some(d) = link.recv(now) {
             report.frames_delivered += 1;
-            let Ok(decoded) = wire::decode_frame(&d) else {
+            let Ok(decoded) = wire::decode_midi_datagram(&d, None) else {
                 report.frames_rejected += 1;
                 continue;
             };
-            loss_meter.on_seq(decoded.sequence);
+            seq_stats.on_frame(now, decoded.header.sequence, decoded.header.timestamp);
             if params.adapt {
                 // Symmetric-path assumption: what this side measures, the sender's session reports.
-                sender.set_loss_estimate(loss_meter.loss());
+                sender.set_loss_estimate(seq_stats.loss_recent);
             }
             for line in decoded.lines() {
-                if let Some(ev) = receiver.on_line(now, decoded.source, line) {
+                if let Some(ev) = receiver.on_line(now, decoded.header.source, line) {
                     let count = delivered_count.entry(ev.burst_id).or_insert(0);
                     *count += 1;
                     if *count > 1 {

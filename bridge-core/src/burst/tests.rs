@@ -232,3 +232,51 @@ fn print_reports() {
         }
     }
 }
+
+#[test]
+fn wire_round_trip_fits_the_mtu_and_keeps_fields() {
+    let mut s = BurstSender::new(BurstConfig {
+        capacity: 64,
+        ..Default::default()
+    });
+    let mut ids = Vec::new();
+    for n in 0..40u8 {
+        ids.push(
+            s.push(
+                u64::from(n),
+                1_000_000_000_000 + u64::from(n),
+                &[0xb0, n, 127 - n],
+            )
+            .unwrap(),
+        );
+    }
+    s.push(50, 7, &[0xf0, 0x7e, 0x01, 0x02, 0xf7]).unwrap();
+    let mut frame = BurstFrame::default();
+    assert!(s.poll(100, &mut frame));
+    assert_eq!(frame.lines().len(), FRAME_LINES_MAX);
+    let session = uuid::Uuid::from_bytes([9; 16]);
+    let mut buf = [0u8; 4096];
+    let (len, lines) =
+        wire::encode_midi_frame(&frame, session, 0xabc, 77, 100, None, &mut buf).unwrap();
+    assert!(len <= crate::protocol::MAX_SEND_FRAME_LEN, "{len}");
+    assert!(lines >= 8 && lines <= FRAME_LINES_MAX, "{lines}");
+    let d = wire::decode_midi_datagram(&buf[..len], None).unwrap();
+    assert_eq!(d.header.source, 0xabc);
+    assert_eq!(d.header.sequence, 77);
+    assert_eq!(d.lines(), &frame.lines()[..lines]);
+    assert!(!d.header.flags.redundant());
+    // A flipped bit is rejected by the CRC.
+    buf[60] ^= 4;
+    assert_eq!(
+        wire::decode_midi_datagram(&buf[..len], None).unwrap_err(),
+        crate::protocol::RejectReason::BadCrc
+    );
+}
+
+#[test]
+fn push_rejects_non_midi() {
+    let mut s = BurstSender::new(BurstConfig::default());
+    assert_eq!(s.push(0, 0, &[0x40, 1]), Err(BurstError::NotMidi));
+    assert_eq!(s.push(0, 0, &[0x90, 0x80, 1]), Err(BurstError::NotMidi));
+    assert!(s.push(0, 0, &[0xf0, 1, 2, 0xf7]).is_ok());
+}

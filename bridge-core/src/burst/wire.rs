@@ -1,32 +1,132 @@
-//! Burst frames on the wire (adapter between [`super::BurstFrame`] and datagrams).
+//! Burst frames on the wire: [`BurstFrame`] ↔ TOAST v2 jmid frames
+//! (COMPACT_JSONL, one event per line, PROTOCOL.md §3.5).
 //!
-//! Interim format until `protocol` lands on `main`: a CRC-checked binary
-//! layout with the same fields as a TOAST v2 COMPACT_JSONL jmid frame
-//! (source, sequence, timestamp, and per line `m`, `ts`, `b`, `i`, `k`).
-//! Only the sim harness uses it.
+//! The driver (and the sim harness) use these two functions; the state
+//! machines never see bytes.
 
-use super::{BurstFrame, BurstLine, MidiBytes, MidiEvent, FRAME_LINES_MAX};
+use uuid::Uuid;
 
-/// Why a datagram was not a burst frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    /// Too short, bad CRC, or a line that does not parse.
-    #[error("malformed MIDI frame")]
-    Malformed,
+use super::{BurstError, BurstFrame, BurstLine, MidiBytes, MidiEvent};
+use crate::protocol::{
+    self, decode_frame, EncodeError, Flags, FormatType, FrameWriter, Header, JmidEvent, Message,
+    MessageKind, MidiMessage, RejectReason, SessionKey,
+};
+
+/// Bytes of a jmid frame around its payload (header, CRC, optional AUTH tag).
+fn overhead(key: Option<&SessionKey>) -> usize {
+    protocol::HEADER_LEN
+        + protocol::CRC_LEN
+        + if key.is_some() {
+            protocol::AUTH_TAG_LEN
+        } else {
+            0
+        }
 }
 
-/// A decoded MIDI frame.
+/// Encode `frame` as one TOAST v2 jmid COMPACT_JSONL frame into `out`.
+///
+/// Lines are written in the frame's priority order until the next one would
+/// push the frame past [`protocol::MAX_SEND_FRAME_LEN`] (1472 bytes); the
+/// journal's oldest entries are the ones left out. Sets the REDUNDANT flag
+/// when every line is a repeat. Returns `(frame length, lines written)`.
+///
+/// Realtime-safe: yes for short messages (a SysEx line allocates its body
+/// once while being converted).
+pub fn encode_midi_frame(
+    frame: &BurstFrame,
+    session: Uuid,
+    source: u32,
+    sequence: u32,
+    now: u64,
+    key: Option<&SessionKey>,
+    out: &mut [u8],
+) -> Result<(usize, usize), EncodeError> {
+    let mut header = Header::new(
+        MessageKind::Jmid,
+        FormatType::CompactJsonl,
+        session,
+        source,
+        sequence,
+        now,
+    );
+    if frame.redundant {
+        header.flags = Flags(header.flags.0 | Flags::REDUNDANT);
+    }
+    let limit = protocol::MAX_SEND_FRAME_LEN.min(out.len());
+    let budget = limit.saturating_sub(overhead(key));
+    let mut writer = FrameWriter::new(&header, &mut out[..limit])?;
+    let space = writer.payload_space();
+    let space_len = space.len().min(budget);
+    let payload = &mut space[..space_len];
+    let mut pos = 0;
+    let mut lines = 0;
+    for line in frame.lines() {
+        let Ok(message) = MidiMessage::from_bytes(line.event.bytes.as_slice()) else {
+            continue; // push() validated the bytes; unreachable in practice
+        };
+        let event = JmidEvent {
+            message,
+            timestamp: line.event.ts,
+            burst_id: line.event.burst_id,
+            burst_index: line.index,
+            burst_size: line.size,
+        };
+        let sep = usize::from(lines > 0);
+        if pos + sep >= payload.len() {
+            break;
+        }
+        match protocol::jmid::write_compact_lines(
+            &mut payload[pos + sep..],
+            std::slice::from_ref(&event),
+        ) {
+            Ok(n) => {
+                if sep == 1 {
+                    payload[pos] = b'\n';
+                }
+                pos += sep + n;
+                lines += 1;
+            }
+            Err(EncodeError::BufferTooSmall { .. }) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if lines == 0 {
+        return Err(EncodeError::BufferTooSmall {
+            needed: limit + 1,
+            available: limit,
+        });
+    }
+    Ok((writer.finish(pos, key)?, lines))
+}
+
+/// A jmid event as a burst line (original `ts`, `b`, `i`, `k` kept).
+pub fn line_from_jmid(event: &JmidEvent) -> Result<BurstLine, BurstError> {
+    let mut buf = [0u8; super::MIDI_BYTES_MAX];
+    let n = event
+        .message
+        .write_bytes(&mut buf)
+        .map_err(|_| BurstError::BadLength(super::MIDI_BYTES_MAX + 1))?;
+    Ok(BurstLine {
+        event: MidiEvent {
+            ts: event.timestamp,
+            bytes: MidiBytes::new(&buf[..n])?,
+            burst_id: event.burst_id,
+        },
+        index: event.burst_index,
+        size: event.burst_size,
+    })
+}
+
+/// A decoded MIDI frame (what the sim harness needs from a datagram).
 ///
 /// Thread-safe: yes (plain value). Realtime-safe: yes.
 #[derive(Debug, Clone)]
 pub struct DecodedMidi {
-    /// Sender id.
-    pub source: u32,
-    /// Per-source frame counter.
-    pub sequence: u32,
-    /// Sender's time when built, ns.
-    pub timestamp: u64,
+    /// The frame header.
+    pub header: Header,
     frame: BurstFrame,
+    /// Lines that parsed but do not fit a [`BurstLine`] (SysEx over 64 bytes), skipped.
+    pub skipped: usize,
 }
 
 impl DecodedMidi {
@@ -36,114 +136,29 @@ impl DecodedMidi {
     }
 }
 
-/// Encode `frame` into `out` (at least 2048 bytes); returns the datagram length.
-pub fn encode_frame(
-    frame: &BurstFrame,
-    source: u32,
-    _session: &[u8; 16],
-    seq: u32,
-    now: u64,
-    out: &mut [u8],
-) -> usize {
-    let mut n = 0;
-    let mut put = |b: &[u8]| {
-        out[n..n + b.len()].copy_from_slice(b);
-        n += b.len();
+/// Decode a datagram that should be a jmid frame (either format).
+/// Lines beyond [`super::FRAME_LINES_MAX`] are skipped and counted.
+pub fn decode_midi_datagram(
+    datagram: &[u8],
+    key: Option<&SessionKey>,
+) -> Result<DecodedMidi, RejectReason> {
+    let frame = decode_frame(datagram, key)?;
+    let message = Message::parse(&frame)?;
+    let mut out = DecodedMidi {
+        header: frame.header,
+        frame: BurstFrame::default(),
+        skipped: 0,
     };
-    put(&source.to_be_bytes());
-    put(&seq.to_be_bytes());
-    put(&now.to_be_bytes());
-    put(&[frame.redundant as u8, frame.lines().len() as u8]);
-    for l in frame.lines() {
-        put(&l.event.ts.to_be_bytes());
-        put(&l.event.burst_id.to_be_bytes());
-        put(&[l.index, l.size, l.event.bytes.as_slice().len() as u8]);
-        put(l.event.bytes.as_slice());
-    }
-    let crc = crc32fast::hash(&out[..n]);
-    out[n..n + 4].copy_from_slice(&crc.to_be_bytes());
-    n + 4
-}
-
-/// Decode a datagram made by [`encode_frame`].
-pub fn decode_frame(d: &[u8]) -> Result<DecodedMidi, WireError> {
-    if d.len() < 22 {
-        return Err(WireError::Malformed);
-    }
-    let (body, crc) = d.split_at(d.len() - 4);
-    if crc32fast::hash(body).to_be_bytes() != crc {
-        return Err(WireError::Malformed);
-    }
-    let u32_at = |i: usize| u32::from_be_bytes(body[i..i + 4].try_into().unwrap());
-    let u64_at = |i: usize| -> Result<u64, WireError> {
-        body.get(i..i + 8)
-            .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
-            .ok_or(WireError::Malformed)
+    out.frame.clear();
+    out.frame.redundant = frame.header.flags.0 & Flags::REDUNDANT != 0;
+    let mut take = |e: &JmidEvent| match line_from_jmid(e) {
+        Ok(line) if out.frame.push(line) => {}
+        _ => out.skipped += 1,
     };
-    let mut frame = BurstFrame::default();
-    frame.clear();
-    frame.redundant = body[16] != 0;
-    let count = body[17] as usize;
-    if count > FRAME_LINES_MAX {
-        return Err(WireError::Malformed);
+    match &message {
+        Message::Jmid(e) => take(e),
+        Message::JmidCompact(c) => c.events.iter().for_each(&mut take),
+        _ => return Err(RejectReason::BadPayload),
     }
-    let mut p = 18;
-    for _ in 0..count {
-        let ts = u64_at(p)?;
-        let burst_id = u64_at(p + 8)?;
-        let hdr = body.get(p + 16..p + 19).ok_or(WireError::Malformed)?;
-        let (index, size, len) = (hdr[0], hdr[1], hdr[2] as usize);
-        let bytes = body.get(p + 19..p + 19 + len).ok_or(WireError::Malformed)?;
-        let bytes = MidiBytes::new(bytes).map_err(|_| WireError::Malformed)?;
-        frame.push(BurstLine {
-            event: MidiEvent {
-                ts,
-                bytes,
-                burst_id,
-            },
-            index,
-            size,
-        });
-        p += 19 + len;
-    }
-    Ok(DecodedMidi {
-        source: u32_at(0),
-        sequence: u32_at(4),
-        timestamp: u64_at(8)?,
-        frame,
-    })
-}
-
-/// Loss estimate from sequence numbers: an exponentially weighted average
-/// of "was this sequence number missing" over roughly the last 64 frames.
-///
-/// Thread-safe: no. Realtime-safe: yes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SeqLossMeter {
-    last: Option<u32>,
-    loss: f64,
-}
-
-impl SeqLossMeter {
-    /// A frame with sequence `seq` arrived.
-    pub fn on_seq(&mut self, seq: u32) {
-        const ALPHA: f64 = 1.0 / 64.0;
-        if let Some(last) = self.last {
-            let gap = seq.wrapping_sub(last);
-            if gap == 0 || gap > 1 << 31 {
-                return; // duplicate or late (reordered) frame: not a loss signal
-            }
-            let missing = (gap - 1).min(1000);
-            for _ in 0..missing {
-                self.loss += ALPHA * (1.0 - self.loss);
-            }
-            self.loss += ALPHA * (0.0 - self.loss);
-        }
-        self.last = Some(seq);
-    }
-
-    /// Estimated loss rate (0–1).
-    pub fn loss(&self) -> f64 {
-        self.loss
-    }
+    Ok(out)
 }
