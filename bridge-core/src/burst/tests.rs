@@ -259,7 +259,7 @@ fn wire_round_trip_fits_the_mtu_and_keeps_fields() {
     let (len, lines) =
         wire::encode_midi_frame(&frame, session, 0xabc, 77, 100, None, &mut buf).unwrap();
     assert!(len <= crate::protocol::MAX_SEND_FRAME_LEN, "{len}");
-    assert!(lines >= 8 && lines <= FRAME_LINES_MAX, "{lines}");
+    assert!((8..=FRAME_LINES_MAX).contains(&lines), "{lines}");
     let d = wire::decode_midi_datagram(&buf[..len], None).unwrap();
     assert_eq!(d.header.source, 0xabc);
     assert_eq!(d.header.sequence, 77);
