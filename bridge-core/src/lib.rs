@@ -14,6 +14,8 @@
 
 pub mod burst;
 pub mod conceal;
+pub mod jellie_stream;
+pub mod jitter;
 pub mod protocol;
 pub mod session;
 pub mod sim;

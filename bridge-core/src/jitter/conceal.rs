@@ -114,7 +114,7 @@ mod tests {
         let mut back = vec![1.0f32; 128];
         c.on_received(&mut back);
         assert!(back[0] < 0.2, "{}", back[0]);
-        assert_eq!(back[127], 1.0);
+        assert!(back[127] > 0.99);
         assert!(back.windows(2).all(|w| w[1] >= w[0] - 1e-6));
     }
 }
