@@ -14,6 +14,7 @@
 
 pub mod burst;
 pub mod conceal;
+pub mod drift;
 pub mod jellie_stream;
 pub mod jitter;
 pub mod protocol;

@@ -278,6 +278,24 @@ impl JitterBuffer {
         self.last_played
     }
 
+    /// Playout delay (ns above the fastest path) the next block would have if
+    /// pulled at `now`; `None` before anything arrived. Drift control steers
+    /// this towards [`JitterBuffer::setpoint_ns`].
+    pub fn playout_delay_ns(&self, now: u64) -> Option<f64> {
+        let cursor = self.cursor?;
+        Some(now as f64 - self.sample_ns(cursor) - self.base() as f64)
+    }
+
+    /// Duration of one block, ns.
+    pub fn block_ns(&self) -> f64 {
+        self.block_ns
+    }
+
+    /// The middle of the band in which playout neither holds nor skips, ns.
+    pub fn setpoint_ns(&self) -> f64 {
+        self.target_ns as f64 + 0.75 * self.block_ns
+    }
+
     /// Current target delay, ns.
     pub fn target_delay_ns(&self) -> u64 {
         self.target_ns
