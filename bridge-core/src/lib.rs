@@ -13,5 +13,11 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod bench;
+pub mod burst;
 pub mod conceal;
+pub mod drift;
+pub mod jellie_stream;
+pub mod jitter;
 pub mod protocol;
+pub mod session;
+pub mod sim;
