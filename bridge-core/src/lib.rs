@@ -14,4 +14,5 @@
 
 pub mod conceal;
 pub mod handle;
+pub mod net;
 pub mod protocol;
