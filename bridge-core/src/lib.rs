@@ -16,3 +16,4 @@ pub mod conceal;
 pub mod handle;
 pub mod net;
 pub mod protocol;
+pub mod worker;

@@ -165,7 +165,10 @@ fn open_unicast(cfg: &NetConfig) -> io::Result<UdpSocket> {
     if !cfg.multicast_interface.is_unspecified() {
         sock.set_multicast_if_v4(&cfg.multicast_interface)?;
     }
-    sock.bind(&SockAddr::from(SocketAddrV4::new(cfg.bind_ip, cfg.unicast_port)))?;
+    sock.bind(&SockAddr::from(SocketAddrV4::new(
+        cfg.bind_ip,
+        cfg.unicast_port,
+    )))?;
     Ok(sock.into())
 }
 
@@ -189,10 +192,14 @@ impl UdpDriver {
     /// Open the sockets described by `cfg`.
     pub fn open(cfg: &NetConfig) -> Result<Self, NetError> {
         let uaddr = SocketAddrV4::new(cfg.bind_ip, cfg.unicast_port);
-        let unicast =
-            open_unicast(cfg).map_err(|source| NetError::Unicast { addr: uaddr, source })?;
+        let unicast = open_unicast(cfg).map_err(|source| NetError::Unicast {
+            addr: uaddr,
+            source,
+        })?;
         let group_socket = match cfg.group {
-            Some(g) => Some(open_group(cfg, g).map_err(|source| NetError::Group { group: g, source })?),
+            Some(g) => {
+                Some(open_group(cfg, g).map_err(|source| NetError::Group { group: g, source })?)
+            }
             None => None,
         };
         Ok(Self {
@@ -335,7 +342,14 @@ impl UdpDriver {
         // SAFETY: `fds` is a valid array of two initialised pollfd structs that
         // lives across the call (a negative fd is ignored by ppoll); `ts` is a
         // valid timespec; a null sigmask means "keep the current mask".
-        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
+        let rc = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
+        };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
@@ -380,7 +394,10 @@ mod tests {
         }
         let got = recv_all(&mut b, 50, Duration::from_secs(2));
         assert_eq!(got.len(), 50);
-        assert!(got.iter().enumerate().all(|(i, (via, p))| *via == Via::Unicast && p[0] == i as u8));
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, (via, p))| *via == Via::Unicast && p[0] == i as u8));
         assert_eq!(b.stats().received, 50);
         assert_eq!(a.stats().sent, 50);
     }
@@ -389,7 +406,9 @@ mod tests {
     fn poll_returns_at_deadline_when_idle() {
         let mut a = UdpDriver::open(&unicast_only()).unwrap();
         let t0 = Instant::now();
-        let n = a.poll(t0 + Duration::from_millis(30), |_, _, _| {}).unwrap();
+        let n = a
+            .poll(t0 + Duration::from_millis(30), |_, _, _| {})
+            .unwrap();
         let waited = t0.elapsed();
         assert_eq!(n, 0);
         assert!(waited >= Duration::from_millis(29), "{waited:?}");
@@ -431,7 +450,11 @@ mod tests {
         tx.send_to(b"x", rx.local_addr().unwrap());
         let got = recv_all(&mut rx, 1, Duration::from_secs(2));
         assert_eq!(got.len(), 1);
-        assert!(t0.elapsed() >= Duration::from_millis(19), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() >= Duration::from_millis(19),
+            "{:?}",
+            t0.elapsed()
+        );
         assert_eq!(rx.stage_stats().unwrap().released, 1);
     }
 }

@@ -129,7 +129,8 @@ impl ImpairmentStage {
         }
         let j = self.config.jitter_ns.min(self.config.delay_ns);
         let delay = if j > 0 {
-            self.rng.random_range(self.config.delay_ns - j..=self.config.delay_ns + j)
+            self.rng
+                .random_range(self.config.delay_ns - j..=self.config.delay_ns + j)
         } else {
             self.config.delay_ns
         };
