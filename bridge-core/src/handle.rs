@@ -787,8 +787,8 @@ mod tests {
         assert!(w.push_output_block(&block));
         assert_eq!(w.output_blocks_queued(), 1);
         assert_eq!(w.output_blocks_wanted(), 1);
-        let mut ol = vec![9.0; 20];
-        let mut or = vec![9.0; 20];
+        let mut ol = [9.0; 20];
+        let mut or = [9.0; 20];
         let mut outs = [&mut ol[..], &mut or[..]];
         assert_eq!(h.pull_planar(&mut outs), 16);
         assert_eq!(ol[..16], l[..]);

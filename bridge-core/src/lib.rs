@@ -13,6 +13,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod conceal;
+pub mod discovery;
 pub mod handle;
 pub mod net;
 pub mod protocol;

@@ -12,6 +12,7 @@
 //! returned by [`Worker::join`]; it never propagates into the host.
 
 pub mod clock;
+pub mod peer;
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -115,8 +116,15 @@ pub struct NetInfo {
 /// Thread-safe: no (moved into the worker thread, hence `Send`).
 /// Realtime-safe: no (runs on the worker).
 pub trait Core: Send + 'static {
-    /// A datagram arrived at `now_ns`.
-    fn on_datagram(&mut self, now_ns: u64, via: Via, from: SocketAddr, bytes: &[u8]);
+    /// A datagram arrived at `now_ns` (`link`: the plugin's, for received MIDI).
+    fn on_datagram(
+        &mut self,
+        now_ns: u64,
+        via: Via,
+        from: SocketAddr,
+        bytes: &[u8],
+        link: Option<&mut WorkerLink>,
+    );
     /// Run timers due at `now_ns`, exchange audio/MIDI/transport with the
     /// plugin through `link` (if any), and queue datagrams to send.
     fn on_tick(
@@ -365,7 +373,8 @@ impl<C: Core> LoopState<C> {
             })?;
             let now = self.clock.now_ns();
             for (via, from, bytes) in datagrams.drain(..) {
-                self.core.on_datagram(now, via, from, &bytes);
+                self.core
+                    .on_datagram(now, via, from, &bytes, self.link.as_mut());
                 spare.push(bytes);
             }
         }
@@ -398,7 +407,14 @@ mod tests {
     }
 
     impl Core for Echo {
-        fn on_datagram(&mut self, _now: u64, _via: Via, from: SocketAddr, bytes: &[u8]) {
+        fn on_datagram(
+            &mut self,
+            _now: u64,
+            _via: Via,
+            from: SocketAddr,
+            bytes: &[u8],
+            _l: Option<&mut WorkerLink>,
+        ) {
             if self.panic_on.is_some_and(|p| bytes.first() == Some(&p)) {
                 panic!("core saw poison byte");
             }
