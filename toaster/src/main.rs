@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod decode;
+mod live;
 
 #[derive(Parser)]
 #[command(
@@ -19,12 +20,28 @@ struct Cli {
 enum Command {
     /// Decode one TOAST v2 frame given as hex and print it as JSON.
     Decode(decode::Args),
+    /// Join a session, announce, list peers as they come and go.
+    Peer(live::PeerArgs),
+    /// Send a tone or WAV (plain or JELLIE) and optional demo MIDI.
+    Send(live::SendArgs),
+    /// Receive every stream heard; summary of peers, MIDI, audio, drops.
+    Recv(live::RecvArgs),
+    /// Two peers in one process over loopback UDP through a lossy link: see it work.
+    Demo(live::DemoArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(live::BenchCmd),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Peer(args) => live::peer(args),
+        Command::Send(args) => live::send(args),
+        Command::Recv(args) => live::recv(args),
+        Command::Demo(args) => live::demo(args),
+        Command::Bench(cmd) => live::bench(cmd),
     };
     match result {
         Ok(code) => code,

@@ -64,6 +64,9 @@ pub struct AudioTxConfig {
     pub jellie: bool,
 }
 
+/// The report a running [`LivePeer`] refreshes ten times a second.
+pub type SharedReport = Arc<Mutex<PeerReport>>;
+
 /// Fills one interleaved block given the index of its first frame.
 pub type AudioGenerator = Box<dyn FnMut(u64, &mut [f32]) + Send>;
 
@@ -383,7 +386,7 @@ pub struct LivePeer {
 impl LivePeer {
     /// A peer with `cfg`. The returned `Arc` is refreshed with a
     /// [`PeerReport`] ten times a second (for status lines and editors).
-    pub fn new(mut cfg: PeerConfig) -> (Self, Arc<Mutex<PeerReport>>) {
+    pub fn new(mut cfg: PeerConfig) -> (Self, SharedReport) {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         if cfg.source == 0 {
             cfg.source = loop {
@@ -854,8 +857,9 @@ impl LivePeer {
             return;
         }
         r.stats.frames_received += 1;
+        // `ended` stays set: a peer that said goodbye and returns is a new
+        // source id; stragglers (reordered JELLIE C/D) must not revive it.
         r.last_arrival_ns = now;
-        r.ended = false;
         // Sequence order (per source and stream type: fine for one stream per sender).
         if let Some(last) = r.last_seq {
             if (h.sequence.wrapping_sub(last) as i32) < 0 {
