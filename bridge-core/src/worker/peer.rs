@@ -889,6 +889,15 @@ impl LivePeer {
                 r.stats.restarts += 1;
             }
         }
+        // Before anything played, an earlier block that was overtaken (jitter,
+        // or a worker that woke late) moves the start back instead of being late.
+        if let (None, Some((s0, t0))) = (r.first_played, r.anchor) {
+            if a.first_sample < s0 {
+                let back = (s0 - a.first_sample) * 1_000_000_000 / r.sample_rate as u64;
+                r.anchor = Some((a.first_sample, t0.saturating_sub(back)));
+                r.next_sample = Some(a.first_sample);
+            }
+        }
         let next = r.next_sample.unwrap_or(a.first_sample);
         if a.first_sample < next {
             r.stats.late += 1;
@@ -1176,8 +1185,12 @@ impl Core for LivePeer {
             self.send_audio_payload(now, first, 3, &e, Flags::REDUNDANT, out);
             self.send_audio_payload(now, first, 4, &o, Flags::REDUNDANT, out);
         }
+        // Three copies: a lost goodbye would leave receivers concealing
+        // until the idle timeout (duplicates are harmless).
         let bye = Message::Goodbye(Goodbye { peer_id: self.own });
-        self.send_message(now, &bye, 0, out);
+        for _ in 0..3 {
+            self.send_message(now, &bye, 0, out);
+        }
         self.refresh_report();
         *self.shared.lock() = self.report.clone();
     }
