@@ -21,3 +21,7 @@ pub mod jitter;
 pub mod protocol;
 pub mod session;
 pub mod sim;
+pub mod discovery;
+pub mod handle;
+pub mod net;
+pub mod worker;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod decode;
+mod live;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +23,17 @@ enum Command {
     Decode(decode::Args),
     /// Measure: `toaster bench codec`, …
     Bench(bench::Args),
+    /// Join a session, announce, list peers as they come and go.
+    Peer(live::PeerArgs),
+    /// Send a tone or WAV (plain or JELLIE) and optional demo MIDI.
+    Send(live::SendArgs),
+    /// Receive every stream heard; summary of peers, MIDI, audio, drops.
+    Recv(live::RecvArgs),
+    /// Two peers in one process over loopback UDP through a lossy link: see it work.
+    Demo(live::DemoArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(live::BenchCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,6 +41,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Peer(args) => live::peer(args),
+        Command::Send(args) => live::send(args),
+        Command::Recv(args) => live::recv(args),
+        Command::Demo(args) => live::demo(args),
+        Command::Bench(cmd) => live::bench(cmd),
     };
     match result {
         Ok(code) => code,
