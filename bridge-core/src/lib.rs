@@ -12,5 +12,7 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod clock;
 pub mod conceal;
 pub mod protocol;
+pub mod transport;
