@@ -69,7 +69,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             peers: 3,
-            seconds: 12.0,
+            seconds: 15.0,
             delay_ms: 0.1,
             jitter_ms: 0.0,
             os_jitter_us: 20.0,
@@ -78,7 +78,7 @@ impl Default for SimConfig {
             max_drift_ppm: 200.0,
             max_audio_ppm: 50.0,
             stagger_s: 0.0,
-            warmup_s: 3.0,
+            warmup_s: 5.0,
             ping_rate_hz: 20.0,
             lead_ms: 50.0,
             sample_rate: 48_000.0,
@@ -488,7 +488,8 @@ mod tests {
             ..SimConfig::default()
         })
         .unwrap();
-        check(&res, 250.0, 1.0, 12.0);
+        // Drift: ±2 ms of jitter at 20 Hz leaves a few ppm after 15 s (docs/sync.md).
+        check(&res, 250.0, 5.0, 12.0);
     }
 
     #[test]
@@ -496,7 +497,7 @@ mod tests {
         // Find a seed where the last peer to start has the lowest id.
         let mut cfg = SimConfig {
             stagger_s: 4.0,
-            seconds: 16.0,
+            seconds: 18.0,
             ..SimConfig::default()
         };
         let mut found = false;
@@ -506,7 +507,7 @@ mod tests {
             let ids: Vec<u32> = res.peers.iter().map(|p| u32::from_str_radix(&p.peer_id, 16).unwrap()).collect();
             if ids[2] < ids[0] && ids[2] < ids[1] {
                 assert!(res.peers[2].is_master, "{res:?}");
-                // Errors are measured from 3 s after the last join, across
+                // Errors are measured from 5 s after the last join, across
                 // the hand-off: nobody jumped.
                 check(&res, 10.0, 1.0, 1.0);
                 found = true;
@@ -518,8 +519,9 @@ mod tests {
 
     #[test]
     fn runs_are_deterministic() {
-        let a = run(&SimConfig { seconds: 4.0, ..SimConfig::default() }).unwrap();
-        let b = run(&SimConfig { seconds: 4.0, ..SimConfig::default() }).unwrap();
+        let a = run(&SimConfig { seconds: 7.0, ..SimConfig::default() }).unwrap();
+        let b = run(&SimConfig { seconds: 7.0, ..SimConfig::default() }).unwrap();
+        assert!(a.peers.iter().all(|p| p.offset_error_us_p99.is_finite()));
         assert_eq!(a, b);
     }
 }
