@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod burst;
+pub mod clock;
 pub mod conceal;
 pub mod drift;
 pub mod jellie_stream;
@@ -25,3 +26,4 @@ pub mod discovery;
 pub mod handle;
 pub mod net;
 pub mod worker;
+pub mod transport;
