@@ -13,4 +13,5 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod conceal;
+pub mod pnbtr;
 pub mod protocol;
