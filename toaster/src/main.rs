@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod decode;
+mod plc;
 
 #[derive(Parser)]
 #[command(name = "toaster", version, about = "JAMNet headless peer and test bench (TOAST v2)")]
@@ -15,12 +16,18 @@ struct Cli {
 enum Command {
     /// Decode one TOAST v2 frame given as hex and print it as JSON.
     Decode(decode::Args),
+    /// Evaluate the packet-loss concealment methods on the instrument corpus.
+    PlcEval(plc::EvalArgs),
+    /// Conceal a WAV file given a per-packet loss mask.
+    Conceal(plc::ConcealArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::PlcEval(args) => plc::run_eval(args),
+        Command::Conceal(args) => plc::run_conceal(args),
     };
     match result {
         Ok(code) => code,

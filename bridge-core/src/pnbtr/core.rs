@@ -302,3 +302,4 @@ pub fn predict(h: &[f32], model: &PnbtrModel, s: &mut PnbtrScratch, out: &mut [f
     }
     an
 }
+
