@@ -6,7 +6,11 @@ mod decode;
 mod plc;
 
 #[derive(Parser)]
-#[command(name = "toaster", version, about = "JAMNet headless peer and test bench (TOAST v2)")]
+#[command(
+    name = "toaster",
+    version,
+    about = "JAMNet headless peer and test bench (TOAST v2)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

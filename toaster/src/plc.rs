@@ -19,8 +19,12 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use bridge_core::conceal::{ConcealMethod, Concealer};
-use bridge_core::pnbtr::core::{self as pcore, PnbtrModel, PnbtrScratch, HISTORY, N_CAND, N_STATIC, N_TIME, N_WEIGHTS};
-use bridge_core::pnbtr::{fade_gain, make_concealer, PredictiveConcealer, Predictor, CROSSFADE, MAX_GAP};
+use bridge_core::pnbtr::core::{
+    self as pcore, PnbtrModel, PnbtrScratch, HISTORY, N_CAND, N_STATIC, N_TIME, N_WEIGHTS,
+};
+use bridge_core::pnbtr::{
+    fade_gain, make_concealer, PredictiveConcealer, Predictor, CROSSFADE, MAX_GAP,
+};
 use rand::{Rng, SeedableRng};
 use rustfft::num_complex::Complex32;
 use serde::Serialize;
@@ -93,7 +97,8 @@ struct Wav {
 }
 
 fn read_wav(path: &Path) -> Result<Wav> {
-    let mut r = hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut r =
+        hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
     let spec = r.spec();
     let samples: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
@@ -102,7 +107,9 @@ fn read_wav(path: &Path) -> Result<Wav> {
                 bail!("unsupported bit depth {}", spec.bits_per_sample);
             }
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-            r.samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>()?
+            r.samples::<i32>()
+                .map(|s| s.map(|v| v as f32 * scale))
+                .collect::<Result<_, _>>()?
         }
     };
     if spec.channels == 0 {
@@ -112,7 +119,8 @@ fn read_wav(path: &Path) -> Result<Wav> {
 }
 
 fn write_wav(path: &Path, spec: hound::WavSpec, samples: &[f32]) -> Result<()> {
-    let mut w = hound::WavWriter::create(path, spec).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("creating {}", path.display()))?;
     match spec.sample_format {
         hound::SampleFormat::Float => {
             for &s in samples {
@@ -135,8 +143,16 @@ fn write_wav(path: &Path, spec: hound::WavSpec, samples: &[f32]) -> Result<()> {
 fn load_mono_48k(path: &Path, max_seconds: f64) -> Result<Vec<f32>> {
     let wav = read_wav(path)?;
     let ch = wav.spec.channels as usize;
-    let mono: Vec<f32> = wav.samples.chunks(ch).map(|f| f.iter().sum::<f32>() / ch as f32).collect();
-    let mut x = if wav.spec.sample_rate == RATE { mono } else { resample(&mono, wav.spec.sample_rate, RATE) };
+    let mono: Vec<f32> = wav
+        .samples
+        .chunks(ch)
+        .map(|f| f.iter().sum::<f32>() / ch as f32)
+        .collect();
+    let mut x = if wav.spec.sample_rate == RATE {
+        mono
+    } else {
+        resample(&mono, wav.spec.sample_rate, RATE)
+    };
     x.truncate((max_seconds * RATE as f64) as usize);
     Ok(x)
 }
@@ -157,7 +173,11 @@ fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
                 }
                 let d = t - k as f64;
                 let arg = std::f64::consts::PI * d * cutoff;
-                let sinc = if arg.abs() < 1e-9 { 1.0 } else { arg.sin() / arg };
+                let sinc = if arg.abs() < 1e-9 {
+                    1.0
+                } else {
+                    arg.sin() / arg
+                };
                 let win = 0.5 + 0.5 * (std::f64::consts::PI * d / TAPS as f64).cos();
                 acc += x[k as usize] as f64 * sinc * cutoff * win;
             }
@@ -197,7 +217,11 @@ impl Trace {
                     Trace::Gilbert(p, burst) => {
                         let r = 1.0 / burst;
                         let g2b = p * r / (1.0 - p);
-                        bad = if bad { !rng.random_bool(r) } else { rng.random_bool(g2b) };
+                        bad = if bad {
+                            !rng.random_bool(r)
+                        } else {
+                            rng.random_bool(g2b)
+                        };
                         bad
                     }
                 };
@@ -224,11 +248,16 @@ fn seed_of(parts: &[&str]) -> u64 {
 
 /// Time of one conceal() call (µs) and whether it started a gap (the
 /// expensive call: predictors run once per gap).
-type Timing = (f64, bool);
+pub(crate) type Timing = (f64, bool);
 
 /// Runs a concealer over mono `x` in packets of `n`; returns the output and
 /// the timing of each conceal() call.
-fn run_concealer(c: &mut dyn Concealer, x: &[f32], n: usize, mask: &[bool]) -> (Vec<f32>, Vec<Timing>) {
+fn run_concealer(
+    c: &mut dyn Concealer,
+    x: &[f32],
+    n: usize,
+    mask: &[bool],
+) -> (Vec<f32>, Vec<Timing>) {
     let mut y = x.to_vec();
     let mut times = Vec::new();
     let mut prev_lost = false;
@@ -259,7 +288,10 @@ mod opus_plc {
     pub fn frame_for(packet: usize, rate: u32) -> usize {
         let scale = rate as usize / 400; // 2.5 ms
         let sizes = FRAMES.map(|f| f / 120 * scale);
-        *sizes.iter().min_by_key(|&&f| (f as i64 - packet as i64).abs()).unwrap()
+        *sizes
+            .iter()
+            .min_by_key(|&&f| (f as i64 - packet as i64).abs())
+            .unwrap()
     }
 
     fn channels(ch: usize) -> Result<opus::Channels> {
@@ -272,7 +304,13 @@ mod opus_plc {
 
     /// Encodes `x` (interleaved), loses the frames overlapping lost samples,
     /// decodes with PLC. Returns the aligned output and µs per PLC call.
-    pub fn run(x: &[f32], ch: usize, rate: u32, packet: usize, lost_packet: &[bool]) -> Result<(Vec<f32>, Vec<(f64, bool)>)> {
+    pub fn run(
+        x: &[f32],
+        ch: usize,
+        rate: u32,
+        packet: usize,
+        lost_packet: &[bool],
+    ) -> Result<(Vec<f32>, Vec<super::Timing>)> {
         let frame = frame_for(packet, rate);
         let chans = channels(ch)?;
         let mut enc = opus::Encoder::new(rate, chans, opus::Application::LowDelay)?;
@@ -341,8 +379,9 @@ impl Spectra {
         let fft = rustfft::FftPlanner::new().plan_fft_forward(FFT_LEN);
         // Critical-band edges (Hz), Zwicker, up to Nyquist.
         let edges = [
-            0.0, 100.0, 200.0, 300.0, 400.0, 510.0, 630.0, 770.0, 920.0, 1080.0, 1270.0, 1480.0, 1720.0, 2000.0, 2320.0,
-            2700.0, 3150.0, 3700.0, 4400.0, 5300.0, 6400.0, 7700.0, 9500.0, 12000.0, 15500.0, 20000.0, 24000.0,
+            0.0, 100.0, 200.0, 300.0, 400.0, 510.0, 630.0, 770.0, 920.0, 1080.0, 1270.0, 1480.0,
+            1720.0, 2000.0, 2320.0, 2700.0, 3150.0, 3700.0, 4400.0, 5300.0, 6400.0, 7700.0, 9500.0,
+            12000.0, 15500.0, 20000.0, 24000.0,
         ];
         let hz = RATE as f64 / FFT_LEN as f64;
         let mut bands = Vec::new();
@@ -353,14 +392,22 @@ impl Spectra {
                 bands.push((lo, hi));
             }
         }
-        Self { fft, window: vec![Vec::new(); FFT_LEN + 1], buf: vec![Complex32::default(); FFT_LEN], bands }
+        Self {
+            fft,
+            window: vec![Vec::new(); FFT_LEN + 1],
+            buf: vec![Complex32::default(); FFT_LEN],
+            bands,
+        }
     }
 
     fn power(&mut self, x: &[f32], out: &mut [f32]) {
         let n = x.len().min(FFT_LEN);
         if self.window[n].is_empty() {
-            self.window[n] =
-                (0..n).map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * (i as f32 + 0.5) / n as f32).cos()).collect();
+            self.window[n] = (0..n)
+                .map(|i| {
+                    0.5 - 0.5 * (2.0 * std::f32::consts::PI * (i as f32 + 0.5) / n as f32).cos()
+                })
+                .collect();
         }
         for (i, b) in self.buf.iter_mut().enumerate() {
             *b = Complex32::new(if i < n { x[i] * self.window[n][i] } else { 0.0 }, 0.0);
@@ -426,7 +473,11 @@ fn metrics(spec: &mut Spectra, x: &[f32], y: &[f32], n: usize, mask: &[bool]) ->
         let (r, t) = (&x[a..b], &y[a..b]);
         let e: f64 = r.iter().map(|&v| (v as f64).powi(2)).sum();
         es += e;
-        ee += r.iter().zip(t).map(|(&u, &v)| (u as f64 - v as f64).powi(2)).sum::<f64>();
+        ee += r
+            .iter()
+            .zip(t)
+            .map(|(&u, &v)| (u as f64 - v as f64).powi(2))
+            .sum::<f64>();
         if (e / r.len() as f64).sqrt() > 10f64.powf(-70.0 / 20.0) {
             // Long packets: score each FFT_LEN piece.
             for (rc, tc) in r.chunks(FFT_LEN).zip(t.chunks(FFT_LEN)) {
@@ -438,7 +489,12 @@ fn metrics(spec: &mut Spectra, x: &[f32], y: &[f32], n: usize, mask: &[bool]) ->
         }
     }
     let c = counted.max(1) as f64;
-    Metrics { snr_db: 10.0 * (es / ee.max(1e-30)).log10(), lsd_db: lsd / c, fwsnr_db: fw / c, lost_packets: lost }
+    Metrics {
+        snr_db: 10.0 * (es / ee.max(1e-30)).log10(),
+        lsd_db: lsd / c,
+        fwsnr_db: fw / c,
+        lost_packets: lost,
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -460,7 +516,10 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 // ---------------------------------------------------------------- corpus
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn ensure_corpus(dir: &Path, quick: bool, need_train: bool) -> Result<()> {
@@ -475,7 +534,9 @@ fn ensure_corpus(dir: &Path, quick: bool, need_train: bool) -> Result<()> {
     if quick && !need_train {
         cmd.arg("--quick");
     }
-    let st = cmd.status().with_context(|| format!("running {}", script.display()))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
     if !st.success() {
         bail!("corpus generation failed ({st}); needs fluidsynth, fluid-soundfont-gm, espeak-ng");
     }
@@ -502,8 +563,16 @@ fn load_set(dir: &Path, max_seconds: f64) -> Result<Vec<Clip>> {
         .iter()
         .map(|p| {
             let name = p.file_stem().unwrap().to_string_lossy().to_string();
-            let category = if name.starts_with("speech") { "speech" } else { "music" };
-            Ok(Clip { x: load_mono_48k(p, max_seconds)?, name, category })
+            let category = if name.starts_with("speech") {
+                "speech"
+            } else {
+                "music"
+            };
+            Ok(Clip {
+                x: load_mono_48k(p, max_seconds)?,
+                name,
+                category,
+            })
         })
         .collect()
 }
@@ -548,10 +617,17 @@ struct Check {
     pass: bool,
 }
 
-const BUILD: &str = if cfg!(debug_assertions) { "debug" } else { "release" };
+const BUILD: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
 
 fn method_list(gpu: bool) -> Vec<String> {
-    let mut m: Vec<String> = ["zero", "repeat", "burg", "pnbtr"].iter().map(|s| s.to_string()).collect();
+    let mut m: Vec<String> = ["zero", "repeat", "burg", "pnbtr"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if gpu {
         m.push("pnbtr-gpu".into());
     }
@@ -586,7 +662,13 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         return gpu_bench(args.json);
     }
     let corpus = args.corpus.clone().unwrap_or_else(|| {
-        repo_root().join("target").join(if args.quick && args.train_out.is_none() { "plc-corpus-quick" } else { "plc-corpus" })
+        repo_root()
+            .join("target")
+            .join(if args.quick && args.train_out.is_none() {
+                "plc-corpus-quick"
+            } else {
+                "plc-corpus"
+            })
     });
     ensure_corpus(&corpus, args.quick, args.train_out.is_some())?;
     if let Some(out) = &args.train_out {
@@ -597,7 +679,13 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
     } else {
         (
             vec![64, 128, 240, 256, 512],
-            vec![Trace::Iid(0.02), Trace::Iid(0.05), Trace::Iid(0.10), Trace::Iid(0.20), Trace::Gilbert(0.10, 3.0)],
+            vec![
+                Trace::Iid(0.02),
+                Trace::Iid(0.05),
+                Trace::Iid(0.10),
+                Trace::Iid(0.20),
+                Trace::Gilbert(0.10, 3.0),
+            ],
             10.0,
         )
     };
@@ -618,7 +706,11 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
                     let (mut snr, mut lsd, mut fw, mut lost, mut count) = (0.0, 0.0, 0.0, 0, 0);
                     let mut times = Vec::new();
                     for clip in clips.iter().filter(|c| c.category == category) {
-                        let mask = tr.mask(clip.x.len().div_ceil(n), n, seed_of(&[&clip.name, &n.to_string(), &tr.label()]));
+                        let mask = tr.mask(
+                            clip.x.len().div_ceil(n),
+                            n,
+                            seed_of(&[&clip.name, &n.to_string(), &tr.label()]),
+                        );
                         let (y, t) = run_method(method, &clip.x, n, &mask)?;
                         let m = metrics(&mut spectra, &clip.x, &y, n, &mask);
                         snr += m.snr_db;
@@ -655,7 +747,14 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         }
     }
     let (checks, targets) = judge(&rows, &packets, &traces);
-    let report = Report { quick: args.quick, build: BUILD, methods, rows, checks, targets };
+    let report = Report {
+        quick: args.quick,
+        build: BUILD,
+        methods,
+        rows,
+        checks,
+        targets,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -673,7 +772,8 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
 }
 
 fn find<'a>(rows: &'a [Row], method: &str, n: usize, trace: &str) -> Option<&'a Row> {
-    rows.iter().find(|r| r.method == method && r.category == "music" && r.packet == n && r.trace == trace)
+    rows.iter()
+        .find(|r| r.method == method && r.category == "music" && r.packet == n && r.trace == trace)
 }
 
 fn judge(rows: &[Row], packets: &[usize], traces: &[Trace]) -> (Vec<Check>, Vec<Check>) {
@@ -682,11 +782,16 @@ fn judge(rows: &[Row], packets: &[usize], traces: &[Trace]) -> (Vec<Check>, Vec<
     for &n in packets {
         for tr in traces {
             let label = tr.label();
-            let Some(p) = find(rows, "pnbtr", n, &label) else { continue };
+            let Some(p) = find(rows, "pnbtr", n, &label) else {
+                continue;
+            };
             for base in ["zero", "repeat", "burg"] {
                 if let Some(b) = find(rows, base, n, &label) {
                     checks.push(Check {
-                        what: format!("music {n} {label}: pnbtr SNR {:.2} > {base} {:.2}", p.snr_db, b.snr_db),
+                        what: format!(
+                            "music {n} {label}: pnbtr SNR {:.2} > {base} {:.2}",
+                            p.snr_db, b.snr_db
+                        ),
                         pass: p.snr_db > b.snr_db,
                     });
                 }
@@ -697,7 +802,10 @@ fn judge(rows: &[Row], packets: &[usize], traces: &[Trace]) -> (Vec<Check>, Vec<
             for base in ["zero", "burg"] {
                 if let Some(b) = find(rows, base, n, &label) {
                     checks.push(Check {
-                        what: format!("music {n} {label}: pnbtr LSD {:.2} < {base} {:.2}", p.lsd_db, b.lsd_db),
+                        what: format!(
+                            "music {n} {label}: pnbtr LSD {:.2} < {base} {:.2}",
+                            p.lsd_db, b.lsd_db
+                        ),
                         pass: p.lsd_db < b.lsd_db,
                     });
                 }
@@ -706,15 +814,24 @@ fn judge(rows: &[Row], packets: &[usize], traces: &[Trace]) -> (Vec<Check>, Vec<
             if is_target {
                 if let Some(b) = find(rows, "burg", n, &label) {
                     targets.push(Check {
-                        what: format!("music {n} {label}: pnbtr SNR {:.2} >= burg {:.2} + 1 dB", p.snr_db, b.snr_db),
+                        what: format!(
+                            "music {n} {label}: pnbtr SNR {:.2} >= burg {:.2} + 1 dB",
+                            p.snr_db, b.snr_db
+                        ),
                         pass: p.snr_db >= b.snr_db + 1.0,
                     });
                 }
-                targets.push(Check { what: format!("music {n} {label}: pnbtr SNR {:.2} > 0 dB", p.snr_db), pass: p.snr_db > 0.0 });
+                targets.push(Check {
+                    what: format!("music {n} {label}: pnbtr SNR {:.2} > 0 dB", p.snr_db),
+                    pass: p.snr_db > 0.0,
+                });
                 for base in ["zero", "repeat", "burg", "opus"] {
                     if let Some(b) = find(rows, base, n, &label) {
                         targets.push(Check {
-                            what: format!("music {n} {label}: pnbtr LSD {:.2} < {base} {:.2}", p.lsd_db, b.lsd_db),
+                            what: format!(
+                                "music {n} {label}: pnbtr LSD {:.2} < {base} {:.2}",
+                                p.lsd_db, b.lsd_db
+                            ),
                             pass: p.lsd_db < b.lsd_db,
                         });
                     }
@@ -734,7 +851,11 @@ fn judge(rows: &[Row], packets: &[usize], traces: &[Trace]) -> (Vec<Check>, Vec<
 }
 
 fn print_table(r: &Report) {
-    println!("plc-eval ({} build{}): metrics on concealed samples only; mean over clips", r.build, if r.quick { ", quick set" } else { "" });
+    println!(
+        "plc-eval ({} build{}): metrics on concealed samples only; mean over clips",
+        r.build,
+        if r.quick { ", quick set" } else { "" }
+    );
     let mut cond: Vec<(usize, String)> = Vec::new();
     for row in &r.rows {
         if !cond.contains(&(row.packet, row.trace.clone())) {
@@ -742,18 +863,37 @@ fn print_table(r: &Report) {
         }
     }
     for (n, tr) in cond {
-        println!("\n== packet {n} samples ({:.2} ms), {tr} ==", n as f64 / 48.0);
+        println!(
+            "\n== packet {n} samples ({:.2} ms), {tr} ==",
+            n as f64 / 48.0
+        );
         println!(
             "{:<10} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>9} {:>9} {:>7}",
             "method", "SNR", "LSD", "fwSNR", "SNR", "LSD", "fwSNR", "start p50", "mean", "% pkt"
         );
-        println!("{:<10} | {:^26} | {:^26} | {:^27}", "", "music (dB)", "speech (dB)", "CPU per lost packet (us)");
+        println!(
+            "{:<10} | {:^26} | {:^26} | {:^27}",
+            "", "music (dB)", "speech (dB)", "CPU per lost packet (us)"
+        );
         for m in &r.methods {
-            let get = |c: &str| r.rows.iter().find(|x| &x.method == m && x.category == c && x.packet == n && x.trace == tr);
+            let get = |c: &str| {
+                r.rows
+                    .iter()
+                    .find(|x| &x.method == m && x.category == c && x.packet == n && x.trace == tr)
+            };
             let (mu, sp) = (get("music"), get("speech"));
-            let f = |x: Option<&Row>| x.map_or("        -        -        -".to_string(), |x| format!("{:>8.2} {:>8.2} {:>8.2}", x.snr_db, x.lsd_db, x.fwsnr_db));
+            let f = |x: Option<&Row>| {
+                x.map_or("        -        -        -".to_string(), |x| {
+                    format!("{:>8.2} {:>8.2} {:>8.2}", x.snr_db, x.lsd_db, x.fwsnr_db)
+                })
+            };
             let cpu = mu.map_or(String::new(), |x| {
-                format!("{:>9.1} {:>9.1} {:>6.2}%", x.cpu_us_gap_start_median, x.cpu_us_per_lost_packet_mean, 100.0 * x.cpu_fraction_gap_start)
+                format!(
+                    "{:>9.1} {:>9.1} {:>6.2}%",
+                    x.cpu_us_gap_start_median,
+                    x.cpu_us_per_lost_packet_mean,
+                    100.0 * x.cpu_fraction_gap_start
+                )
             });
             println!("{:<10} | {} | {} | {}", m, f(mu), f(sp), cpu);
         }
@@ -772,23 +912,41 @@ fn print_table(r: &Report) {
 
 fn plot(path: &Path, clips: &[Clip], report: &Report) -> Result<()> {
     use plotters::prelude::*;
-    let font_path = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"]
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or_else(|| anyhow!("--plot needs the DejaVu font (apt-get install fonts-dejavu-core)"))?;
+    let font_path = [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    ]
+    .iter()
+    .find(|p| Path::new(p).exists())
+    .ok_or_else(|| anyhow!("--plot needs the DejaVu font (apt-get install fonts-dejavu-core)"))?;
     let bytes: &'static [u8] = Box::leak(std::fs::read(font_path)?.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| anyhow!("bad font {font_path}"))?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow!("bad font {font_path}"))?;
 
-    let clip = clips.iter().find(|c| c.name == "piano").or_else(|| clips.first()).ok_or_else(|| anyhow!("no clips"))?;
+    let clip = clips
+        .iter()
+        .find(|c| c.name == "piano")
+        .or_else(|| clips.first())
+        .ok_or_else(|| anyhow!("no clips"))?;
     let n = 128;
     let tr = Trace::Gilbert(0.10, 3.0);
-    let mask = tr.mask(clip.x.len().div_ceil(n), n, seed_of(&[&clip.name, &n.to_string(), &tr.label()]));
+    let mask = tr.mask(
+        clip.x.len().div_ceil(n),
+        n,
+        seed_of(&[&clip.name, &n.to_string(), &tr.label()]),
+    );
     // Window: 40 ms around the first burst of 2+ lost packets after 1 s.
-    let start_pkt = (RATE as usize / n..mask.len().saturating_sub(1)).find(|&p| mask[p] && mask[p + 1]).unwrap_or(RATE as usize / n);
+    let start_pkt = (RATE as usize / n..mask.len().saturating_sub(1))
+        .find(|&p| mask[p] && mask[p + 1])
+        .unwrap_or(RATE as usize / n);
     let w0 = (start_pkt * n).saturating_sub(600);
     let w1 = (w0 + 1920).min(clip.x.len());
     let mut curves = vec![("original", clip.x.clone(), RGBColor(90, 90, 90))];
-    for (m, col) in [("burg", RGBColor(200, 40, 40)), ("opus", RGBColor(30, 150, 30)), ("pnbtr", RGBColor(20, 60, 220))] {
+    for (m, col) in [
+        ("burg", RGBColor(200, 40, 40)),
+        ("opus", RGBColor(30, 150, 30)),
+        ("pnbtr", RGBColor(20, 60, 220)),
+    ] {
         if report.methods.iter().any(|x| x == m) {
             curves.push((m, run_method(m, &clip.x, n, &mask)?.0, col));
         }
@@ -798,17 +956,33 @@ fn plot(path: &Path, clips: &[Clip], report: &Report) -> Result<()> {
     let (top, bottom) = root.split_vertically(560);
     let peak = clip.x[w0..w1].iter().fold(0.05f32, |m, v| m.max(v.abs())) * 1.3;
     let mut chart = ChartBuilder::on(&top)
-        .caption(format!("{} ({}), packet {n}, {}: concealed regions shaded", clip.name, clip.category, tr.label()), ("sans-serif", 24))
+        .caption(
+            format!(
+                "{} ({}), packet {n}, {}: concealed regions shaded",
+                clip.name,
+                clip.category,
+                tr.label()
+            ),
+            ("sans-serif", 24),
+        )
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(w0 as f32 / 48.0..w1 as f32 / 48.0, -peak..peak)?;
-    chart.configure_mesh().x_desc("time (ms)").y_desc("amplitude").label_style(("sans-serif", 14)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("time (ms)")
+        .y_desc("amplitude")
+        .label_style(("sans-serif", 14))
+        .draw()?;
     for (p, &l) in mask.iter().enumerate() {
         let (a, b) = (p * n, (p + 1) * n);
         if l && b > w0 && a < w1 {
             chart.draw_series(std::iter::once(Rectangle::new(
-                [(a.max(w0) as f32 / 48.0, -peak), (b.min(w1) as f32 / 48.0, peak)],
+                [
+                    (a.max(w0) as f32 / 48.0, -peak),
+                    (b.min(w1) as f32 / 48.0, peak),
+                ],
                 RGBColor(255, 230, 150).filled(),
             )))?;
         }
@@ -828,21 +1002,33 @@ fn plot(path: &Path, clips: &[Clip], report: &Report) -> Result<()> {
                 i += 1;
             }
             let width = if *name == "original" { 2 } else { 3 };
-            let series = chart.draw_series(LineSeries::new((s0..i).map(|k| (k as f32 / 48.0, y[k])), col.stroke_width(width)))?;
+            let series = chart.draw_series(LineSeries::new(
+                (s0..i).map(|k| (k as f32 / 48.0, y[k])),
+                col.stroke_width(width),
+            ))?;
             if first {
-                series.label(*name).legend(move |(x, yy)| PathElement::new(vec![(x, yy), (x + 20, yy)], col.stroke_width(3)));
+                series.label(*name).legend(move |(x, yy)| {
+                    PathElement::new(vec![(x, yy), (x + 20, yy)], col.stroke_width(3))
+                });
                 first = false;
             }
         }
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 16)).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()?;
     // Metric table.
     let mono_path = font_path.replace("DejaVuSans.ttf", "DejaVuSansMono.ttf");
     if let Ok(m) = std::fs::read(&mono_path) {
         let mono: &'static [u8] = Box::leak(m.into_boxed_slice());
-        plotters::style::register_font("monospace", FontStyle::Normal, mono).map_err(|_| anyhow!("bad font {mono_path}"))?;
+        plotters::style::register_font("monospace", FontStyle::Normal, mono)
+            .map_err(|_| anyhow!("bad font {mono_path}"))?;
     } else {
-        plotters::style::register_font("monospace", FontStyle::Normal, bytes).map_err(|_| anyhow!("bad font {font_path}"))?;
+        plotters::style::register_font("monospace", FontStyle::Normal, bytes)
+            .map_err(|_| anyhow!("bad font {font_path}"))?;
     }
     let style = ("sans-serif", 17).into_font().color(&BLACK);
     let mut y = 10;
@@ -854,15 +1040,24 @@ fn plot(path: &Path, clips: &[Clip], report: &Report) -> Result<()> {
     y += 28;
     let mut conds: Vec<(usize, String)> = Vec::new();
     for r in &report.rows {
-        if (r.packet == 128 || r.packet == 240) && !conds.contains(&(r.packet, r.trace.clone())) && r.trace.starts_with("GE") {
+        if (r.packet == 128 || r.packet == 240)
+            && !conds.contains(&(r.packet, r.trace.clone()))
+            && r.trace.starts_with("GE")
+        {
             conds.push((r.packet, r.trace.clone()));
         }
     }
     for (pn, trl) in conds {
-        bottom.draw_text(&format!("packet {pn}, {trl}"), &("sans-serif", 18).into_font().color(&BLACK), (20, y))?;
+        bottom.draw_text(
+            &format!("packet {pn}, {trl}"),
+            &("sans-serif", 18).into_font().color(&BLACK),
+            (20, y),
+        )?;
         y += 26;
         for m in &report.methods {
-            if let Some(r) = report.rows.iter().find(|r| &r.method == m && r.category == "music" && r.packet == pn && r.trace == trl) {
+            if let Some(r) = report.rows.iter().find(|r| {
+                &r.method == m && r.category == "music" && r.packet == pn && r.trace == trl
+            }) {
                 let line = format!(
                     "{:<10}  SNR {:>7.2}   LSD {:>6.2}   fwSNR {:>6.2}   gap-start cpu {:>8.1} us ({:.1}% of packet)",
                     m,
@@ -884,12 +1079,15 @@ fn plot(path: &Path, clips: &[Clip], report: &Report) -> Result<()> {
 
 // ---------------------------------------------------------------- training
 
+/// Per gap: the static features and the candidates over the gap.
+type GapLog = Arc<Mutex<Vec<(Vec<f32>, Vec<[f32; N_CAND]>)>>>;
+
 /// A PNBTR predictor that also records what it saw (features and the three
 /// candidates over the whole gap) so the mixing weights can be fitted.
 struct Recorder {
     model: PnbtrModel,
     scratch: PnbtrScratch,
-    log: Arc<Mutex<Vec<(Vec<f32>, Vec<[f32; N_CAND]>)>>>,
+    log: GapLog,
 }
 
 impl Predictor for Recorder {
@@ -906,7 +1104,12 @@ impl Predictor for Recorder {
 
 fn train(corpus: &Path, out: &Path) -> Result<ExitCode> {
     let clips = load_set(&corpus.join("train"), 10.0)?;
-    let conditions = [(128usize, Trace::Gilbert(0.10, 3.0)), (240, Trace::Gilbert(0.10, 3.0)), (128, Trace::Iid(0.10)), (512, Trace::Gilbert(0.10, 3.0))];
+    let conditions = [
+        (128usize, Trace::Gilbert(0.10, 3.0)),
+        (240, Trace::Gilbert(0.10, 3.0)),
+        (128, Trace::Iid(0.10)),
+        (512, Trace::Gilbert(0.10, 3.0)),
+    ];
     let mut model = PnbtrModel::ar_only();
     for pass in 0..2 {
         let mut ata = vec![0.0f64; N_WEIGHTS * N_WEIGHTS];
@@ -914,9 +1117,17 @@ fn train(corpus: &Path, out: &Path) -> Result<ExitCode> {
         let mut samples = 0usize;
         for clip in &clips {
             for (n, tr) in &conditions {
-                let mask = tr.mask(clip.x.len().div_ceil(*n), *n, seed_of(&["train", &clip.name, &n.to_string(), &tr.label()]));
+                let mask = tr.mask(
+                    clip.x.len().div_ceil(*n),
+                    *n,
+                    seed_of(&["train", &clip.name, &n.to_string(), &tr.label()]),
+                );
                 let log = Arc::new(Mutex::new(Vec::new()));
-                let rec = Recorder { model: model.clone(), scratch: PnbtrScratch::new(MAX_GAP + CROSSFADE), log: log.clone() };
+                let rec = Recorder {
+                    model: model.clone(),
+                    scratch: PnbtrScratch::new(MAX_GAP + CROSSFADE),
+                    log: log.clone(),
+                };
                 let mut c = PredictiveConcealer::new(1, rec);
                 run_concealer(&mut c, &clip.x, *n, &mask);
                 let log = log.lock().unwrap();
@@ -934,16 +1145,23 @@ fn train(corpus: &Path, out: &Path) -> Result<ExitCode> {
                         p += 1;
                     }
                 }
-                anyhow::ensure!(gaps.len() == log.len(), "recorder saw {} gaps, mask has {}", log.len(), gaps.len());
+                anyhow::ensure!(
+                    gaps.len() == log.len(),
+                    "recorder saw {} gaps, mask has {}",
+                    log.len(),
+                    gaps.len()
+                );
                 let mut reg = [0.0f64; N_WEIGHTS];
                 for ((start, len), (feat, cands)) in gaps.iter().zip(log.iter()) {
+                    #[allow(clippy::needless_range_loop)] // t is also the gap position
                     for t in 0..(*len).min(MAX_GAP) {
                         let g = fade_gain(t) as f64;
                         let tf = pcore::time_features(t);
                         for k in 0..N_CAND {
                             for j in 0..N_STATIC {
                                 for m in 0..N_TIME {
-                                    reg[PnbtrModel::index(k, j, m)] = g * cands[t][k] as f64 * feat[j] as f64 * tf[m] as f64;
+                                    reg[PnbtrModel::index(k, j, m)] =
+                                        g * cands[t][k] as f64 * feat[j] as f64 * tf[m] as f64;
                                 }
                             }
                         }
@@ -969,7 +1187,8 @@ fn train(corpus: &Path, out: &Path) -> Result<ExitCode> {
         for i in 0..N_WEIGHTS {
             ata[i * N_WEIGHTS + i] += ridge;
         }
-        let w = cholesky_solve(&ata, &atb, N_WEIGHTS).ok_or_else(|| anyhow!("normal equations not positive definite"))?;
+        let w = cholesky_solve(&ata, &atb, N_WEIGHTS)
+            .ok_or_else(|| anyhow!("normal equations not positive definite"))?;
         model = PnbtrModel {
             weights: w.iter().map(|&v| v as f32).collect(),
             trained_on: format!(
@@ -1031,7 +1250,11 @@ fn bench_histories(streams: usize) -> Vec<f32> {
         let f0 = rng.random_range(60.0..1000.0f32);
         for i in 0..HISTORY {
             let t = i as f32 / RATE as f32;
-            v[s * HISTORY + i] = (0..4).map(|k| (2.0 * std::f32::consts::PI * f0 * (k + 1) as f32 * t).sin() / (k + 1) as f32).sum::<f32>()
+            v[s * HISTORY + i] = (0..4)
+                .map(|k| {
+                    (2.0 * std::f32::consts::PI * f0 * (k + 1) as f32 * t).sin() / (k + 1) as f32
+                })
+                .sum::<f32>()
                 * 0.3
                 + 0.01 * rng.random_range(-1.0..1.0f32);
         }
@@ -1060,7 +1283,8 @@ fn gpu_bench(json: bool) -> Result<ExitCode> {
     use bridge_core::pnbtr::gpu::GpuPnbtr;
     const LEN: usize = 128;
     let model = PnbtrModel::builtin();
-    let mut gpu = GpuPnbtr::new(model.clone(), 1024, LEN).context("pnbtr-gpu needs a wgpu adapter")?;
+    let mut gpu =
+        GpuPnbtr::new(model.clone(), 1024, LEN).context("pnbtr-gpu needs a wgpu adapter")?;
     let mut rows = Vec::new();
     for streams in [1usize, 16, 64, 256, 1024] {
         let hist = bench_histories(streams);
@@ -1078,13 +1302,33 @@ fn gpu_bench(json: bool) -> Result<ExitCode> {
     }
     let adapter = gpu.adapter_name().to_string();
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"adapter": adapter, "build": BUILD, "rows": rows}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"adapter": adapter, "build": BUILD, "rows": rows})
+            )?
+        );
     } else {
-        println!("pnbtr gpu-bench on {adapter} ({BUILD} build); CPU = one core, streams in sequence");
-        println!("{:>8} {:>8} {:>14} {:>14} {:>10}", "streams", "samples", "gpu ms (p50)", "cpu ms (p50)", "cpu/gpu");
+        println!(
+            "pnbtr gpu-bench on {adapter} ({BUILD} build); CPU = one core, streams in sequence"
+        );
+        println!(
+            "{:>8} {:>8} {:>14} {:>14} {:>10}",
+            "streams", "samples", "gpu ms (p50)", "cpu ms (p50)", "cpu/gpu"
+        );
         for r in &rows {
-            let (g, c) = (r["gpu_ms_median"].as_f64().unwrap(), r["cpu_ms_median"].as_f64().unwrap());
-            println!("{:>8} {:>8} {:>14.3} {:>14.3} {:>10.2}", r["streams"], r["samples"], g, c, c / g);
+            let (g, c) = (
+                r["gpu_ms_median"].as_f64().unwrap(),
+                r["cpu_ms_median"].as_f64().unwrap(),
+            );
+            println!(
+                "{:>8} {:>8} {:>14.3} {:>14.3} {:>10.2}",
+                r["streams"],
+                r["samples"],
+                g,
+                c,
+                c / g
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -1104,14 +1348,19 @@ pub fn run_conceal(args: ConcealArgs) -> Result<ExitCode> {
     let method = parse_method(&args.method)?;
     let wav = read_wav(&args.input)?;
     let ch = wav.spec.channels as usize;
-    let text = std::fs::read_to_string(&args.loss_mask).with_context(|| format!("reading {}", args.loss_mask.display()))?;
+    let text = std::fs::read_to_string(&args.loss_mask)
+        .with_context(|| format!("reading {}", args.loss_mask.display()))?;
     let mut mask = Vec::new();
     for (i, line) in text.lines().enumerate() {
         match line.trim() {
             "" => {}
             "0" => mask.push(false),
             "1" => mask.push(true),
-            other => bail!("{}:{}: expected 0 or 1, found {other:?}", args.loss_mask.display(), i + 1),
+            other => bail!(
+                "{}:{}: expected 0 or 1, found {other:?}",
+                args.loss_mask.display(),
+                i + 1
+            ),
         }
     }
     let frames = wav.samples.len() / ch;
@@ -1143,7 +1392,10 @@ pub fn run_conceal(args: ConcealArgs) -> Result<ExitCode> {
             #[cfg(feature = "opus")]
             {
                 if ![8000, 12000, 16000, 24000, 48000].contains(&wav.spec.sample_rate) {
-                    bail!("opus supports 8/12/16/24/48 kHz, not {}", wav.spec.sample_rate);
+                    bail!(
+                        "opus supports 8/12/16/24/48 kHz, not {}",
+                        wav.spec.sample_rate
+                    );
                 }
                 opus_plc::run(&x, ch, wav.spec.sample_rate, args.packet, &mask)?.0
             }

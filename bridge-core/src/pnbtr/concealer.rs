@@ -131,7 +131,8 @@ impl<P: Predictor> Concealer for PredictiveConcealer<P> {
     fn conceal(&mut self, out: &mut [f32]) {
         let frames = out.len() / self.channels;
         if !self.in_gap {
-            self.predictor.predict_all(&self.history, self.last_block, &mut self.continuation);
+            self.predictor
+                .predict_all(&self.history, self.last_block, &mut self.continuation);
             self.in_gap = true;
             self.gap_pos = 0;
         }

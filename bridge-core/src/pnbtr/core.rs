@@ -90,7 +90,10 @@ impl PnbtrModel {
     pub fn ar_only() -> Self {
         let mut weights = vec![0.0; N_WEIGHTS];
         weights[Self::index(0, 0, 0)] = 1.0;
-        Self { weights, trained_on: "none (pure AR)".into() }
+        Self {
+            weights,
+            trained_on: "none (pure AR)".into(),
+        }
     }
 
     /// Weight index of candidate `k`, static feature `j`, time feature `m`.
@@ -102,7 +105,10 @@ impl PnbtrModel {
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
         let model: Self = serde_json::from_str(text)?;
         if model.weights.len() != N_WEIGHTS {
-            return Err(ModelError::WrongLength { expected: N_WEIGHTS, found: model.weights.len() });
+            return Err(ModelError::WrongLength {
+                expected: N_WEIGHTS,
+                found: model.weights.len(),
+            });
         }
         if !model.weights.iter().all(|w| w.is_finite()) {
             return Err(ModelError::NotFinite);
@@ -226,9 +232,15 @@ pub fn analyse(h: &[f32], s: &mut PnbtrScratch) -> Analysis {
     let g_p = clamp01(1.0 - e_p / (e_x + 1e-9));
     let half = BURG_WINDOW / 2;
     let e_new = lane_sum(half, |i| h[HISTORY - half + i] * h[HISTORY - half + i]);
-    let e_old = lane_sum(half, |i| h[HISTORY - 2 * half + i] * h[HISTORY - 2 * half + i]);
+    let e_old = lane_sum(half, |i| {
+        h[HISTORY - 2 * half + i] * h[HISTORY - 2 * half + i]
+    });
     let hi = e_new.max(e_old);
-    let lvl = if hi > 1e-12 { e_new.min(e_old) / hi } else { 0.0 };
+    let lvl = if hi > 1e-12 {
+        e_new.min(e_old) / hi
+    } else {
+        0.0
+    };
     Analysis {
         ar,
         period,
@@ -298,8 +310,11 @@ pub fn predict(h: &[f32], model: &PnbtrModel, s: &mut PnbtrScratch, out: &mut [f
             let c = qk[0] + u * (qk[1] + u * qk[2]);
             y += c * candidate(h, an.period, &s.ar, k, i);
         }
-        *o = if y.is_finite() { y.clamp(-an.limit, an.limit) } else { 0.0 };
+        *o = if y.is_finite() {
+            y.clamp(-an.limit, an.limit)
+        } else {
+            0.0
+        };
     }
     an
 }
-

@@ -27,7 +27,9 @@ pub enum GpuError {
     #[error("GPU adapter limits too small: {0}")]
     Limits(String),
     /// A batch larger than the engine was built for.
-    #[error("batch of {streams} streams x {len} samples exceeds capacity {max_streams} x {max_len}")]
+    #[error(
+        "batch of {streams} streams x {len} samples exceeds capacity {max_streams} x {max_len}"
+    )]
     TooLarge {
         /// Streams asked for.
         streams: usize,
@@ -87,7 +89,8 @@ impl GpuPnbtr {
     pub fn new(model: PnbtrModel, max_streams: usize, max_len: usize) -> Result<Self, GpuError> {
         let max_streams = max_streams.clamp(1, 65535);
         let max_len = max_len.max(1);
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             ..Default::default()
@@ -117,7 +120,9 @@ impl GpuPnbtr {
             compilation_options: Default::default(),
             cache: None,
         });
-        let usage_rw = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+        let usage_rw = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
         let hist_buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("pnbtr history"),
             size: hist_bytes,
@@ -155,10 +160,22 @@ impl GpuPnbtr {
             label: Some("pnbtr"),
             layout: &layout,
             entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: hist_buf.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: out_buf.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: params_buf.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 3, resource: weights_buf.as_entire_binding() },
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: hist_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: out_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: params_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: weights_buf.as_entire_binding(),
+                },
             ],
         });
         Ok(Self {
@@ -189,21 +206,44 @@ impl GpuPnbtr {
     /// Predicts `len` samples for each of `streams` histories. `histories` is
     /// `streams * HISTORY` samples (stream-major, newest last), `out` is
     /// `streams * len`. Blocks until the results are back.
-    pub fn predict_batch(&mut self, histories: &[f32], len: usize, out: &mut [f32]) -> Result<(), GpuError> {
+    pub fn predict_batch(
+        &mut self,
+        histories: &[f32],
+        len: usize,
+        out: &mut [f32],
+    ) -> Result<(), GpuError> {
         let streams = histories.len() / HISTORY;
-        if histories.len() != streams * HISTORY || out.len() != streams * len || streams == 0 || len == 0 {
+        if histories.len() != streams * HISTORY
+            || out.len() != streams * len
+            || streams == 0
+            || len == 0
+        {
             return Err(GpuError::BadInput);
         }
         if streams > self.max_streams || len > self.max_len {
-            return Err(GpuError::TooLarge { streams, len, max_streams: self.max_streams, max_len: self.max_len });
+            return Err(GpuError::TooLarge {
+                streams,
+                len,
+                max_streams: self.max_streams,
+                max_len: self.max_len,
+            });
         }
         let params: [u32; 4] = [streams as u32, len as u32, 0, 0];
-        self.queue.write_buffer(&self.params_buf, 0, bytemuck::cast_slice(&params));
-        self.queue.write_buffer(&self.hist_buf, 0, bytemuck::cast_slice(histories));
+        self.queue
+            .write_buffer(&self.params_buf, 0, bytemuck::cast_slice(&params));
+        self.queue
+            .write_buffer(&self.hist_buf, 0, bytemuck::cast_slice(histories));
         let bytes = (streams * len * 4) as u64;
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("pnbtr") });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("pnbtr"),
+            });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("pnbtr"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("pnbtr"),
+                timestamp_writes: None,
+            });
             pass.set_pipeline(&self.pipeline);
             pass.set_bind_group(0, &self.bind_group, &[]);
             pass.dispatch_workgroups(streams as u32, 1, 1);
@@ -216,7 +256,10 @@ impl GpuPnbtr {
             let _ = tx.send(r);
         });
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(std::time::Duration::from_secs(30)) })
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(std::time::Duration::from_secs(30)),
+            })
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         match rx.recv() {
             Ok(Ok(())) => {}
@@ -224,7 +267,9 @@ impl GpuPnbtr {
             Err(e) => return Err(GpuError::Readback(e.to_string())),
         }
         {
-            let view = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
             out.copy_from_slice(bytemuck::cast_slice(&view));
         }
         self.read_buf.unmap();
@@ -277,7 +322,11 @@ impl Predictor for GpuPredictor {
         for (i, h) in histories.iter().enumerate() {
             self.flat_hist[i * HISTORY..(i + 1) * HISTORY].copy_from_slice(h);
         }
-        let res = self.engine.predict_batch(&self.flat_hist[..n * HISTORY], len, &mut self.flat_out[..n * len]);
+        let res = self.engine.predict_batch(
+            &self.flat_hist[..n * HISTORY],
+            len,
+            &mut self.flat_out[..n * len],
+        );
         match res {
             Ok(()) => {
                 for (i, o) in outs.iter_mut().enumerate() {

@@ -44,7 +44,10 @@ pub struct BurgScratch {
 impl BurgScratch {
     /// Scratch for windows of up to `window` samples.
     pub fn new(window: usize) -> Self {
-        Self { fwd: vec![0.0; window], bwd: vec![0.0; window] }
+        Self {
+            fwd: vec![0.0; window],
+            bwd: vec![0.0; window],
+        }
     }
 }
 
@@ -55,7 +58,10 @@ impl BurgScratch {
 pub fn burg(x: &[f32], a: &mut [f32], scratch: &mut BurgScratch) {
     let n = x.len();
     let order = a.len() - 1;
-    assert!(n > order && n <= scratch.fwd.len(), "burg: window {n} vs order {order}");
+    assert!(
+        n > order && n <= scratch.fwd.len(),
+        "burg: window {n} vs order {order}"
+    );
     let f = &mut scratch.fwd[..n];
     let b = &mut scratch.bwd[..n];
     f.copy_from_slice(x);
@@ -75,9 +81,13 @@ pub fn burg(x: &[f32], a: &mut [f32], scratch: &mut BurgScratch) {
             // would fit noise (a pure tone is predicted after two stages).
             floor = den * 1e-6;
         }
-        let mut mu = if den > floor && den > 1e-20 { -2.0 * num / den } else { 0.0 };
+        let mut mu = if den > floor && den > 1e-20 {
+            -2.0 * num / den
+        } else {
+            0.0
+        };
         mu = mu.clamp(-0.999_99, 0.999_99);
-        let half = (k + 1) / 2;
+        let half = k.div_ceil(2);
         for j in 0..=half {
             let lo = a[j];
             let hi = a[k + 1 - j];
@@ -105,7 +115,11 @@ pub fn ar_extrapolate(past: &[f32], a: &[f32], out: &mut [f32]) {
         let mut acc = 0.0f32;
         for j in 1..=order {
             // x[n-j]: from out if it is already predicted, else from the past.
-            let v = if i >= j { out[i - j] } else { tail[order + i - j] };
+            let v = if i >= j {
+                out[i - j]
+            } else {
+                tail[order + i - j]
+            };
             acc += a[j] * v;
         }
         out[i] = -acc;
@@ -124,7 +138,11 @@ mod tests {
         burg(&x[..900], &mut a, &mut s);
         let mut out = vec![0.0; 124];
         ar_extrapolate(&x[..900], &a, &mut out);
-        let err: f32 = out.iter().zip(&x[900..]).map(|(p, t)| (p - t).powi(2)).sum();
+        let err: f32 = out
+            .iter()
+            .zip(&x[900..])
+            .map(|(p, t)| (p - t).powi(2))
+            .sum();
         let sig: f32 = x[900..].iter().map(|t| t * t).sum();
         assert!(err / sig < 1e-2, "relative error {}", err / sig);
     }

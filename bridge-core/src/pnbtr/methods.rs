@@ -54,18 +54,33 @@ impl BurgPredictor {
     pub fn new(order: usize, window: usize) -> Self {
         let order = order.clamp(1, 64);
         let window = window.clamp(order + 1, HISTORY);
-        Self { window, coeffs: vec![0.0; order + 1], scratch: BurgScratch::new(window) }
+        Self {
+            window,
+            coeffs: vec![0.0; order + 1],
+            scratch: BurgScratch::new(window),
+        }
     }
 }
 
 impl Predictor for BurgPredictor {
     fn predict(&mut self, _ch: usize, h: &[f32], _last: usize, out: &mut [f32]) {
-        burg(&h[HISTORY - self.window..], &mut self.coeffs, &mut self.scratch);
+        burg(
+            &h[HISTORY - self.window..],
+            &mut self.coeffs,
+            &mut self.scratch,
+        );
         ar_extrapolate(h, &self.coeffs, out);
         // An unstable fit must never blow up the output.
-        let limit = 2.0 * h[HISTORY - self.window..].iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+        let limit = 2.0
+            * h[HISTORY - self.window..]
+                .iter()
+                .fold(0.0f32, |m, &v| m.max(v.abs()));
         for o in out.iter_mut() {
-            *o = if o.is_finite() { o.clamp(-limit, limit) } else { 0.0 };
+            *o = if o.is_finite() {
+                o.clamp(-limit, limit)
+            } else {
+                0.0
+            };
         }
     }
     fn name(&self) -> &'static str {
@@ -84,7 +99,10 @@ pub struct PnbtrPredictor {
 impl PnbtrPredictor {
     /// With the given model, for continuations up to `max_len` samples.
     pub fn new(model: PnbtrModel, max_len: usize) -> Self {
-        Self { model, scratch: PnbtrScratch::new(max_len) }
+        Self {
+            model,
+            scratch: PnbtrScratch::new(max_len),
+        }
     }
 }
 

@@ -47,7 +47,10 @@ pub fn make_concealer(
     sample_rate: u32,
 ) -> Result<Box<dyn Concealer>, MakeConcealerError> {
     if channels == 0 || sample_rate == 0 {
-        return Err(MakeConcealerError::BadFormat { channels, sample_rate });
+        return Err(MakeConcealerError::BadFormat {
+            channels,
+            sample_rate,
+        });
     }
     let max_len = MAX_GAP + CROSSFADE;
     Ok(match method {
@@ -69,12 +72,17 @@ pub fn make_concealer(
 fn make_gpu(channels: usize) -> Result<Box<dyn Concealer>, MakeConcealerError> {
     let engine = gpu::GpuPnbtr::new(core::PnbtrModel::builtin(), channels, MAX_GAP + CROSSFADE)
         .map_err(|e| MakeConcealerError::GpuUnavailable(e.to_string()))?;
-    Ok(Box::new(PredictiveConcealer::new(channels, gpu::GpuPredictor::new(engine))))
+    Ok(Box::new(PredictiveConcealer::new(
+        channels,
+        gpu::GpuPredictor::new(engine),
+    )))
 }
 
 #[cfg(not(feature = "gpu"))]
 fn make_gpu(_channels: usize) -> Result<Box<dyn Concealer>, MakeConcealerError> {
-    Err(MakeConcealerError::GpuUnavailable("bridge-core built without the `gpu` feature".into()))
+    Err(MakeConcealerError::GpuUnavailable(
+        "bridge-core built without the `gpu` feature".into(),
+    ))
 }
 
 #[cfg(test)]

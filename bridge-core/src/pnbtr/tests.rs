@@ -3,7 +3,12 @@ use super::*;
 use crate::conceal::{ConcealMethod, Concealer};
 use rand::{Rng, SeedableRng};
 
-const ALL_CPU: [ConcealMethod; 4] = [ConcealMethod::Zero, ConcealMethod::Repeat, ConcealMethod::Burg, ConcealMethod::Pnbtr];
+const ALL_CPU: [ConcealMethod; 4] = [
+    ConcealMethod::Zero,
+    ConcealMethod::Repeat,
+    ConcealMethod::Burg,
+    ConcealMethod::Pnbtr,
+];
 
 fn tone(n: usize, channels: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n * channels);
@@ -11,7 +16,10 @@ fn tone(n: usize, channels: usize) -> Vec<f32> {
         for ch in 0..channels {
             let t = i as f32 / 48_000.0;
             let f = 220.0 * (ch + 1) as f32;
-            v.push(0.5 * (2.0 * std::f32::consts::PI * f * t).sin() + 0.2 * (2.0 * std::f32::consts::PI * 2.0 * f * t).sin());
+            v.push(
+                0.5 * (2.0 * std::f32::consts::PI * f * t).sin()
+                    + 0.2 * (2.0 * std::f32::consts::PI * 2.0 * f * t).sin(),
+            );
         }
     }
     v
@@ -81,8 +89,15 @@ fn long_gaps_fade_to_silence_and_output_is_bounded() {
         let lost: Vec<usize> = (50..100).collect();
         let out = run(c.as_mut(), &sig, 128, &lost);
         let peak = sig.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
-        assert!(out.iter().all(|v| v.is_finite() && v.abs() <= 2.0 * peak + 1e-6), "{m:?} bounded");
-        assert!(out[50 * 128 + MAX_GAP..100 * 128].iter().all(|&v| v == 0.0), "{m:?} silent after MAX_GAP");
+        assert!(
+            out.iter()
+                .all(|v| v.is_finite() && v.abs() <= 2.0 * peak + 1e-6),
+            "{m:?} bounded"
+        );
+        assert!(
+            out[50 * 128 + MAX_GAP..100 * 128].iter().all(|&v| v == 0.0),
+            "{m:?} silent after MAX_GAP"
+        );
     }
 }
 
@@ -90,8 +105,18 @@ fn long_gaps_fade_to_silence_and_output_is_bounded() {
 fn concealment_is_deterministic() {
     let sig = tone(20_000, 2);
     for m in ALL_CPU {
-        let a = run(make_concealer(m, 2, 48_000).unwrap().as_mut(), &sig, 240, &[10, 11, 30, 55]);
-        let b = run(make_concealer(m, 2, 48_000).unwrap().as_mut(), &sig, 240, &[10, 11, 30, 55]);
+        let a = run(
+            make_concealer(m, 2, 48_000).unwrap().as_mut(),
+            &sig,
+            240,
+            &[10, 11, 30, 55],
+        );
+        let b = run(
+            make_concealer(m, 2, 48_000).unwrap().as_mut(),
+            &sig,
+            240,
+            &[10, 11, 30, 55],
+        );
         assert_eq!(a, b, "{m:?}");
     }
 }
@@ -105,7 +130,10 @@ fn reset_forgets_history() {
     c.reset();
     let mut out = vec![1.0f32; 128];
     c.conceal(&mut out);
-    assert!(out.iter().all(|&v| v == 0.0), "prediction from an empty history is silence");
+    assert!(
+        out.iter().all(|&v| v == 0.0),
+        "prediction from an empty history is silence"
+    );
 }
 
 #[test]
@@ -136,12 +164,25 @@ pub(crate) fn random_histories(seed: u64, streams: usize) -> Vec<f32> {
     for s in 0..streams {
         let kind = s % 4;
         let partials: Vec<(f32, f32, f32)> = (0..rng.random_range(1..6))
-            .map(|_| (rng.random_range(40.0..4000.0f32), rng.random_range(0.0..0.5f32), rng.random_range(0.0..6.28f32)))
+            .map(|_| {
+                (
+                    rng.random_range(40.0..4000.0f32),
+                    rng.random_range(0.0..0.5f32),
+                    rng.random_range(0.0..std::f32::consts::TAU),
+                )
+            })
             .collect();
-        let noise = if kind == 3 { 0.3 } else { rng.random_range(0.0..0.05f32) };
+        let noise = if kind == 3 {
+            0.3
+        } else {
+            rng.random_range(0.0..0.05f32)
+        };
         for i in 0..HISTORY {
             let t = i as f32 / 48_000.0;
-            let mut x: f32 = partials.iter().map(|(f, a, p)| a * (2.0 * std::f32::consts::PI * f * t + p).sin()).sum();
+            let mut x: f32 = partials
+                .iter()
+                .map(|(f, a, p)| a * (2.0 * std::f32::consts::PI * f * t + p).sin())
+                .sum();
             x += noise * rng.random_range(-1.0..1.0f32);
             v[s * HISTORY + i] = if kind == 2 && s % 8 == 2 { 0.0 } else { x };
         }
@@ -168,9 +209,12 @@ fn cpu_prediction_is_reproducible_and_finite_on_random_histories() {
 fn shader_validates_with_naga() {
     let src = include_str!("../../../shaders/pnbtr.wgsl");
     let module = naga::front::wgsl::parse_str(src).expect("pnbtr.wgsl parses");
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
-        .validate(&module)
-        .expect("pnbtr.wgsl validates");
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .expect("pnbtr.wgsl validates");
 }
 
 #[cfg(feature = "gpu")]
@@ -189,7 +233,8 @@ fn gpu_kernel_matches_cpu_twin_on_random_histories() {
     };
     let streams = 24;
     let len = MAX_GAP + CROSSFADE;
-    let mut gpu = gpu::GpuPnbtr::new(model.clone(), streams, len).expect("a wgpu adapter (lavapipe in CI)");
+    let mut gpu =
+        gpu::GpuPnbtr::new(model.clone(), streams, len).expect("a wgpu adapter (lavapipe in CI)");
     let hist = random_histories(11, streams);
     let mut out_gpu = vec![0.0f32; streams * len];
     gpu.predict_batch(&hist, len, &mut out_gpu).unwrap();
@@ -205,12 +250,26 @@ fn gpu_kernel_matches_cpu_twin_on_random_histories() {
         predict(h, &model, &mut s, &mut cpu);
         let g = &out_gpu[i * len..(i + 1) * len];
         let peak = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let maxdiff = |n: usize| cpu[..n].iter().zip(g).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / peak;
+        let maxdiff = |n: usize| {
+            cpu[..n]
+                .iter()
+                .zip(g)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+                / peak
+        };
         let (head, all) = (maxdiff(256), maxdiff(len));
         worst_head = worst_head.max(head);
         worst_all = worst_all.max(all);
-        assert!(head <= 1e-4, "stream {i}: first 256 samples differ by {head:e} of peak on {}", gpu.adapter_name());
-        assert!(all <= 2e-3, "stream {i}: continuation differs by {all:e} of peak on {}", gpu.adapter_name());
+        assert!(
+            head <= 1e-4,
+            "stream {i}: first 256 samples differ by {head:e} of peak on {}",
+            gpu.adapter_name()
+        );
+        assert!(
+            all <= 2e-3,
+            "stream {i}: continuation differs by {all:e} of peak on {}",
+            gpu.adapter_name()
+        );
     }
     eprintln!(
         "twin on {}: worst relative difference {worst_head:e} (first 256), {worst_all:e} (all {len})",
@@ -218,7 +277,8 @@ fn gpu_kernel_matches_cpu_twin_on_random_histories() {
     );
     // Shorter outputs and partial batches use the same buffers.
     let mut small = vec![0.0f32; 3 * 128];
-    gpu.predict_batch(&hist[..3 * HISTORY], 128, &mut small).unwrap();
+    gpu.predict_batch(&hist[..3 * HISTORY], 128, &mut small)
+        .unwrap();
     assert_eq!(&small[..128], &out_gpu[..128]);
     assert!(matches!(
         gpu.predict_batch(&hist[..3 * HISTORY], len + 1, &mut vec![0.0; 3 * (len + 1)]),
