@@ -19,6 +19,7 @@ pub mod conceal;
 pub mod drift;
 pub mod jellie_stream;
 pub mod jitter;
+pub mod pnbtr;
 pub mod protocol;
 pub mod session;
 pub mod sim;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod decode;
 mod live;
+mod plc;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,10 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(live::BenchCmd),
+    /// Evaluate the packet-loss concealment methods on the instrument corpus.
+    PlcEval(plc::EvalArgs),
+    /// Conceal a WAV file given a per-packet loss mask.
+    Conceal(plc::ConcealArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +51,8 @@ fn main() -> std::process::ExitCode {
         Command::Recv(args) => live::recv(args),
         Command::Demo(args) => live::demo(args),
         Command::Bench(cmd) => live::bench(cmd),
+        Command::PlcEval(args) => plc::run_eval(args),
+        Command::Conceal(args) => plc::run_conceal(args),
     };
     match result {
         Ok(code) => code,
