@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 mod decode;
 
 #[derive(Parser)]
-#[command(name = "toaster", version, about = "JAMNet headless peer and test bench (TOAST v2)")]
+#[command(
+    name = "toaster",
+    version,
+    about = "JAMNet headless peer and test bench (TOAST v2)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
