@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench_net;
 mod decode;
 
 #[derive(Parser)]
@@ -19,12 +20,16 @@ struct Cli {
 enum Command {
     /// Decode one TOAST v2 frame given as hex and print it as JSON.
     Decode(decode::Args),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench_net::BenchCmd),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Bench(cmd) => bench_net::run_bench(cmd),
     };
     match result {
         Ok(code) => code,
