@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_net;
 mod decode;
 mod live;
 mod plc;
@@ -36,6 +37,9 @@ enum Command {
     PlcEval(plc::EvalArgs),
     /// Conceal a WAV file given a per-packet loss mask.
     Conceal(plc::ConcealArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench_net::BenchCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => live::demo(args),
         Command::PlcEval(args) => plc::run_eval(args),
         Command::Conceal(args) => plc::run_conceal(args),
+        Command::Bench(cmd) => bench_net::run_bench(cmd),
     };
     match result {
         Ok(code) => code,
