@@ -243,6 +243,8 @@ pub struct PeerReport {
     pub session: String,
     /// Local unicast address.
     pub local_addr: Option<SocketAddr>,
+    /// Clock reading of the first tick (our first heartbeat), ns.
+    pub started_ns: Option<u64>,
     /// Peers now.
     pub peers: Vec<PeerEntry>,
     /// Join/leave history.
@@ -1136,6 +1138,7 @@ impl Core for LivePeer {
         out: &mut Outbox,
     ) {
         self.local = Some(net.local);
+        self.report.started_ns.get_or_insert(now);
         self.report.driver = net.driver;
         self.report.stage = net.stage;
         let disc = self
