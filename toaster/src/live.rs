@@ -194,6 +194,9 @@ pub struct BenchNetArgs {
     /// Frames per block (48 kHz mono f32).
     #[arg(long, default_value_t = 128)]
     block: u16,
+    /// Discovery repetitions (two peers on loopback multicast).
+    #[arg(long, default_value_t = 10)]
+    discovery_runs: usize,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -374,6 +377,7 @@ fn summary_json(r: &PeerReport) -> serde_json::Value {
         "name": r.name,
         "session": r.session,
         "local_addr": r.local_addr,
+        "started_ns": r.started_ns,
         "peers": r.peers.iter().map(|p| json!({"peer_id": p.peer_id, "name": p.name, "addr": p.addr})).collect::<Vec<_>>(),
         "peer_events": r.peer_events,
         "midi_sent": r.midi_sent,
@@ -870,9 +874,72 @@ fn bench_run(
     Ok((rxc.report(), cpu, wall))
 }
 
+/// Time until two peers list each other after the second one starts, ns:
+/// (newcomer lists the old peer, old peer lists the newcomer).
+fn discovery_run(group: SocketAddrV4) -> anyhow::Result<(u64, u64)> {
+    let session = Uuid::new_v4();
+    let net = NetConfig {
+        group: Some(group),
+        multicast_interface: Ipv4Addr::LOCALHOST,
+        ..NetConfig::default()
+    };
+    let spawn = |name: &str| -> anyhow::Result<(Worker<LivePeer>, SharedReport)> {
+        let (core, report) = LivePeer::new(PeerConfig {
+            session,
+            name: name.into(),
+            ..PeerConfig::default()
+        });
+        let w = Worker::spawn(
+            WorkerConfig {
+                net: net.clone(),
+                ..WorkerConfig::default()
+            },
+            Arc::new(MonotonicClock),
+            core,
+            None,
+            Arc::new(LinkStats::default()),
+        )?;
+        Ok((w, report))
+    };
+    let (old, old_r) = spawn("old")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (new, new_r) = spawn("new")?;
+    let t0 = Instant::now();
+    let joined_at = |r: &SharedReport| {
+        r.lock().peer_events.iter().find_map(|e| match e {
+            PeerEvent::Joined { at_ns, .. } => Some(*at_ns),
+            _ => None,
+        })
+    };
+    let mut result = None;
+    while t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(2));
+        let start = new_r.lock().started_ns;
+        if let (Some(start), Some(a), Some(b)) = (start, joined_at(&new_r), joined_at(&old_r)) {
+            result = Some((a.saturating_sub(start), b.saturating_sub(start)));
+            break;
+        }
+    }
+    new.join()?;
+    old.join()?;
+    result.context("peers did not discover each other within 3 s")
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1e6
+}
+
 /// `toaster bench net`.
 pub fn bench(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     let BenchCmd::Net(args) = cmd;
+    let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 78), 47778);
+    let (mut new_sees_old, mut old_sees_new) = (Vec::new(), Vec::new());
+    for _ in 0..args.discovery_runs {
+        let (a, b) = discovery_run(group)?;
+        new_sees_old.push(a);
+        old_sees_new.push(b);
+    }
     let (lat, _, _) = bench_run(1, args.seconds, args.playout_ms, args.block)?;
     let s = lat
         .streams
@@ -888,6 +955,11 @@ pub fn bench(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         "latency_blocks": s.stats.blocks_played, "latency_concealed": s.stats.blocks_concealed,
         "cpu_streams": args.streams, "cpu_streams_received": received,
         "cpu_seconds": cpu, "wall_seconds": wall, "cpu_percent_per_stream": cpu_pct_per_stream,
+        "discovery_runs": args.discovery_runs,
+        "discovery_newcomer_lists_existing_ms_p50": pct(&mut new_sees_old, 0.5),
+        "discovery_newcomer_lists_existing_ms_max": pct(&mut new_sees_old, 1.0),
+        "discovery_existing_lists_newcomer_ms_p50": pct(&mut old_sees_new, 0.5),
+        "discovery_existing_lists_newcomer_ms_max": pct(&mut old_sees_new, 1.0),
         "note": "added latency = play time at the receiver − sender's timestamp when the block was ready; CPU covers sender + receiver of each stream (one process, loopback)",
     });
     if args.json {
@@ -911,6 +983,12 @@ pub fn bench(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         println!(
             "CPU: {} streams ({} received) used {:.2} s CPU in {:.2} s: {:.2}% of one core per stream (send + receive)",
             args.streams, received, cpu, wall, cpu_pct_per_stream
+        );
+        println!(
+            "discovery ({} runs, loopback multicast): newcomer lists existing p50 {:.2} ms max {:.2} ms; existing lists newcomer p50 {:.2} ms max {:.2} ms",
+            args.discovery_runs,
+            pct(&mut new_sees_old, 0.5), pct(&mut new_sees_old, 1.0),
+            pct(&mut old_sees_new, 0.5), pct(&mut old_sees_new, 1.0)
         );
     }
     Ok(ExitCode::SUCCESS)

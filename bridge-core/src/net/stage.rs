@@ -56,6 +56,8 @@ pub struct StageStats {
     pub entered: u64,
     /// Datagrams corrupted on purpose.
     pub corrupted: u64,
+    /// Of those, released to the receiver so far (the rest are still held).
+    pub corrupted_released: u64,
     /// Datagrams dropped on purpose (`loss`).
     pub dropped: u64,
     /// Datagrams dropped because the queue was full.
@@ -70,6 +72,7 @@ pub struct StageStats {
 struct Held {
     release_ns: u64,
     order: u64,
+    corrupted: bool,
     from: SocketAddr,
     bytes: Vec<u8>,
 }
@@ -118,6 +121,7 @@ impl ImpairmentStage {
             return;
         }
         let mut bytes = bytes.to_vec();
+        let mut corrupted = false;
         if !bytes.is_empty()
             && self.config.corrupt > 0.0
             && self.rng.random_bool(self.config.corrupt.clamp(0.0, 1.0))
@@ -126,6 +130,7 @@ impl ImpairmentStage {
             let flip = self.rng.random_range(1..=255u8);
             bytes[i] ^= flip;
             self.stats.corrupted += 1;
+            corrupted = true;
         }
         let j = self.config.jitter_ns.min(self.config.delay_ns);
         let delay = if j > 0 {
@@ -139,6 +144,7 @@ impl ImpairmentStage {
         self.queue.push(Reverse(Held {
             release_ns: now_ns + delay,
             order,
+            corrupted,
             from,
             bytes,
         }));
@@ -159,6 +165,7 @@ impl ImpairmentStage {
                 self.last_released_order = Some(held.order);
             }
             self.stats.released += 1;
+            self.stats.corrupted_released += u64::from(held.corrupted);
             deliver(held.from, &held.bytes);
         }
     }
@@ -228,6 +235,7 @@ mod tests {
             .filter(|(i, b)| b[..] != (*i as u32).to_be_bytes())
             .count();
         assert_eq!(changed as u64, c1);
+        assert_eq!(c1, run(3).0);
     }
 
     impl ImpairmentStage {

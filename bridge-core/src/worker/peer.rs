@@ -215,7 +215,7 @@ pub struct StreamReport {
     pub jellie: bool,
     /// First sample index played.
     pub first_sample: Option<u64>,
-    /// Next sample index to play (played span = next − first).
+    /// Sample index just after the last block played (span = next − first).
     pub next_sample: Option<u64>,
     /// Counters.
     #[serde(flatten)]
@@ -243,6 +243,8 @@ pub struct PeerReport {
     pub session: String,
     /// Local unicast address.
     pub local_addr: Option<SocketAddr>,
+    /// Clock reading of the first tick (our first heartbeat), ns.
+    pub started_ns: Option<u64>,
     /// Peers now.
     pub peers: Vec<PeerEntry>,
     /// Join/leave history.
@@ -284,6 +286,8 @@ struct RxStream {
     /// (sample index, local ns) the playout timeline is anchored at.
     anchor: Option<(u64, u64)>,
     first_played: Option<u64>,
+    /// Sample index just after the last block played.
+    played_end: Option<u64>,
     next_sample: Option<u64>,
     last_arrival_ns: u64,
     ended: bool,
@@ -830,6 +834,7 @@ impl LivePeer {
                     pending: BTreeMap::new(),
                     anchor: None,
                     first_played: None,
+                    played_end: None,
                     next_sample: None,
                     last_arrival_ns: now,
                     ended: false,
@@ -990,6 +995,7 @@ impl LivePeer {
                 }
                 r.first_played.get_or_insert(next);
                 r.next_sample = Some(next + r.block_frames as u64);
+                r.played_end = r.next_sample;
                 // Anything now behind the playout point can never play.
                 while let Some((&k, _)) = r.pending.first_key_value() {
                     if k < next + r.block_frames as u64 {
@@ -1103,10 +1109,7 @@ fn stream_report(r: &RxStream) -> StreamReport {
         block_frames: r.block_frames,
         jellie: r.jellie,
         first_sample: r.first_played,
-        next_sample: r.next_sample.or(r.first_played.map(|f| {
-            f + (r.stats.blocks_played + r.stats.blocks_rebuilt + r.stats.blocks_concealed)
-                * r.block_frames as u64
-        })),
+        next_sample: r.played_end,
         stats: r.stats,
         transit_p50_us: percentile(&r.transit_us, 0.5),
         transit_p99_us: percentile(&r.transit_us, 0.99),
@@ -1135,6 +1138,7 @@ impl Core for LivePeer {
         out: &mut Outbox,
     ) {
         self.local = Some(net.local);
+        self.report.started_ns.get_or_insert(now);
         self.report.driver = net.driver;
         self.report.stage = net.stage;
         let disc = self
@@ -1389,7 +1393,7 @@ mod tests {
             .map(|(_, v)| v)
             .sum();
         assert!(stage.corrupted > 20);
-        assert_eq!(rejected, stage.corrupted, "{:?}", r.drops);
+        assert_eq!(rejected, stage.corrupted_released, "{:?}", r.drops);
         // Audio: one JELLIE stream, played continuously from its first block.
         assert_eq!(r.streams.len(), 1);
         let s = &r.streams[0];
