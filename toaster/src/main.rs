@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod decode;
+mod sync;
 
 #[derive(Parser)]
 #[command(
@@ -19,12 +20,15 @@ struct Cli {
 enum Command {
     /// Decode one TOAST v2 frame given as hex and print it as JSON.
     Decode(decode::Args),
+    /// Clock/transport sync of N peers on the simulated network.
+    Sync(sync::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Sync(args) => sync::run(args),
     };
     match result {
         Ok(code) => code,

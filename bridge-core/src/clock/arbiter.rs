@@ -306,7 +306,10 @@ impl ClockDriftArbiter {
             self.next_ping_at + self.config.ping_interval_ns
         };
         self.last_ping_t1 = now;
-        Some(ClockPing { from: self.id, t1: now })
+        Some(ClockPing {
+            from: self.id,
+            t1: now,
+        })
     }
 
     /// Local time at which the next ping is due (for a driver's sleep).
@@ -333,7 +336,11 @@ impl ClockDriftArbiter {
     /// settled yet, and nobody should model a clock that is still looking
     /// for the session (that is what keeps simultaneous starters from
     /// following each other in a loop).
-    pub fn on_ping(&mut self, now: u64, ping: &ClockPing) -> Result<Option<ClockPong>, ClockMessageError> {
+    pub fn on_ping(
+        &mut self,
+        now: u64,
+        ping: &ClockPing,
+    ) -> Result<Option<ClockPong>, ClockMessageError> {
         self.touch(now, ping.from)?;
         if now.saturating_sub(self.started_at) < self.config.join_grace_ns {
             return Ok(None);
@@ -354,7 +361,10 @@ impl ClockDriftArbiter {
         if pong.to != self.id {
             return Ok(());
         }
-        if pong.t1 > now || now - pong.t1 > self.config.peer_timeout_ns || pong.t1 > self.last_ping_t1 {
+        if pong.t1 > now
+            || now - pong.t1 > self.config.peer_timeout_ns
+            || pong.t1 > self.last_ping_t1
+        {
             return Err(ClockMessageError::StalePong);
         }
         let ex = Exchange {
@@ -363,7 +373,10 @@ impl ClockDriftArbiter {
             t3: pong.t3,
             t4: now,
         };
-        let peer = self.peers.get_mut(&pong.from).ok_or(ClockMessageError::BadPeer)?;
+        let peer = self
+            .peers
+            .get_mut(&pong.from)
+            .ok_or(ClockMessageError::BadPeer)?;
         let res = peer.model.add_exchange(ex);
         self.elect(now);
         match res {
@@ -408,11 +421,16 @@ impl ClockDriftArbiter {
     fn expire(&mut self, now: u64) {
         let timeout = self.config.peer_timeout_ns;
         if let Source::Follow(p) = self.source {
-            if self.peers.get(&p).is_some_and(|s| now.saturating_sub(s.last_heard) > timeout) {
+            if self
+                .peers
+                .get(&p)
+                .is_some_and(|s| now.saturating_sub(s.last_heard) > timeout)
+            {
                 self.hold_over(now);
             }
         }
-        self.peers.retain(|_, s| now.saturating_sub(s.last_heard) <= timeout);
+        self.peers
+            .retain(|_, s| now.saturating_sub(s.last_heard) <= timeout);
     }
 
     /// The followed peer vanished: keep running on the mapping we had.
@@ -456,7 +474,11 @@ impl ClockDriftArbiter {
             },
         };
         // Can't follow a peer we have no (good enough) model of yet.
-        let min_obs = if self.synced { self.config.min_follow_observations } else { 1 };
+        let min_obs = if self.synced {
+            self.config.min_follow_observations
+        } else {
+            1
+        };
         let want = match want {
             Source::Follow(p)
                 if self
@@ -544,7 +566,8 @@ impl ClockDriftArbiter {
 
     /// Our estimate of the session clock at local time `local_now`, ns.
     pub fn session_time(&self, local_now: u64) -> u64 {
-        let v = self.raw_estimate().to_remote_i128(local_now) + self.slew_correction(local_now).round() as i128;
+        let v = self.raw_estimate().to_remote_i128(local_now)
+            + self.slew_correction(local_now).round() as i128;
         super::model::clamp_u64(v)
     }
 
@@ -587,5 +610,148 @@ impl ClockDriftArbiter {
     /// The model of one peer's session clock.
     pub fn peer_estimate(&self, peer: PeerId) -> Option<ClockEstimate> {
         self.peers.get(&peer).and_then(|s| s.model.estimate())
+    }
+}
+
+// Conversions to and from the wire messages (PROTOCOL.md 3.2).
+impl From<&crate::protocol::messages::ClockPing> for ClockPing {
+    fn from(m: &crate::protocol::messages::ClockPing) -> Self {
+        Self {
+            from: m.peer_id.0,
+            t1: m.t1,
+        }
+    }
+}
+
+impl From<&ClockPing> for crate::protocol::messages::ClockPing {
+    fn from(m: &ClockPing) -> Self {
+        Self {
+            peer_id: crate::protocol::messages::PeerId(m.from),
+            t1: m.t1,
+        }
+    }
+}
+
+impl From<&crate::protocol::messages::ClockPong> for ClockPong {
+    fn from(m: &crate::protocol::messages::ClockPong) -> Self {
+        Self {
+            from: m.peer_id.0,
+            to: m.to.0,
+            t1: m.t1,
+            t2: m.t2,
+            t3: m.t3,
+        }
+    }
+}
+
+impl From<&ClockPong> for crate::protocol::messages::ClockPong {
+    fn from(m: &ClockPong) -> Self {
+        use crate::protocol::messages::PeerId as WireId;
+        Self {
+            peer_id: WireId(m.from),
+            to: WireId(m.to),
+            t1: m.t1,
+            t2: m.t2,
+            t3: m.t3,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (ClockDriftArbiter, ClockDriftArbiter) {
+        let cfg = ArbiterConfig::default();
+        (
+            ClockDriftArbiter::new(0x20, cfg, 1_000_000_000_000),
+            ClockDriftArbiter::new(0x10, cfg, 7_000_000_000_000),
+        )
+    }
+
+    #[test]
+    fn rate_is_checked() {
+        assert!(ArbiterConfig::with_rate_hz(0.5).is_err());
+        assert!(ArbiterConfig::with_rate_hz(101.0).is_err());
+        assert_eq!(
+            ArbiterConfig::with_rate_hz(100.0).unwrap().ping_interval_ns,
+            10_000_000
+        );
+    }
+
+    #[test]
+    fn two_peers_elect_the_lowest_id_and_agree_on_session_time() {
+        let (mut a, mut b) = pair();
+        // a's local = t + 1e12, b's local = t + 7e12; 100 µs each way.
+        let (oa, ob) = (1_000_000_000_000u64, 7_000_000_000_000u64);
+        for ms in 0..6000u64 {
+            let t = ms * 1_000_000;
+            fn step(
+                me: &mut ClockDriftArbiter,
+                other: &mut ClockDriftArbiter,
+                t: u64,
+                o_me: u64,
+                o_other: u64,
+            ) {
+                if let Some(ping) = me.poll(t + o_me) {
+                    if let Ok(Some(pong)) = other.on_ping(t + 100_000 + o_other, &ping) {
+                        me.on_pong(t + 200_000 + o_me, &pong).ok();
+                    }
+                }
+            }
+            step(&mut a, &mut b, t, oa, ob);
+            step(&mut b, &mut a, t, ob, oa);
+        }
+        assert_eq!(a.master(), Some(0x10));
+        assert_eq!(b.master(), Some(0x10));
+        let t = 6_000_000_000u64;
+        let sa = a.session_time(t + oa) as i128;
+        let sb = b.session_time(t + ob) as i128;
+        assert!((sa - sb).abs() < 2_000, "{sa} {sb}");
+        // b founded the timeline: its session clock is its local clock.
+        assert_eq!(sb, (t + ob) as i128);
+        let st: Vec<_> = a.peer_stats(t + oa).collect();
+        assert_eq!(st.len(), 1);
+        assert!(st[0].is_master && st[0].quality > 0.5, "{st:?}");
+    }
+
+    #[test]
+    fn hostile_messages_are_rejected_not_fatal() {
+        let (mut a, _) = pair();
+        let now = 1_000_000_000_000;
+        assert_eq!(a.on_heard(now, 0), Err(ClockMessageError::BadPeer));
+        assert_eq!(a.on_heard(now, 0x20), Err(ClockMessageError::BadPeer));
+        let pong = ClockPong {
+            from: 0x30,
+            to: 0x20,
+            t1: now + 5,
+            t2: 1,
+            t3: 0,
+        };
+        assert_eq!(a.on_pong(now, &pong), Err(ClockMessageError::StalePong));
+        // A flood of ids is bounded.
+        for id in 1..1000u32 {
+            let _ = a.on_heard(now, id + 0x100);
+        }
+        assert_eq!(
+            a.peer_stats(now).count(),
+            ArbiterConfig::default().max_peers
+        );
+    }
+
+    #[test]
+    fn wire_conversions_round_trip() {
+        let p = ClockPong {
+            from: 1,
+            to: 2,
+            t1: 3,
+            t2: 4,
+            t3: 5,
+        };
+        let w: crate::protocol::messages::ClockPong = (&p).into();
+        assert_eq!(ClockPong::from(&w), p);
+        let q = ClockPing { from: 9, t1: 10 };
+        let w: crate::protocol::messages::ClockPing = (&q).into();
+        assert_eq!(ClockPing::from(&w), q);
     }
 }
