@@ -7,6 +7,7 @@ mod bench_net;
 mod decode;
 mod live;
 mod plc;
+mod sync;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench_net::BenchCmd),
+    /// Clock/transport sync of N peers on the simulated network.
+    Sync(sync::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::PlcEval(args) => plc::run_eval(args),
         Command::Conceal(args) => plc::run_conceal(args),
         Command::Bench(cmd) => bench_net::run_bench(cmd),
+        Command::Sync(args) => sync::run(args),
     };
     match result {
         Ok(code) => code,
