@@ -12,5 +12,19 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod bench;
+pub mod burst;
+pub mod clock;
 pub mod conceal;
+pub mod drift;
+pub mod jellie_stream;
+pub mod jitter;
+pub mod pnbtr;
 pub mod protocol;
+pub mod session;
+pub mod sim;
+pub mod discovery;
+pub mod handle;
+pub mod net;
+pub mod worker;
+pub mod transport;

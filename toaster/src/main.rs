@@ -2,7 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod decode;
+mod live;
+mod plc;
 
 #[derive(Parser)]
 #[command(
@@ -19,12 +22,37 @@ struct Cli {
 enum Command {
     /// Decode one TOAST v2 frame given as hex and print it as JSON.
     Decode(decode::Args),
+    /// Measure: `toaster bench codec`, …
+    Bench(bench::Args),
+    /// Join a session, announce, list peers as they come and go.
+    Peer(live::PeerArgs),
+    /// Send a tone or WAV (plain or JELLIE) and optional demo MIDI.
+    Send(live::SendArgs),
+    /// Receive every stream heard; summary of peers, MIDI, audio, drops.
+    Recv(live::RecvArgs),
+    /// Two peers in one process over loopback UDP through a lossy link: see it work.
+    Demo(live::DemoArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(live::BenchCmd),
+    /// Evaluate the packet-loss concealment methods on the instrument corpus.
+    PlcEval(plc::EvalArgs),
+    /// Conceal a WAV file given a per-packet loss mask.
+    Conceal(plc::ConcealArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Peer(args) => live::peer(args),
+        Command::Send(args) => live::send(args),
+        Command::Recv(args) => live::recv(args),
+        Command::Demo(args) => live::demo(args),
+        Command::Bench(cmd) => live::bench(cmd),
+        Command::PlcEval(args) => plc::run_eval(args),
+        Command::Conceal(args) => plc::run_conceal(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,1 @@
+//! GpuCpuSyncBridge placeholder (filled in below).
