@@ -15,6 +15,8 @@ pub struct Args {
 pub enum What {
     /// TOAST v2 codec: encode/decode, JMID and transport parsing, CRC and BLAKE3.
     Codec(CodecArgs),
+    /// Loopback latency (one-way transit and added playout latency, p50/p99) and CPU per stream.
+    Net(crate::live::BenchNetArgs),
 }
 
 #[derive(clap::Args)]
@@ -33,6 +35,7 @@ pub struct CodecArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Codec(a) => codec(a),
+        What::Net(a) => crate::live::bench(crate::live::BenchCmd::Net(a)),
     }
 }
 

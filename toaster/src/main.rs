@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Decode one TOAST v2 frame given as hex and print it as JSON.
     Decode(decode::Args),
-    /// Measure: `toaster bench codec`, …
+    /// Measure: `toaster bench codec`, `toaster bench net`.
     Bench(bench::Args),
     /// Join a session, announce, list peers as they come and go.
     Peer(live::PeerArgs),
@@ -32,9 +32,6 @@ enum Command {
     Recv(live::RecvArgs),
     /// Two peers in one process over loopback UDP through a lossy link: see it work.
     Demo(live::DemoArgs),
-    /// Benchmarks.
-    #[command(subcommand)]
-    Bench(live::BenchCmd),
     /// Evaluate the packet-loss concealment methods on the instrument corpus.
     PlcEval(plc::EvalArgs),
     /// Conceal a WAV file given a per-packet loss mask.
@@ -50,7 +47,6 @@ fn main() -> std::process::ExitCode {
         Command::Send(args) => live::send(args),
         Command::Recv(args) => live::recv(args),
         Command::Demo(args) => live::demo(args),
-        Command::Bench(cmd) => live::bench(cmd),
         Command::PlcEval(args) => plc::run_eval(args),
         Command::Conceal(args) => plc::run_conceal(args),
     };

@@ -306,7 +306,10 @@ impl ClockDriftArbiter {
             self.next_ping_at + self.config.ping_interval_ns
         };
         self.last_ping_t1 = now;
-        Some(ClockPing { from: self.id, t1: now })
+        Some(ClockPing {
+            from: self.id,
+            t1: now,
+        })
     }
 
     /// Local time at which the next ping is due (for a driver's sleep).
@@ -333,7 +336,11 @@ impl ClockDriftArbiter {
     /// settled yet, and nobody should model a clock that is still looking
     /// for the session (that is what keeps simultaneous starters from
     /// following each other in a loop).
-    pub fn on_ping(&mut self, now: u64, ping: &ClockPing) -> Result<Option<ClockPong>, ClockMessageError> {
+    pub fn on_ping(
+        &mut self,
+        now: u64,
+        ping: &ClockPing,
+    ) -> Result<Option<ClockPong>, ClockMessageError> {
         self.touch(now, ping.from)?;
         if now.saturating_sub(self.started_at) < self.config.join_grace_ns {
             return Ok(None);
@@ -354,7 +361,10 @@ impl ClockDriftArbiter {
         if pong.to != self.id {
             return Ok(());
         }
-        if pong.t1 > now || now - pong.t1 > self.config.peer_timeout_ns || pong.t1 > self.last_ping_t1 {
+        if pong.t1 > now
+            || now - pong.t1 > self.config.peer_timeout_ns
+            || pong.t1 > self.last_ping_t1
+        {
             return Err(ClockMessageError::StalePong);
         }
         let ex = Exchange {
@@ -363,7 +373,10 @@ impl ClockDriftArbiter {
             t3: pong.t3,
             t4: now,
         };
-        let peer = self.peers.get_mut(&pong.from).ok_or(ClockMessageError::BadPeer)?;
+        let peer = self
+            .peers
+            .get_mut(&pong.from)
+            .ok_or(ClockMessageError::BadPeer)?;
         let res = peer.model.add_exchange(ex);
         self.elect(now);
         match res {
@@ -408,11 +421,16 @@ impl ClockDriftArbiter {
     fn expire(&mut self, now: u64) {
         let timeout = self.config.peer_timeout_ns;
         if let Source::Follow(p) = self.source {
-            if self.peers.get(&p).is_some_and(|s| now.saturating_sub(s.last_heard) > timeout) {
+            if self
+                .peers
+                .get(&p)
+                .is_some_and(|s| now.saturating_sub(s.last_heard) > timeout)
+            {
                 self.hold_over(now);
             }
         }
-        self.peers.retain(|_, s| now.saturating_sub(s.last_heard) <= timeout);
+        self.peers
+            .retain(|_, s| now.saturating_sub(s.last_heard) <= timeout);
     }
 
     /// The followed peer vanished: keep running on the mapping we had.
@@ -456,7 +474,11 @@ impl ClockDriftArbiter {
             },
         };
         // Can't follow a peer we have no (good enough) model of yet.
-        let min_obs = if self.synced { self.config.min_follow_observations } else { 1 };
+        let min_obs = if self.synced {
+            self.config.min_follow_observations
+        } else {
+            1
+        };
         let want = match want {
             Source::Follow(p)
                 if self
@@ -544,7 +566,8 @@ impl ClockDriftArbiter {
 
     /// Our estimate of the session clock at local time `local_now`, ns.
     pub fn session_time(&self, local_now: u64) -> u64 {
-        let v = self.raw_estimate().to_remote_i128(local_now) + self.slew_correction(local_now).round() as i128;
+        let v = self.raw_estimate().to_remote_i128(local_now)
+            + self.slew_correction(local_now).round() as i128;
         super::model::clamp_u64(v)
     }
 

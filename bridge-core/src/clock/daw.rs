@@ -70,7 +70,9 @@ impl DawClock {
         // Model "remote" = the sample counter in nominal ns; seen at local time.
         // The model maps local → sample-ns; its drift is the sample clock's
         // rate error against the CPU clock.
-        self.model.add_backward(self.sample_ns(sample), local_ns).map(|_| ())
+        self.model
+            .add_backward(self.sample_ns(sample), local_ns)
+            .map(|_| ())
     }
 
     /// The fitted local → sample-ns mapping.

@@ -76,7 +76,10 @@ impl InjectedClock {
 pub fn monotonic_ns() -> u64 {
     #[cfg(target_os = "linux")]
     {
-        let mut ts = libc_timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc_timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: `clock_gettime` writes one `timespec` into the pointer we pass,
         // which points to a live, properly laid-out struct on our stack.
         let rc = unsafe { clock_gettime(1, &mut ts) };
@@ -85,7 +88,10 @@ pub fn monotonic_ns() -> u64 {
         }
     }
     static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    ORIGIN
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 #[cfg(target_os = "linux")]
@@ -106,7 +112,12 @@ mod tests {
 
     #[test]
     fn injected_clock_round_trips() {
-        for (o, d) in [(0i64, 0.0), (1_000_000_000, 200.0), (-1_000_000_000, -200.0), (123, 37.5)] {
+        for (o, d) in [
+            (0i64, 0.0),
+            (1_000_000_000, 200.0),
+            (-1_000_000_000, -200.0),
+            (123, 37.5),
+        ] {
             let c = InjectedClock {
                 offset_ns: o,
                 drift_ppm: d,
@@ -114,7 +125,10 @@ mod tests {
             for r in [2_000_000_000u64, 123_456_789_012_345, 9_000_000_000_000_000] {
                 let l = c.local_from_reference(r);
                 let expect = r as f64 * (1.0 + d * 1e-6) + o as f64;
-                assert!((l as f64 - expect).abs() <= 1.0 + expect.abs() * 1e-15, "{l} vs {expect}");
+                assert!(
+                    (l as f64 - expect).abs() <= 1.0 + expect.abs() * 1e-15,
+                    "{l} vs {expect}"
+                );
                 let back = c.reference_from_local(l);
                 assert!((back as i128 - r as i128).abs() <= 1, "{back} vs {r}");
             }

@@ -378,7 +378,10 @@ impl ClockModel {
         // Replies are processed as they arrive, so t4 only goes backwards
         // for a caller that batches; keep the forward half then.
         let bwd = (bwd.x >= self.last_x_bwd).then_some(bwd);
-        self.add(Observation { fwd: Some(fwd), bwd })
+        self.add(Observation {
+            fwd: Some(fwd),
+            bwd,
+        })
     }
 
     /// Add a one-sided observation: something stamped `remote_ns` on the
@@ -517,8 +520,16 @@ impl ClockModel {
         let slope = if estimate_slope {
             // Each side's LP line: the hull edge over x_ref (the line under
             // all points, highest at the mean time), then their mean.
-            let f = if has_f { hull_edge_slope(&self.hull, x_ref) } else { None };
-            let b = if has_b { hull_edge_slope(&self.hull_bwd, x_ref) } else { None };
+            let f = if has_f {
+                hull_edge_slope(&self.hull, x_ref)
+            } else {
+                None
+            };
+            let b = if has_b {
+                hull_edge_slope(&self.hull_bwd, x_ref)
+            } else {
+                None
+            };
             let fitted = match (f, b) {
                 (Some(f), Some(b)) => 0.5 * (f + b),
                 (Some(v), None) | (None, Some(v)) => v,
@@ -552,14 +563,25 @@ impl ClockModel {
             let f = hull_value_at(&self.hull, x_off);
             let b = hull_value_at(&self.hull_bwd, x_off);
             (
-                f.map(|v| Line { value: v - slope * (x_off - x_ref), slope }).or(fwd),
-                b.map(|v| Line { value: v - slope * (x_off - x_ref), slope }).or(bwd),
+                f.map(|v| Line {
+                    value: v - slope * (x_off - x_ref),
+                    slope,
+                })
+                .or(fwd),
+                b.map(|v| Line {
+                    value: v - slope * (x_off - x_ref),
+                    slope,
+                })
+                .or(bwd),
             )
         } else {
             (fwd, bwd)
         };
         let (offset_rel, uncertainty) = match (fwd, bwd) {
-            (Some(f), Some(b)) => (0.5 * (f.value + b.value), 0.5 * (f.value - b.value).max(0.0)),
+            (Some(f), Some(b)) => (
+                0.5 * (f.value + b.value),
+                0.5 * (f.value - b.value).max(0.0),
+            ),
             (None, Some(b)) => (b.value, self.mean_distance(true, x_ref, b)),
             (Some(f), None) => (f.value, self.mean_distance(false, x_ref, f)),
             (None, None) => (0.0, f64::INFINITY),
@@ -594,11 +616,20 @@ impl ClockModel {
     /// upper hull of the backward points into `self.hull_bwd`), in original y.
     fn build_hull(&mut self, upper: bool) {
         let sign = if upper { -1.0 } else { 1.0 };
-        let mut hull = std::mem::take(if upper { &mut self.hull_bwd } else { &mut self.hull });
+        let mut hull = std::mem::take(if upper {
+            &mut self.hull_bwd
+        } else {
+            &mut self.hull
+        });
         hull.clear();
         for o in &self.observations {
-            let Some(p) = (if upper { o.bwd } else { o.fwd }) else { continue };
-            let p = Point { x: p.x, y: sign * p.y };
+            let Some(p) = (if upper { o.bwd } else { o.fwd }) else {
+                continue;
+            };
+            let p = Point {
+                x: p.x,
+                y: sign * p.y,
+            };
             if let Some(last) = hull.last() {
                 if last.x == p.x {
                     if p.y >= last.y {
@@ -654,7 +685,9 @@ impl ClockModel {
         let mut scratch = std::mem::take(&mut self.scratch.borrow_mut().0);
         scratch.clear();
         for o in &self.observations {
-            let Some(p) = (if upper { o.bwd } else { o.fwd }) else { continue };
+            let Some(p) = (if upper { o.bwd } else { o.fwd }) else {
+                continue;
+            };
             let l = line.value + line.slope * (p.x - x_ref);
             scratch.push((p.y - l).abs());
         }

@@ -29,7 +29,11 @@ impl Link {
         }
     }
     fn remote_at(&self, t: f64) -> f64 {
-        let step = if t - BASE >= self.step_at * 1e9 { self.step_ns } else { 0.0 };
+        let step = if t - BASE >= self.step_at * 1e9 {
+            self.step_ns
+        } else {
+            0.0
+        };
         self.remote.local_from_reference_f64(t) + step
     }
     /// Truth: remote − local at local time `local_ns`.
@@ -47,7 +51,10 @@ impl Link {
             t1: self.local.local_from_reference_f64(t).round() as u64,
             t2: self.remote_at(t + d_fwd).round() as u64,
             t3: self.remote_at(t + d_fwd + proc).round() as u64,
-            t4: self.local.local_from_reference_f64(t + d_fwd + proc + d_bwd).round() as u64,
+            t4: self
+                .local
+                .local_from_reference_f64(t + d_fwd + proc + d_bwd)
+                .round() as u64,
         }
     }
 }
@@ -62,7 +69,9 @@ struct Run {
 fn p99(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
-    s[((s.len() as f64 * 0.99).ceil() as usize).saturating_sub(1).min(s.len() - 1)]
+    s[((s.len() as f64 * 0.99).ceil() as usize)
+        .saturating_sub(1)
+        .min(s.len() - 1)]
 }
 
 /// Runs `seconds` of exchanges at `rate_hz`; `delay(rng, k)` gives (fwd, bwd) ns or None (lost).
@@ -80,7 +89,9 @@ fn run(
     let mut exchanges = Vec::new();
     for k in 0..n {
         let t = BASE + k as f64 * 1e9 / rate_hz;
-        let Some((f, b)) = delay(&mut link.rng, k) else { continue };
+        let Some((f, b)) = delay(&mut link.rng, k) else {
+            continue;
+        };
         exchanges.push(link.exchange(t, f, b));
     }
     exchanges.sort_by_key(|e| e.t4);
@@ -105,11 +116,25 @@ fn run(
 
 fn clocks() -> Vec<(InjectedClock, InjectedClock)> {
     let mut v = Vec::new();
-    for (lo, ld) in [(0i64, 0.0), (-1_000_000_000, -200.0), (1_000_000_000, 150.0)] {
-        for (ro, rd) in [(1_000_000_000i64, 200.0), (-999_999_999, -200.0), (123_456, 3.3)] {
+    for (lo, ld) in [
+        (0i64, 0.0),
+        (-1_000_000_000, -200.0),
+        (1_000_000_000, 150.0),
+    ] {
+        for (ro, rd) in [
+            (1_000_000_000i64, 200.0),
+            (-999_999_999, -200.0),
+            (123_456, 3.3),
+        ] {
             v.push((
-                InjectedClock { offset_ns: lo, drift_ppm: ld },
-                InjectedClock { offset_ns: ro, drift_ppm: rd },
+                InjectedClock {
+                    offset_ns: lo,
+                    drift_ppm: ld,
+                },
+                InjectedClock {
+                    offset_ns: ro,
+                    drift_ppm: rd,
+                },
             ));
         }
     }
@@ -121,12 +146,23 @@ fn unimpaired_offsets_and_drifts_converge() {
     for (i, (l, r)) in clocks().into_iter().enumerate() {
         let mut link = Link::new(l, r, i as u64);
         let res = run(&mut link, 10.0, 20.0, 1.0, |rng, _| {
-            Some((80_000.0 + rng.random_range(0.0..5_000.0), 80_000.0 + rng.random_range(0.0..5_000.0)))
+            Some((
+                80_000.0 + rng.random_range(0.0..5_000.0),
+                80_000.0 + rng.random_range(0.0..5_000.0),
+            ))
         });
         let p = p99(&res.errors);
         assert!(p < 2_000.0, "case {i}: p99 offset error {p} ns");
-        assert!(res.drift_error_ppm < 0.2, "case {i}: drift error {} ppm", res.drift_error_ppm);
-        assert!(res.last_estimate.quality > 0.8, "quality {}", res.last_estimate.quality);
+        assert!(
+            res.drift_error_ppm < 0.2,
+            "case {i}: drift error {} ppm",
+            res.drift_error_ppm
+        );
+        assert!(
+            res.last_estimate.quality > 0.8,
+            "quality {}",
+            res.last_estimate.quality
+        );
     }
 }
 
@@ -147,7 +183,11 @@ fn jitter_5ms_plus_minus_2ms_with_loss_stays_within_250us() {
         assert!(p < 250_000.0, "case {i}: p99 offset error {p} ns");
         // 20 Hz with ±2 ms of jitter holds only ~10 ppm of drift information
         // after 10–15 s (the envelope's gap over the span); see docs/sync.md.
-        assert!(res.drift_error_ppm < 15.0, "case {i}: drift error {} ppm", res.drift_error_ppm);
+        assert!(
+            res.drift_error_ppm < 15.0,
+            "case {i}: drift error {} ppm",
+            res.drift_error_ppm
+        );
     }
 }
 
@@ -159,7 +199,11 @@ fn asymmetric_delay_biases_by_half_the_difference_and_is_bounded() {
     // The bias is (fwd − bwd)/2 = 1 ms, unavoidable for two-way methods.
     let worst = res.errors.iter().cloned().fold(0.0, f64::max);
     assert!((worst - 1e6).abs() < 2_000.0, "bias {worst}");
-    assert!(res.last_estimate.uncertainty_ns >= 1e6, "uncertainty {}", res.last_estimate.uncertainty_ns);
+    assert!(
+        res.last_estimate.uncertainty_ns >= 1e6,
+        "uncertainty {}",
+        res.last_estimate.uncertainty_ns
+    );
 }
 
 #[test]
@@ -199,7 +243,11 @@ fn clock_steps_restart_the_model() {
             }
         }
         assert_eq!(model.steps(), 1, "step {step}");
-        assert!(p99(&errs_after) < 5_000.0, "step {step}: p99 after {}", p99(&errs_after));
+        assert!(
+            p99(&errs_after) < 5_000.0,
+            "step {step}: p99 after {}",
+            p99(&errs_after)
+        );
     }
 }
 
@@ -229,11 +277,50 @@ fn a_single_wild_point_is_an_outlier_not_a_step() {
 #[test]
 fn inconsistent_exchanges_are_rejected_and_counted() {
     let mut m = ClockModel::new(ClockModelConfig::default());
-    assert_eq!(m.add_exchange(Exchange { t1: 10, t2: 5, t3: 6, t4: 9 }), Err(SampleError::LocalOrder));
-    assert_eq!(m.add_exchange(Exchange { t1: 10, t2: 5, t3: 4, t4: 19 }), Err(SampleError::RemoteOrder));
-    assert_eq!(m.add_exchange(Exchange { t1: 10, t2: 5, t3: 50, t4: 19 }), Err(SampleError::NegativeDelay));
-    assert!(m.add_exchange(Exchange { t1: 100, t2: 200, t3: 210, t4: 120 }).is_ok());
-    assert_eq!(m.add_exchange(Exchange { t1: 50, t2: 200, t3: 210, t4: 70 }), Err(SampleError::NotMonotonic));
+    assert_eq!(
+        m.add_exchange(Exchange {
+            t1: 10,
+            t2: 5,
+            t3: 6,
+            t4: 9
+        }),
+        Err(SampleError::LocalOrder)
+    );
+    assert_eq!(
+        m.add_exchange(Exchange {
+            t1: 10,
+            t2: 5,
+            t3: 4,
+            t4: 19
+        }),
+        Err(SampleError::RemoteOrder)
+    );
+    assert_eq!(
+        m.add_exchange(Exchange {
+            t1: 10,
+            t2: 5,
+            t3: 50,
+            t4: 19
+        }),
+        Err(SampleError::NegativeDelay)
+    );
+    assert!(m
+        .add_exchange(Exchange {
+            t1: 100,
+            t2: 200,
+            t3: 210,
+            t4: 120
+        })
+        .is_ok());
+    assert_eq!(
+        m.add_exchange(Exchange {
+            t1: 50,
+            t2: 200,
+            t3: 210,
+            t4: 70
+        }),
+        Err(SampleError::NotMonotonic)
+    );
     assert_eq!(m.rejected(), 4);
     assert!(m.estimate().is_some());
 }
@@ -241,8 +328,14 @@ fn inconsistent_exchanges_are_rejected_and_counted() {
 #[test]
 fn one_sided_observations_estimate_rate_and_min_latency() {
     // A remote clock seen with a delay in [200 µs, 1.2 ms] (a callback's wake-up).
-    let l = InjectedClock { offset_ns: 0, drift_ppm: 0.0 };
-    let r = InjectedClock { offset_ns: -400_000_000, drift_ppm: 45.0 };
+    let l = InjectedClock {
+        offset_ns: 0,
+        drift_ppm: 0.0,
+    };
+    let r = InjectedClock {
+        offset_ns: -400_000_000,
+        drift_ppm: 45.0,
+    };
     let mut link = Link::new(l, r, 8);
     let mut model = ClockModel::new(ClockModelConfig {
         window: 2048,
@@ -253,10 +346,16 @@ fn one_sided_observations_estimate_rate_and_min_latency() {
         let remote = link.remote_at(t);
         let delay = 200_000.0 + link.rng.random_range(0.0..1_000_000.0);
         let local = link.local.local_from_reference_f64(t + delay);
-        model.add_backward(remote.round() as u64, local.round() as u64).unwrap();
+        model
+            .add_backward(remote.round() as u64, local.round() as u64)
+            .unwrap();
     }
     let est = model.estimate().unwrap();
-    assert!((est.drift - link.true_drift()).abs() < 1e-6, "drift {}", est.drift_ppm());
+    assert!(
+        (est.drift - link.true_drift()).abs() < 1e-6,
+        "drift {}",
+        est.drift_ppm()
+    );
     // Offset is the truth minus the minimum latency (200 µs).
     let at = est.ref_local_ns;
     let err = est.offset_at(at) - (link.true_offset_at_local(at) - 200_000.0);
@@ -313,9 +412,15 @@ fn debug_print_jitter() {
         let res = model.add_exchange(ex);
         let est = model.estimate().unwrap();
         if k % 5 == 0 || res.is_err() {
-            eprintln!("k={k} res={res:?} drift={:.2} true={:.2} err={:.1}us unc={:.0} n={} span={}", est.drift_ppm(), link.true_drift()*1e6,
-                (est.offset_at(ex.t4) - link.true_offset_at_local(ex.t4))/1e3, est.uncertainty_ns, est.observations, est.span_ns);
+            eprintln!(
+                "k={k} res={res:?} drift={:.2} true={:.2} err={:.1}us unc={:.0} n={} span={}",
+                est.drift_ppm(),
+                link.true_drift() * 1e6,
+                (est.offset_at(ex.t4) - link.true_offset_at_local(ex.t4)) / 1e3,
+                est.uncertainty_ns,
+                est.observations,
+                est.span_ns
+            );
         }
     }
 }
-

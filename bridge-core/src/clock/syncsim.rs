@@ -220,7 +220,8 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                 },
                 drift_ppm: rng.random_range(-1.0..=1.0) * config.max_drift_ppm,
             };
-            let audio_fs = config.sample_rate * (1.0 + rng.random_range(-1.0..=1.0) * config.max_audio_ppm * 1e-6);
+            let audio_fs = config.sample_rate
+                * (1.0 + rng.random_range(-1.0..=1.0) * config.max_audio_ppm * 1e-6);
             let start = BASE_NS + i as f64 * config.stagger_s * 1e9;
             let audio_t0 = start - rng.random_range(0.0..1e9);
             SimPeer {
@@ -251,7 +252,11 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
     let mut net = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_0000_0000_0001);
     let mut wake = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_0000_0000_0002);
 
-    let send = |in_flight: &mut Vec<InFlight>, net: &mut ChaCha8Rng, now: f64, to: usize, payload: Payload| {
+    let send = |in_flight: &mut Vec<InFlight>,
+                net: &mut ChaCha8Rng,
+                now: f64,
+                to: usize,
+                payload: Payload| {
         if net.random::<f64>() < config.loss {
             return;
         }
@@ -282,7 +287,9 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                 continue;
             }
             let local = peer.local(m.at);
-            let Some(arb) = peer.arbiter.as_mut() else { continue };
+            let Some(arb) = peer.arbiter.as_mut() else {
+                continue;
+            };
             match m.payload {
                 Payload::Ping(ping) => {
                     if let Ok(Some(pong)) = arb.on_ping(local, &ping) {
@@ -329,16 +336,18 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
         for peer in peers.iter_mut() {
             while peer.next_block_at < t_end {
                 let sample = peer.next_block * config.block;
-                let called = peer.next_block_at + MIN_WAKE_NS + wake.random_range(0.0..WAKE_SPREAD_NS);
+                let called =
+                    peer.next_block_at + MIN_WAKE_NS + wake.random_range(0.0..WAKE_SPREAD_NS);
                 if called >= peer.start {
                     let local = peer.local(called);
                     let _ = peer.daw.on_process(sample, local);
                     let landed = &mut peer.landed;
-                    peer.scheduler.process_block(sample, config.block as u32, |ev| {
-                        if ev.command == TransportCommandKind::Play && landed.is_none() {
-                            *landed = Some((ev.landed_sample, ev.target_sample as f64));
-                        }
-                    });
+                    peer.scheduler
+                        .process_block(sample, config.block as u32, |ev| {
+                            if ev.command == TransportCommandKind::Play && landed.is_none() {
+                                *landed = Some((ev.landed_sample, ev.target_sample as f64));
+                            }
+                        });
                 }
                 peer.next_block += 1;
                 peer.next_block_at = peer.sample_time(peer.next_block * config.block);
@@ -376,7 +385,10 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
             if let Some(mi) = master_index(&peers) {
                 let tm = next_measure;
                 let m = &peers[mi];
-                let truth = m.arbiter.as_ref().map(|a| a.session_time(m.local(tm)) as f64);
+                let truth = m
+                    .arbiter
+                    .as_ref()
+                    .map(|a| a.session_time(m.local(tm)) as f64);
                 if let Some(truth) = truth {
                     for (j, peer) in peers.iter_mut().enumerate() {
                         if j == mi {
@@ -384,7 +396,8 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                         }
                         let local = peer.local(tm);
                         if let Some(arb) = peer.arbiter.as_ref() {
-                            peer.errors.push((arb.session_time(local) as f64 - truth).abs());
+                            peer.errors
+                                .push((arb.session_time(local) as f64 - truth).abs());
                         }
                     }
                 }
@@ -406,7 +419,8 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
     }
     let m = &peers[mi];
     let m_arb = m.arbiter.as_ref().expect("master runs");
-    let m_rate = (1.0 + m_arb.session_estimate(m.local(end)).drift) * (1.0 + m.clock.drift_ppm * 1e-6);
+    let m_rate =
+        (1.0 + m_arb.session_estimate(m.local(end)).drift) * (1.0 + m.clock.drift_ppm * 1e-6);
     let mut results = Vec::new();
     for (j, peer) in peers.iter_mut().enumerate() {
         let arb = peer.arbiter.as_ref().expect("all peers started");
@@ -424,7 +438,11 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
         let (p50, p99, max) = if j == mi {
             (0.0, 0.0, 0.0)
         } else {
-            (p(&mut errs, 0.5) / 1e3, p(&mut errs, 0.99) / 1e3, p(&mut errs, 1.0) / 1e3)
+            (
+                p(&mut errs, 0.5) / 1e3,
+                p(&mut errs, 0.99) / 1e3,
+                p(&mut errs, 1.0) / 1e3,
+            )
         };
         results.push(PeerResult {
             peer_id: format!("{:08x}", peer.id),
@@ -504,7 +522,11 @@ mod tests {
         for seed in 0..200 {
             cfg.seed = seed;
             let res = run(&cfg).unwrap();
-            let ids: Vec<u32> = res.peers.iter().map(|p| u32::from_str_radix(&p.peer_id, 16).unwrap()).collect();
+            let ids: Vec<u32> = res
+                .peers
+                .iter()
+                .map(|p| u32::from_str_radix(&p.peer_id, 16).unwrap())
+                .collect();
             if ids[2] < ids[0] && ids[2] < ids[1] {
                 assert!(res.peers[2].is_master, "{res:?}");
                 // Errors are measured from 5 s after the last join, across
@@ -519,8 +541,16 @@ mod tests {
 
     #[test]
     fn runs_are_deterministic() {
-        let a = run(&SimConfig { seconds: 7.0, ..SimConfig::default() }).unwrap();
-        let b = run(&SimConfig { seconds: 7.0, ..SimConfig::default() }).unwrap();
+        let a = run(&SimConfig {
+            seconds: 7.0,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let b = run(&SimConfig {
+            seconds: 7.0,
+            ..SimConfig::default()
+        })
+        .unwrap();
         assert!(a.peers.iter().all(|p| p.offset_error_us_p99.is_finite()));
         assert_eq!(a, b);
     }

@@ -176,7 +176,11 @@ impl MidiClockGenerator {
         let base = seg.offset_base;
         let spp = |beat: f64| {
             let sixteenths = ((beat * 4.0).floor().max(0.0) as u64).min(16_383) as u16;
-            [0xF2, (sixteenths & 0x7F) as u8, ((sixteenths >> 7) & 0x7F) as u8]
+            [
+                0xF2,
+                (sixteenths & 0x7F) as u8,
+                ((sixteenths >> 7) & 0x7F) as u8,
+            ]
         };
         let starting = st.playing && !self.was_playing;
         let stopping = !st.playing && self.was_playing;
@@ -211,7 +215,9 @@ impl MidiClockGenerator {
         }
         let frames_per_beat = seg.sample_rate * 60.0 / st.bpm;
         // Merge clock ticks and MTC quarter frames in time order.
-        let mut tick = *self.next_tick.get_or_insert_with(|| (st.beat * 24.0 - 1e-9).ceil().max(0.0) as u64);
+        let mut tick = *self
+            .next_tick
+            .get_or_insert_with(|| (st.beat * 24.0 - 1e-9).ceil().max(0.0) as u64);
         let secs0 = st.position_ms / 1000.0;
         let mut qf = match self.mtc {
             Some(rate) => {
@@ -224,7 +230,18 @@ impl MidiClockGenerator {
                     let frame = frame + (frame & 1);
                     out(MidiOut::new(
                         base,
-                        &[0xF0, 0x7F, 0x7F, 0x01, 0x01, h | (rate.code() << 5), m, s, f, 0xF7],
+                        &[
+                            0xF0,
+                            0x7F,
+                            0x7F,
+                            0x01,
+                            0x01,
+                            h | (rate.code() << 5),
+                            m,
+                            s,
+                            f,
+                            0xF7,
+                        ],
                     ));
                     frame * 4
                 });
@@ -239,7 +256,9 @@ impl MidiClockGenerator {
                 f64::INFINITY
             };
             let qf_off = match qf {
-                Some((rate, q)) => ((q as f64 / (4.0 * rate.fps()) - secs0) * seg.sample_rate).round(),
+                Some((rate, q)) => {
+                    ((q as f64 / (4.0 * rate.fps()) - secs0) * seg.sample_rate).round()
+                }
                 None => f64::INFINITY,
             };
             let next = tick_off.min(qf_off);

@@ -181,13 +181,21 @@ impl TransportCommand {
                 return Err(TransportError::Position(b));
             }
         }
-        TimeSignature::new(self.time_signature.numerator, self.time_signature.denominator)?;
+        TimeSignature::new(
+            self.time_signature.numerator,
+            self.time_signature.denominator,
+        )?;
         Ok(())
     }
 
     /// The conflict order key: master first, then timestamp, seq, peer id.
     pub fn order_key(&self) -> (bool, u64, u64, PeerId) {
-        (self.from != self.master_peer, self.timestamp, self.seq, self.from)
+        (
+            self.from != self.master_peer,
+            self.timestamp,
+            self.seq,
+            self.from,
+        )
     }
 
     /// Quarter notes at the command's instant.
@@ -255,7 +263,8 @@ impl TransportQueue {
                 let before = self.pending.len();
                 let from = cmd.from;
                 let window = self.conflict_window_ns;
-                self.pending.retain(|c| c.timestamp / window != slot || c.from == from);
+                self.pending
+                    .retain(|c| c.timestamp / window != slot || c.from == from);
                 self.dropped += (before - self.pending.len()) as u64;
             }
         }

@@ -119,13 +119,21 @@ impl BlockScheduler {
             let mut best: Option<usize> = None;
             for (i, s) in self.slots.iter().enumerate() {
                 if let Some(ev) = s {
-                    if ev.sample < end && best.is_none_or(|b| self.slots[b].is_some_and(|e| (ev.sample, ev.session_ns) < (e.sample, e.session_ns))) {
+                    if ev.sample < end
+                        && best.is_none_or(|b| {
+                            self.slots[b].is_some_and(|e| {
+                                (ev.sample, ev.session_ns) < (e.sample, e.session_ns)
+                            })
+                        })
+                    {
                         best = Some(i);
                     }
                 }
             }
             let Some(i) = best else { break };
-            let Some(ev) = self.slots[i].take() else { break };
+            let Some(ev) = self.slots[i].take() else {
+                break;
+            };
             let landed = ev.sample.max(block_start);
             if landed > ev.sample {
                 self.late += 1;
@@ -189,8 +197,12 @@ mod tests {
         s.schedule(ev(105, 1, TransportCommandKind::Play)).unwrap();
         assert_eq!(s.pending(), 1);
         for i in 0..SCHEDULER_CAPACITY as u64 - 1 {
-            s.schedule(ev(200 + i, 10 + i, TransportCommandKind::Seek)).unwrap();
+            s.schedule(ev(200 + i, 10 + i, TransportCommandKind::Seek))
+                .unwrap();
         }
-        assert_eq!(s.schedule(ev(9, 999, TransportCommandKind::Stop)), Err(ScheduleError::Full));
+        assert_eq!(
+            s.schedule(ev(9, 999, TransportCommandKind::Stop)),
+            Err(ScheduleError::Full)
+        );
     }
 }

@@ -29,7 +29,10 @@ fn validation_rejects_out_of_range_values() {
     c.position_ms = f64::NAN;
     assert!(c.validate().is_err());
     c.position_ms = 0.0;
-    c.time_signature = TimeSignature { numerator: 4, denominator: 3 };
+    c.time_signature = TimeSignature {
+        numerator: 4,
+        denominator: 3,
+    };
     assert!(c.validate().is_err());
     assert!(TimeSignature::new(0, 4).is_err());
     assert!(TimeSignature::new(7, 8).is_ok());
@@ -86,9 +89,11 @@ fn permute(v: &mut Vec<usize>, k: usize, f: &mut impl FnMut(&[usize])) {
 #[test]
 fn without_the_master_timestamp_then_seq_then_id_decide() {
     let mut q = TransportQueue::new(8, DEFAULT_LEAD_NS);
-    q.push(cmd(TransportCommandKind::Play, 1_010_000_000, 0x40, 1)).unwrap();
+    q.push(cmd(TransportCommandKind::Play, 1_010_000_000, 0x40, 1))
+        .unwrap();
     // Earlier timestamp wins the slot.
-    q.push(cmd(TransportCommandKind::Stop, 1_005_000_000, 0x50, 7)).unwrap();
+    q.push(cmd(TransportCommandKind::Stop, 1_005_000_000, 0x50, 7))
+        .unwrap();
     assert_eq!(q.pending().len(), 1);
     assert_eq!(q.pending()[0].from, 0x50);
     // Same timestamp, lower seq wins.
@@ -97,7 +102,8 @@ fn without_the_master_timestamp_then_seq_then_id_decide() {
         Err(TransportError::LostConflict)
     );
     // Same timestamp and seq: lower id wins.
-    q.push(cmd(TransportCommandKind::Seek, 1_005_000_000, 0x20, 7)).unwrap();
+    q.push(cmd(TransportCommandKind::Seek, 1_005_000_000, 0x20, 7))
+        .unwrap();
     assert_eq!(q.pending()[0].from, 0x20);
     assert_eq!(q.dropped(), 3);
 }
@@ -107,7 +113,10 @@ fn queue_is_bounded() {
     let mut q = TransportQueue::new(2, DEFAULT_LEAD_NS);
     q.push(cmd(TransportCommandKind::Play, 1, 0x10, 1)).unwrap();
     q.push(cmd(TransportCommandKind::Stop, 2, 0x10, 2)).unwrap();
-    assert_eq!(q.push(cmd(TransportCommandKind::Play, 3, 0x10, 3)), Err(TransportError::QueueFull));
+    assert_eq!(
+        q.push(cmd(TransportCommandKind::Play, 3, 0x10, 3)),
+        Err(TransportError::QueueFull)
+    );
 }
 
 #[test]
@@ -135,7 +144,7 @@ fn state_tracks_position_bars_and_signature_changes() {
     assert!(st.playing, "tempo keeps playing");
     let bb = st.bar_beat_at(20.0 + 3.0 + 1.5);
     assert_eq!((bb.bar, bb.beat), (7, 4)); // 1.5 quarters = 3 eighths into bar 7
-    // Seek and stop carry their position.
+                                           // Seek and stop carry their position.
     let mut s = cmd(TransportCommandKind::Stop, 0, 0x10, 3);
     s.position_ms = 1234.0;
     s.bpm = 90.0;
@@ -164,11 +173,17 @@ fn midi_clock_ticks_land_on_exact_samples() {
     let mut events = Vec::new();
     let block = 256u32;
     for b in 0..100u64 {
-        gen.process(&seg(st, block, false), |m| events.push((b * block as u64 + m.offset as u64, m)));
+        gen.process(&seg(st, block, false), |m| {
+            events.push((b * block as u64 + m.offset as u64, m))
+        });
         st.advance(block, 48_000.0);
     }
     assert_eq!(events[0].1.data(), &[0xFA]);
-    let ticks: Vec<u64> = events.iter().filter(|e| e.1.data() == [0xF8]).map(|e| e.0).collect();
+    let ticks: Vec<u64> = events
+        .iter()
+        .filter(|e| e.1.data() == [0xF8])
+        .map(|e| e.0)
+        .collect();
     // 120 bpm, 48 kHz: 24 000 frames per beat, 1000 per tick.
     assert_eq!(ticks.len(), 26); // ticks at 0, 1000, …, 25000 within 25 600 frames
     for (i, t) in ticks.iter().enumerate() {
@@ -215,13 +230,22 @@ fn mtc_quarter_frames_encode_the_position() {
     let mut ev = Vec::new();
     let mut frame0 = 0u64;
     for _ in 0..10 {
-        gen.process(&seg(st, 480, false), |m| ev.push((frame0 + m.offset as u64, m)));
+        gen.process(&seg(st, 480, false), |m| {
+            ev.push((frame0 + m.offset as u64, m))
+        });
         frame0 += 480;
         st.advance(480, 48_000.0);
     }
     // Full frame first.
-    assert_eq!(ev[0].1.data(), &[0xF0, 0x7F, 0x7F, 0x01, 0x01, 1 | (1 << 5), 2, 3, 5, 0xF7]);
-    let qf: Vec<(u64, u8)> = ev.iter().filter(|e| e.1.bytes[0] == 0xF1).map(|e| (e.0, e.1.bytes[1])).collect();
+    assert_eq!(
+        ev[0].1.data(),
+        &[0xF0, 0x7F, 0x7F, 0x01, 0x01, 1 | (1 << 5), 2, 3, 5, 0xF7]
+    );
+    let qf: Vec<(u64, u8)> = ev
+        .iter()
+        .filter(|e| e.1.bytes[0] == 0xF1)
+        .map(|e| (e.0, e.1.bytes[1]))
+        .collect();
     // 100 ms at 25 fps = 2.5 frames = 10 quarter frames, every 480 samples.
     assert_eq!(qf.len(), 10);
     for w in qf.windows(2) {
