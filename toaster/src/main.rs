@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Decode one TOAST v2 frame given as hex and print it as JSON.
     Decode(decode::Args),
-    /// Measure: `toaster bench codec`, `toaster bench net`.
+    /// Measure: `toaster bench codec`, `toaster bench net`, `toaster bench midi`.
     Bench(bench::Args),
     /// Join a session, announce, list peers as they come and go.
     Peer(live::PeerArgs),
@@ -38,9 +38,6 @@ enum Command {
     PlcEval(plc::EvalArgs),
     /// Conceal a WAV file given a per-packet loss mask.
     Conceal(plc::ConcealArgs),
-    /// Benchmarks.
-    #[command(subcommand)]
-    Bench(bench_net::BenchCmd),
     /// Clock/transport sync of N peers on the simulated network.
     Sync(sync::Args),
 }
@@ -56,7 +53,6 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => live::demo(args),
         Command::PlcEval(args) => plc::run_eval(args),
         Command::Conceal(args) => plc::run_conceal(args),
-        Command::Bench(cmd) => bench_net::run_bench(cmd),
         Command::Sync(args) => sync::run(args),
     };
     match result {
