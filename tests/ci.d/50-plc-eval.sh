@@ -10,9 +10,10 @@ mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 CORPUS=target/plc-corpus-quick
 python3 scripts/corpus/make_corpus.py "$CORPUS" --quick
 cargo build -p toaster --features opus
+TOASTER="${CARGO_TARGET_DIR:-target}/debug/toaster"
 start=$(date +%s)
-target/debug/toaster plc-eval --quick --corpus "$CORPUS" --check --gpu --plot target/plc-quick.png | tee target/plc-quick.txt
-target/debug/toaster plc-eval --quick --corpus "$CORPUS" --json > target/plc-quick.json
+"$TOASTER" plc-eval --quick --corpus "$CORPUS" --check --gpu --plot target/plc-quick.png | tee target/plc-quick.txt
+"$TOASTER" plc-eval --quick --corpus "$CORPUS" --json > target/plc-quick.json
 echo "plc-eval --quick: $(( $(date +%s) - start )) s (both runs)"
 # The JSON is what the table says: check it independently.
 python3 - <<'PY'

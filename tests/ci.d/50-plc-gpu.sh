@@ -8,7 +8,8 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/jamnet-xdg}
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 cargo test -p bridge-core --lib pnbtr::tests::gpu_kernel_matches_cpu_twin_on_random_histories -- --nocapture
 cargo build -p toaster
-target/debug/toaster plc-eval --gpu-bench --json > target/plc-gpu-bench.json
+TOASTER="${CARGO_TARGET_DIR:-target}/debug/toaster"
+"$TOASTER" plc-eval --gpu-bench --json > target/plc-gpu-bench.json
 python3 -c "
 import json; r = json.load(open('target/plc-gpu-bench.json'))
 assert [x['streams'] for x in r['rows']] == [1, 16, 64, 256, 1024]

@@ -305,12 +305,27 @@ pub fn predict(h: &[f32], model: &PnbtrModel, s: &mut PnbtrScratch, out: &mut [f
             *qkm = acc;
         }
     }
+    // The pitch candidates read h[start + phase], phase = i mod period, kept
+    // as a counter (a division per sample would cost more than the maths).
+    let period = an.period;
+    let p1_start = HISTORY - period;
+    let p2_start = if 2 * period <= HISTORY {
+        HISTORY - 2 * period
+    } else {
+        p1_start
+    };
+    let mut phase = 0usize;
     for (i, o) in out.iter_mut().enumerate() {
         let u = i as f32 / GAP_SCALE;
+        let cand = [s.ar[i], h[p1_start + phase], h[p2_start + phase]];
+        phase += 1;
+        if phase == period {
+            phase = 0;
+        }
         let mut y = 0.0f32;
-        for (k, qk) in q.iter().enumerate() {
+        for (qk, ck) in q.iter().zip(cand) {
             let c = qk[0] + u * (qk[1] + u * qk[2]);
-            y += c * candidate(h, an.period, &s.ar, k, i);
+            y += c * ck;
         }
         *o = if y.is_finite() {
             y.clamp(-an.limit, an.limit)

@@ -120,11 +120,21 @@ pub fn ar_extrapolate(past: &[f32], a: &[f32], work: &mut [f32], out: &mut [f32]
     let len = out.len();
     let buf = &mut work[..order + len];
     buf[..order].copy_from_slice(&past[past.len() - order..]);
+    let quads = order / 4;
     for i in 0..len {
-        // x[n - j] = buf[order + i - j]
-        let mut s = [0.0f32; 4];
-        for j in 1..=order {
-            s[(j - 1) & 3] += a[j] * buf[order + i - j];
+        // past[q] = x[n - order + q], so x[n - j] = past[order - j].
+        let past = &buf[i..i + order];
+        let (mut s0, mut s1, mut s2, mut s3) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
+        for q in 0..quads {
+            let j = 4 * q + 1;
+            s0 += a[j] * past[order - j];
+            s1 += a[j + 1] * past[order - j - 1];
+            s2 += a[j + 2] * past[order - j - 2];
+            s3 += a[j + 3] * past[order - j - 3];
+        }
+        let mut s = [s0, s1, s2, s3];
+        for j in 4 * quads + 1..=order {
+            s[(j - 1) & 3] += a[j] * past[order - j];
         }
         buf[order + i] = -((s[0] + s[1]) + (s[2] + s[3]));
     }
