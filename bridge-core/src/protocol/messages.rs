@@ -506,9 +506,68 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// Check the fields a receiver would reject (ranges, non-finite floats,
+    /// which JSON cannot carry), so a sender never emits an invalid frame.
+    pub fn check_fields(&self) -> Result<(), EncodeError> {
+        let bad = |cond: bool, field: &'static str| {
+            if cond {
+                Err(EncodeError::InvalidField(field))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Message::Heartbeat(h) => {
+                bad(h.port == 0, "port")?;
+                for s in &h.streams {
+                    bad(
+                        s.channels.is_some_and(|c| !(1..=64).contains(&c)),
+                        "channels",
+                    )?;
+                    bad(
+                        s.sample_rate
+                            .is_some_and(|r| !(8000..=384_000).contains(&r)),
+                        "sample_rate",
+                    )?;
+                    bad(
+                        s.kind == StreamKind::Audio
+                            && (s.channels.is_none() || s.sample_rate.is_none()),
+                        "audio stream needs channels and sample_rate",
+                    )?;
+                }
+                Ok(())
+            }
+            Message::SyncCalibrationBlock(c) => {
+                bad(
+                    !c.drift_ppm.is_finite() || c.drift_ppm.abs() > 1e6,
+                    "drift_ppm",
+                )?;
+                bad(!(0.0..=1.0).contains(&c.quality), "quality")
+            }
+            Message::Transport(t) => {
+                bad(!t.position.is_finite() || t.position < 0.0, "position")?;
+                bad(!(1.0..=999.0).contains(&t.bpm), "bpm")?;
+                bad(
+                    TimeSignature::new(t.time_signature.numerator, t.time_signature.denominator)
+                        .is_none(),
+                    "time_signature",
+                )?;
+                bad(t.beat.is_some_and(|b| !b.is_finite()), "beat")
+            }
+            Message::Jmid(e) => e.check_fields(),
+            Message::JmidCompact(c) => {
+                bad(c.events.is_empty(), "events")?;
+                c.events.iter().try_for_each(JmidEvent::check_fields)
+            }
+            Message::Audio(a) => a.check_fields(),
+            Message::Goodbye(_) | Message::ClockPing(_) | Message::ClockPong(_) => Ok(()),
+        }
+    }
+
     /// Write the payload bytes into `out`; returns their length.
     /// Realtime-safe: yes for every kind (serde_json into a slice).
     pub fn write_payload(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        self.check_fields()?;
         match self {
             Message::Heartbeat(m) => write_json(out, "heartbeat", m),
             Message::Goodbye(m) => write_json(out, "goodbye", m),
