@@ -6,7 +6,8 @@
 #   5 ± 2 ms jitter, 2 % loss, 8 seeds: median over peers of offset error p99 ≤ 250 µs
 #                              (worst ≤ 800 µs), median drift error ≤ 5 ppm (20 Hz pings
 #                              hold no more after 15 s, see docs), start within ±12 samples (0.25 ms)
-#   late joiner with the lowest id takes over (hand-off), unimpaired targets still hold.
+#   late joiner with the lowest id takes over, and the master vanishing (hand-offs):
+#                              unimpaired targets still hold.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -39,6 +40,8 @@ sys.exit(0 if ok else 1)
 '
 echo "--- late joiner hand-off (peer i starts at 4·i s)"
 "$T" sync --peers 3 --seconds 20 --stagger-s 4 --seed 5 --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1
+echo "--- the master vanishes at 8 s: re-election after the 2 s timeout, no jump"
+"$T" sync --peers 4 --seconds 16 --master-leaves-at-s 8 --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1
 echo "--- five peers, other seeds"
 for seed in 3 4; do
   "$T" sync --peers 5 --seconds 15 --seed "$seed" --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1

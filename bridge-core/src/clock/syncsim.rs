@@ -63,6 +63,9 @@ pub struct SimConfig {
     pub block: u64,
     /// Seed.
     pub seed: u64,
+    /// The master elected at this time (s) leaves silently (crash, cable):
+    /// the others time out, elect the next lowest id and carry on.
+    pub master_leaves_at_s: Option<f64>,
 }
 
 impl Default for SimConfig {
@@ -84,6 +87,7 @@ impl Default for SimConfig {
             sample_rate: 48_000.0,
             block: 128,
             seed: 1,
+            master_leaves_at_s: None,
         }
     }
 }
@@ -155,6 +159,8 @@ struct SimPeer {
     id: PeerId,
     clock: InjectedClock,
     start: f64,
+    /// Stops at this true time (gone silently).
+    stop: f64,
     arbiter: Option<ClockDriftArbiter>,
     daw: DawClock,
     audio_t0: f64,
@@ -228,6 +234,7 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                 id,
                 clock,
                 start,
+                stop: f64::INFINITY,
                 arbiter: None,
                 daw: DawClock::new(config.sample_rate),
                 audio_t0,
@@ -276,14 +283,20 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
 
     let mut t = BASE_NS;
     let mut next_measure = measure_from;
+    let leave_at = config.master_leaves_at_s.map(|s| BASE_NS + s * 1e9);
     while t < end {
         let t_end = t + tick;
+        if leave_at.is_some_and(|at| t >= at && t - tick < at) {
+            if let Some(mi) = master_index(&peers) {
+                peers[mi].stop = t;
+            }
+        }
         // Deliver messages due in this tick, in time order.
         in_flight.sort_by(|a, b| b.at.total_cmp(&a.at));
         while in_flight.last().is_some_and(|m| m.at < t_end) {
             let Some(m) = in_flight.pop() else { break };
             let peer = &mut peers[m.to];
-            if m.at < peer.start {
+            if m.at < peer.start || m.at >= peer.stop {
                 continue;
             }
             let local = peer.local(m.at);
@@ -316,7 +329,7 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
         }
         // Start peers, poll arbiters.
         for i in 0..peers.len() {
-            if peers[i].start > t {
+            if peers[i].start > t || t >= peers[i].stop {
                 continue;
             }
             let local = peers[i].local(t);
@@ -388,7 +401,7 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                     .map(|a| a.session_time(m.local(tm)) as f64);
                 if let Some(truth) = truth {
                     for (j, peer) in peers.iter_mut().enumerate() {
-                        if j == mi {
+                        if j == mi || tm >= peer.stop {
                             continue;
                         }
                         let local = peer.local(tm);
@@ -406,6 +419,7 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
 
     let masters: Vec<Option<PeerId>> = peers
         .iter()
+        .filter(|p| p.stop.is_infinite())
         .map(|p| p.arbiter.as_ref().and_then(|a| a.master()))
         .collect();
     let Some(mi) = master_index(&peers) else {
@@ -470,7 +484,9 @@ fn master_index(peers: &[SimPeer]) -> Option<usize> {
     peers
         .iter()
         .enumerate()
-        .filter(|(_, p)| p.arbiter.as_ref().is_some_and(|a| a.master() == Some(p.id)))
+        .filter(|(_, p)| {
+            p.stop.is_infinite() && p.arbiter.as_ref().is_some_and(|a| a.master() == Some(p.id))
+        })
         .min_by_key(|(_, p)| p.id)
         .map(|(i, _)| i)
 }
@@ -534,6 +550,32 @@ mod tests {
             }
         }
         assert!(found);
+    }
+
+    #[test]
+    fn the_master_vanishing_hands_over_without_a_jump() {
+        // The master leaves at 8 s; 2 s later the others elect the next
+        // lowest id, which carries the timeline on. Errors are measured
+        // throughout (from 5 s), across the hand-off.
+        let res = run(&SimConfig {
+            peers: 4,
+            seconds: 16.0,
+            master_leaves_at_s: Some(8.0),
+            ..SimConfig::default()
+        })
+        .unwrap();
+        assert_eq!(res.peers.iter().filter(|p| p.is_master).count(), 1);
+        let first = run(&SimConfig {
+            peers: 4,
+            seconds: 7.0,
+            ..SimConfig::default()
+        })
+        .unwrap();
+        assert_ne!(first.master, res.master, "a new master took over");
+        for p in res.peers.iter().filter(|p| p.peer_id != first.master) {
+            assert!(p.offset_error_us_p99 <= 10.0, "{p:?}");
+            assert!(p.start_error_samples.abs() <= 1.0, "{p:?}");
+        }
     }
 
     #[test]
