@@ -36,8 +36,11 @@ if [ "${JAMNET_SKIP_INSTALL:-0}" != 1 ]; then
     fi
   fi
   step "install python packages"
+  mapfile -t PIP < <(cat tests/deps/pip-*.txt | sed 's/#.*//' | tr -s ' \t' '\n' | grep -v '^$' | sort -u)
   python3 -m venv target/pyenv
-  target/pyenv/bin/pip install -q --disable-pip-version-check $(cat tests/deps/pip-*.txt | sed 's/#.*//' | tr -s ' \t' '\n' | grep -v '^$' | sort -u)
+  if [ ${#PIP[@]} -gt 0 ]; then
+    target/pyenv/bin/pip install -q --disable-pip-version-check "${PIP[@]}"
+  fi
 fi
 export JAMNET_PYTHON="$ROOT/target/pyenv/bin/python"
 

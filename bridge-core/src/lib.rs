@@ -12,11 +12,19 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod bench;
 pub mod burst;
+pub mod clock;
 pub mod conceal;
+pub mod discovery;
 pub mod drift;
+pub mod handle;
 pub mod jellie_stream;
 pub mod jitter;
+pub mod net;
+pub mod pnbtr;
 pub mod protocol;
 pub mod session;
 pub mod sim;
+pub mod transport;
+pub mod worker;

@@ -236,3 +236,56 @@ proptest! {
         let _ = decode(&out[..n], None);
     }
 }
+
+#[test]
+fn senders_refuse_fields_receivers_would_reject() {
+    use bridge_core::protocol::{EncodeError, PeerId, TimeSignature, Transport, TransportCommand};
+    let t = Transport {
+        command: TransportCommand::Play,
+        timestamp: 1,
+        position: f64::NAN,
+        bpm: 120.0,
+        time_signature: TimeSignature::new(4, 4).unwrap(),
+        master_peer: PeerId(1),
+        beat: None,
+        seq: None,
+    };
+    let header = Header::new(
+        bridge_core::protocol::MessageKind::Transport,
+        FormatType::StandardJson,
+        Uuid::nil(),
+        1,
+        0,
+        0,
+    );
+    let mut out = [0u8; 512];
+    assert_eq!(
+        Message::Transport(t).encode(&header, None, &mut out),
+        Err(EncodeError::InvalidField("position"))
+    );
+    let t = Transport {
+        position: 0.0,
+        bpm: 0.5,
+        ..t
+    };
+    assert_eq!(
+        Message::Transport(t).encode(&header, None, &mut out),
+        Err(EncodeError::InvalidField("bpm"))
+    );
+    let t = Transport { bpm: 120.0, ..t };
+    assert!(Message::Transport(t)
+        .encode(&header, None, &mut out)
+        .is_ok());
+    let e = JmidEvent {
+        message: MidiMessage::NoteOn {
+            channel: 17,
+            note: 1,
+            velocity: 1,
+        },
+        timestamp: 0,
+        burst_id: 1,
+        burst_index: 0,
+        burst_size: 1,
+    };
+    assert!(Message::Jmid(e).encode(&header, None, &mut out).is_err());
+}

@@ -95,6 +95,12 @@ impl<'a> AudioPayload<'a> {
         ensure(self.pcm.len() == self.expected_pcm_len())
     }
 
+    /// Check what a receiver would reject (for senders).
+    pub fn check_fields(&self) -> Result<(), EncodeError> {
+        self.check()
+            .map_err(|_| EncodeError::InvalidField("audio payload"))
+    }
+
     /// `frames × channels × sample size`.
     pub fn expected_pcm_len(&self) -> usize {
         usize::from(self.frames) * usize::from(self.channels) * self.sample_format.size()
@@ -155,9 +161,7 @@ impl<'a> AudioPayload<'a> {
 
     /// Write the binary payload into `out`. Realtime-safe: yes.
     pub fn write_binary(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
-        if self.pcm.len() != self.expected_pcm_len() {
-            return Err(EncodeError::InvalidField("pcm length"));
-        }
+        self.check_fields()?;
         let n = AUDIO_HEADER_LEN + self.pcm.len();
         if out.len() < n {
             return Err(EncodeError::BufferTooSmall {
@@ -259,15 +263,15 @@ pub fn encode_samples(format: SampleFormat, samples: &[f32], out: &mut [u8]) -> 
     match format {
         SampleFormat::I16 => {
             for (s, o) in samples.iter().zip(out.chunks_exact_mut(2)) {
-                let v = (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+                let v = round_to_int(s * 32768.0, 32767.0) as i16;
                 o.copy_from_slice(&v.to_le_bytes());
             }
         }
         SampleFormat::I24 => {
             for (s, o) in samples.iter().zip(out.chunks_exact_mut(3)) {
-                let v = (f64::from(*s) * 8_388_608.0)
-                    .round()
-                    .clamp(-8_388_608.0, 8_388_607.0) as i32;
+                // f64: f32 cannot hold 8388607.5 exactly.
+                let x = (f64::from(*s) * 8_388_608.0).clamp(-8_388_608.0, 8_388_607.0);
+                let v = (x + 0.5f64.copysign(x)) as i32;
                 o.copy_from_slice(&v.to_le_bytes()[..3]);
             }
         }
@@ -278,6 +282,14 @@ pub fn encode_samples(format: SampleFormat, samples: &[f32], out: &mut [u8]) -> 
         }
     }
     n
+}
+
+/// Round half away from zero and clip to `[-(max+1), max]`. Written out
+/// rather than `f32::round` (a libm call on baseline x86-64) because it runs
+/// per sample; the float→int cast saturates and maps NaN to 0.
+#[inline]
+fn round_to_int(x: f32, max: f32) -> i32 {
+    (x.clamp(-max - 1.0, max) + 0.5f32.copysign(x)) as i32
 }
 
 /// The fields of a binary audio payload header, for writing frames in place.

@@ -126,8 +126,8 @@ pub fn merge(
 
 /// Fill samples `start, start+2, …` of `out` from their known neighbours
 /// (the other parity): 4-point half-band interpolation
-/// `(-x[-3] + 9x[-1] + 9x[+1] - x[+3]) / 16` where all four exist, linear or
-/// nearest-neighbour at the edges.
+/// `(-x[-3] + 9x[-1] + 9x[+1] - x[+3]) / 16` where all four exist, linear
+/// inside, linear extrapolation at the block edges.
 fn fill_missing_parity(out: &mut [f32], start: usize) {
     let n = out.len();
     let at = |out: &[f32], i: isize| -> Option<f32> {
@@ -144,6 +144,9 @@ fn fill_missing_parity(out: &mut [f32], start: usize) {
         ) {
             (Some(p3), Some(p1), Some(n1), Some(n3)) => (-p3 + 9.0 * p1 + 9.0 * n1 - n3) / 16.0,
             (_, Some(p1), Some(n1), _) => 0.5 * (p1 + n1),
+            // Block edges: extend the slope of the two nearest known samples.
+            (Some(p3), Some(p1), None, _) => p1 + 0.5 * (p1 - p3),
+            (_, None, Some(n1), Some(n3)) => n1 + 0.5 * (n1 - n3),
             (_, Some(p1), None, _) => p1,
             (_, None, Some(n1), _) => n1,
             _ => 0.0,

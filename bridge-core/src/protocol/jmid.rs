@@ -9,7 +9,9 @@
 
 use super::frame::EncodeError;
 use super::messages::{write_json, write_json_value};
-use super::validate::{ensure, in_range, lower_hex_bytes, lower_hex_u64, Checked, Invalid};
+use super::validate::{
+    ensure, in_range, lower_hex_bytes, lower_hex_u64, present, Checked, Invalid,
+};
 use super::RejectReason;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -292,14 +294,21 @@ struct JmidWire<'a> {
     ty: Cow<'a, str>,
     #[serde(borrow)]
     event: Cow<'a, str>,
+    #[serde(default, deserialize_with = "present")]
     channel: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     note: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     velocity: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     controller: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     value: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     program: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
     pressure: Option<i64>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<Cow<'a, str>>,
     timestamp: u64,
     #[serde(borrow)]
@@ -377,9 +386,59 @@ impl JmidEvent {
         })
     }
 
+    /// Check what a receiver would reject: channel 1–16, 7-bit data, pitch
+    /// bend range, burst index < size ≤ 64.
+    pub fn check_fields(&self) -> Result<(), EncodeError> {
+        let ok = match &self.message {
+            MidiMessage::NoteOn {
+                channel,
+                note: a,
+                velocity: b,
+            }
+            | MidiMessage::NoteOff {
+                channel,
+                note: a,
+                velocity: b,
+            }
+            | MidiMessage::ControlChange {
+                channel,
+                controller: a,
+                value: b,
+            }
+            | MidiMessage::PolyPressure {
+                channel,
+                note: a,
+                pressure: b,
+            } => (1..=16).contains(channel) && *a < 0x80 && *b < 0x80,
+            MidiMessage::ProgramChange {
+                channel,
+                program: a,
+            }
+            | MidiMessage::ChannelPressure {
+                channel,
+                pressure: a,
+            } => (1..=16).contains(channel) && *a < 0x80,
+            MidiMessage::PitchBend { channel, value } => {
+                (1..=16).contains(channel) && (-8192..=8191).contains(value)
+            }
+            MidiMessage::Sysex(data) => data.iter().all(|b| *b < 0x80),
+            MidiMessage::System { bytes, len } => {
+                MidiMessage::from_bytes(&bytes[..usize::from(*len).clamp(1, 3)]).is_ok()
+            }
+        };
+        if !ok {
+            return Err(EncodeError::InvalidField("midi message"));
+        }
+        if check_burst(self.burst_index, self.burst_size).is_err() {
+            return Err(EncodeError::InvalidField("burst_index/burst_size"));
+        }
+        Ok(())
+    }
+
     /// Write the STANDARD_JSON payload. Realtime-safe: yes (SysEx data is
     /// hex-encoded on the fly).
     pub fn write_json(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        self.check_fields()?;
         write_json(out, "jmid", &StandardBody(self))
     }
 }

@@ -5,7 +5,9 @@
 use super::audio::AudioPayload;
 use super::frame::{EncodeError, FormatType, Frame, FrameWriter, Header, MessageKind, SessionKey};
 use super::jmid::{JmidCompact, JmidEvent};
-use super::validate::{ensure, expect_type, finite_in, in_range, lower_hex_u64, Checked, Invalid};
+use super::validate::{
+    ensure, expect_type, finite_in, in_range, lower_hex_u64, present, Checked, Invalid,
+};
 use super::RejectReason;
 use serde::{Deserialize, Serialize, Serializer};
 use std::borrow::Cow;
@@ -269,7 +271,9 @@ struct StreamWire<'a> {
     stream_id: u16,
     #[serde(borrow)]
     kind: Cow<'a, str>,
+    #[serde(default, deserialize_with = "present")]
     channels: Option<u8>,
+    #[serde(default, deserialize_with = "present")]
     sample_rate: Option<u32>,
 }
 
@@ -327,7 +331,9 @@ struct TransportWire<'a> {
     time_signature: (u8, u8),
     #[serde(borrow)]
     master_peer: Cow<'a, str>,
+    #[serde(default, deserialize_with = "present")]
     beat: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
     seq: Option<u64>,
 }
 
@@ -500,9 +506,68 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// Check the fields a receiver would reject (ranges, non-finite floats,
+    /// which JSON cannot carry), so a sender never emits an invalid frame.
+    pub fn check_fields(&self) -> Result<(), EncodeError> {
+        let bad = |cond: bool, field: &'static str| {
+            if cond {
+                Err(EncodeError::InvalidField(field))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Message::Heartbeat(h) => {
+                bad(h.port == 0, "port")?;
+                for s in &h.streams {
+                    bad(
+                        s.channels.is_some_and(|c| !(1..=64).contains(&c)),
+                        "channels",
+                    )?;
+                    bad(
+                        s.sample_rate
+                            .is_some_and(|r| !(8000..=384_000).contains(&r)),
+                        "sample_rate",
+                    )?;
+                    bad(
+                        s.kind == StreamKind::Audio
+                            && (s.channels.is_none() || s.sample_rate.is_none()),
+                        "audio stream needs channels and sample_rate",
+                    )?;
+                }
+                Ok(())
+            }
+            Message::SyncCalibrationBlock(c) => {
+                bad(
+                    !c.drift_ppm.is_finite() || c.drift_ppm.abs() > 1e6,
+                    "drift_ppm",
+                )?;
+                bad(!(0.0..=1.0).contains(&c.quality), "quality")
+            }
+            Message::Transport(t) => {
+                bad(!t.position.is_finite() || t.position < 0.0, "position")?;
+                bad(!(1.0..=999.0).contains(&t.bpm), "bpm")?;
+                bad(
+                    TimeSignature::new(t.time_signature.numerator, t.time_signature.denominator)
+                        .is_none(),
+                    "time_signature",
+                )?;
+                bad(t.beat.is_some_and(|b| !b.is_finite()), "beat")
+            }
+            Message::Jmid(e) => e.check_fields(),
+            Message::JmidCompact(c) => {
+                bad(c.events.is_empty(), "events")?;
+                c.events.iter().try_for_each(JmidEvent::check_fields)
+            }
+            Message::Audio(a) => a.check_fields(),
+            Message::Goodbye(_) | Message::ClockPing(_) | Message::ClockPong(_) => Ok(()),
+        }
+    }
+
     /// Write the payload bytes into `out`; returns their length.
     /// Realtime-safe: yes for every kind (serde_json into a slice).
     pub fn write_payload(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        self.check_fields()?;
         match self {
             Message::Heartbeat(m) => write_json(out, "heartbeat", m),
             Message::Goodbye(m) => write_json(out, "goodbye", m),

@@ -1,7 +1,5 @@
 //! Small field checks shared by the message parsers.
 
-use std::borrow::Cow;
-
 /// Field-level parse failure; always surfaces as `bad_payload`.
 pub(crate) struct Invalid;
 
@@ -55,6 +53,17 @@ pub(crate) fn lower_hex_bytes(s: &str) -> Checked<Vec<u8>> {
 }
 
 /// The `"type"` field must name the frame's kind.
-pub(crate) fn expect_type(ty: &Cow<'_, str>, name: &str) -> Checked<()> {
+pub(crate) fn expect_type(ty: &str, name: &str) -> Checked<()> {
     ensure(ty == name)
+}
+
+/// For optional fields: absent is `None`, but a present field must have the
+/// right type (`null` is not accepted as "absent"). Use with
+/// `#[serde(default, deserialize_with = "present")]`.
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }

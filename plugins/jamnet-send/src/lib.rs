@@ -1,1 +1,209 @@
+//! # JAMNet Send
+//!
+//! An audio effect that passes its input through unchanged and streams it
+//! (and its MIDI input, as JMID) to a JAMNet session. The plugin is a thin
+//! shell: `process()` only meters, counts and hands blocks to the worker
+//! through lock-free structures; the worker owns the sockets.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use jamnet_plugin_kit::{PeakMeter, RateCounter, Supervisor, WorkerError, WorkerStatus};
+use nice_plug::prelude::*;
+use nice_plug_egui::EguiEditorState;
+
+pub mod editor;
+pub mod params;
+
+use params::SendParams;
+
+/// What the editor shows about one Send instance; written by `process()`
+/// and the worker, read by the editor.
+///
+/// Thread-safe: yes (atomics; the status message has its own lock that
+/// `process()` never takes). Realtime-safe: the counters are.
+#[derive(Debug, Default)]
+pub struct SendStats {
+    /// Worker state and message.
+    pub status: Arc<WorkerStatus>,
+    /// Peak of the left (or mono) input since the editor last looked.
+    pub peak_l: PeakMeter,
+    /// Peak of the right input since the editor last looked.
+    pub peak_r: PeakMeter,
+    /// Blocks `process()` handled.
+    pub blocks: RateCounter,
+    /// MIDI events received from the host.
+    pub midi_in: RateCounter,
+    /// Datagrams sent by the worker.
+    pub packets: RateCounter,
+    /// Send errors (socket errors, or blocks the worker could not take in time).
+    pub send_errors: AtomicU64,
+    /// Peers currently listening to this stream (from their heartbeats).
+    pub listeners: AtomicU32,
+    /// Bumped by the editor when the session settings changed; the worker
+    /// reloads them.
+    pub settings_gen: AtomicU32,
+    /// Sample rate the host activated us with (Hz).
+    pub sample_rate: AtomicU32,
+    /// Input channel count the host activated us with.
+    pub channels: AtomicU32,
+}
+
+/// The JAMNet Send plugin.
+///
+/// Thread-safe: no (the host serialises calls as nice-plug requires).
+/// Realtime-safe: `process()` is (proven under `assert_process_allocs`).
+pub struct JamnetSend {
+    params: Arc<SendParams>,
+    stats: Arc<SendStats>,
+    supervisor: Supervisor,
+    editor_state: Arc<EguiEditorState>,
+    /// Debug-only negative control for the allocation checker.
+    alloc_probe: bool,
+}
+
+impl Default for JamnetSend {
+    fn default() -> Self {
+        let stats = Arc::new(SendStats::default());
+        Self {
+            params: Arc::new(SendParams::default()),
+            supervisor: Supervisor::new(stats.status.clone()),
+            stats,
+            editor_state: editor::default_state(),
+            alloc_probe: false,
+        }
+    }
+}
+
+impl JamnetSend {
+    /// Shared statistics (for tests and the editor).
+    pub fn stats(&self) -> &Arc<SendStats> {
+        &self.stats
+    }
+}
+
+/// The worker: owns the socket and streams what `process()` hands it.
+fn run_worker(
+    _params: Arc<SendParams>,
+    _stats: Arc<SendStats>,
+    _ctl: &jamnet_plugin_kit::WorkerCtl,
+) -> Result<(), WorkerError> {
+    Err(WorkerError::EngineUnavailable(
+        "live audio streaming (bridge_core audio handle) is not in this build yet",
+    ))
+}
+
+impl Plugin for JamnetSend {
+    const NAME: &'static str = "JAMNet Send";
+    const VENDOR: &'static str = "JAMNet";
+    const URL: &'static str = "https://example.invalid/jamnet";
+    const EMAIL: &'static str = "jamnet@example.invalid";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[
+        AudioIOLayout {
+            main_input_channels: NonZeroU32::new(2),
+            main_output_channels: NonZeroU32::new(2),
+            ..AudioIOLayout::const_default()
+        },
+        AudioIOLayout {
+            main_input_channels: NonZeroU32::new(1),
+            main_output_channels: NonZeroU32::new(1),
+            ..AudioIOLayout::const_default()
+        },
+    ];
+    const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
+    const SAMPLE_ACCURATE_AUTOMATION: bool = false;
+
+    type SysExMessage = ();
+    type BackgroundTask = ();
+    type Editor = nice_plug_egui::EguiEditor<editor::SendEditor>;
+
+    fn params(&self) -> Arc<dyn Params> {
+        self.params.clone()
+    }
+
+    fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        editor::create(
+            self.params.clone(),
+            self.stats.clone(),
+            self.editor_state.clone(),
+        )
+    }
+
+    fn activate(
+        &mut self,
+        audio_io_layout: &AudioIOLayout,
+        buffer_config: &BufferConfig,
+        _context: &mut impl ActivateContext<Self>,
+    ) -> bool {
+        let channels = audio_io_layout
+            .main_input_channels
+            .map_or(0, NonZeroU32::get);
+        self.stats.channels.store(channels, Ordering::Relaxed);
+        self.stats
+            .sample_rate
+            .store(buffer_config.sample_rate as u32, Ordering::Relaxed);
+        let (params, stats) = (self.params.clone(), self.stats.clone());
+        self.supervisor
+            .start("jamnet-send", move |ctl| run_worker(params, stats, ctl));
+        self.alloc_probe = jamnet_plugin_kit::alloc_probe_requested();
+        true
+    }
+
+    fn deactivate(&mut self) {
+        self.supervisor.stop();
+    }
+
+    fn process(
+        &mut self,
+        buffer: &mut Buffer,
+        _aux: &mut AuxiliaryBuffers,
+        context: &mut impl ProcessContext<Self>,
+    ) -> ProcessStatus {
+        if self.alloc_probe {
+            jamnet_plugin_kit::alloc_probe();
+        }
+        // Audio passes through unchanged: nice-plug already copied input to
+        // output; we only look at it.
+        let channels = buffer.as_slice_immutable();
+        if let Some(l) = channels.first() {
+            self.stats.peak_l.observe(l);
+        }
+        if let Some(r) = channels.get(1) {
+            self.stats.peak_r.observe(r);
+        }
+        let mut midi = 0;
+        while let Some(_event) = context.next_event() {
+            midi += 1;
+        }
+        if midi > 0 {
+            self.stats.midi_in.add(midi);
+        }
+        self.stats.blocks.add(1);
+        ProcessStatus::Normal
+    }
+}
+
+impl ClapPlugin for JamnetSend {
+    const CLAP_ID: &'static str = "net.jamnet.send";
+    const CLAP_DESCRIPTION: Option<&'static str> =
+        Some("Streams this track's audio and MIDI to a JAMNet session");
+    const CLAP_MANUAL_URL: Option<&'static str> = None;
+    const CLAP_SUPPORT_URL: Option<&'static str> = None;
+    const CLAP_FEATURES: &'static [ClapFeature] = &[
+        ClapFeature::AudioEffect,
+        ClapFeature::Utility,
+        ClapFeature::Stereo,
+        ClapFeature::Mono,
+    ];
+}
+
+impl Vst3Plugin for JamnetSend {
+    const VST3_CLASS_ID: [u8; 16] = *b"JAMNetSendV1____";
+    const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] =
+        &[Vst3SubCategory::Fx, Vst3SubCategory::Network];
+}
+
+nice_export_clap!(JamnetSend);
+nice_export_vst3!(JamnetSend);

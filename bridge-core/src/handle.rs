@@ -1,0 +1,828 @@
+//! The audio-side handle: what a plugin's `process()` holds to exchange audio,
+//! MIDI and transport snapshots with its network worker.
+//!
+//! [`link`] builds one connected pair:
+//!
+//! * [`AudioHandle`] lives on the **audio thread**. Every method is
+//!   realtime-safe: it touches only pre-allocated `rtrb` single-producer /
+//!   single-consumer rings and atomics. No allocation, no lock, no blocking, no
+//!   syscall, no logging. When a ring is full or empty the call returns at once
+//!   and the shortfall is counted in [`LinkStats`].
+//! * [`WorkerLink`] lives on the **worker thread** (see [`crate::worker`]),
+//!   which owns the socket and the session core and is allowed to be late.
+//! * [`LinkStats`] (shared through an `Arc`) is read by the editor thread
+//!   with [`LinkStats::snapshot`]: atomics only, no locks on the audio side.
+//!
+//! ## Audio
+//! Audio crosses the rings as interleaved `f32` samples, `channels` per frame.
+//! The host's buffer size is free (hosts change it at will); the worker cuts
+//! the send direction into fixed network blocks of `block_frames` frames and
+//! writes the receive direction in whole blocks of `block_frames` (played,
+//! JELLIE-rebuilt or concealed audio). The receive ring therefore also *is*
+//! the output latency: the worker keeps it filled to about
+//! [`LinkConfig::output_target_blocks`] blocks.
+//!
+//! ## Sample time
+//! Both directions count frames: [`AudioHandle::input_frames`] is the index
+//! of the next frame the plugin will push, [`AudioHandle::output_frames`] the
+//! index of the next frame it will pull. MIDI events carry a `sample_time` on
+//! the same counters, so a plugin places an event in its current buffer at
+//! `event.sample_time - buffer_start` (see [`MidiEvent::offset_in`]).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rtrb::{Consumer, Producer, RingBuffer};
+
+/// Sizes of one handle/worker link. All memory is allocated by [`link`].
+///
+/// Thread-safe: yes (plain value). Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkConfig {
+    /// Interleaved channels per frame (1–64).
+    pub channels: usize,
+    /// Frames per network block (e.g. 128 at 48 kHz = 2.67 ms).
+    pub block_frames: usize,
+    /// Sample rate of the host, Hz.
+    pub sample_rate: u32,
+    /// Capacity of each audio ring, in blocks.
+    pub ring_blocks: usize,
+    /// How many blocks of received audio the worker keeps queued for the audio
+    /// thread (output latency added by the handle, on top of the jitter buffer).
+    pub output_target_blocks: usize,
+    /// Capacity of each MIDI ring, in events.
+    pub midi_capacity: usize,
+    /// Capacity of each transport ring, in snapshots.
+    pub transport_capacity: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            channels: 2,
+            block_frames: 128,
+            sample_rate: 48_000,
+            ring_blocks: 32,
+            output_target_blocks: 2,
+            midi_capacity: 1024,
+            transport_capacity: 64,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// Samples (not frames) in one network block.
+    pub fn block_samples(&self) -> usize {
+        self.channels * self.block_frames
+    }
+}
+
+/// Errors from [`link`] (only at construction: the realtime calls never fail
+/// with an error, they count).
+///
+/// Thread-safe: yes. Realtime-safe: yes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LinkError {
+    /// `channels` must be 1–64.
+    #[error("channels must be 1..=64, got {0}")]
+    BadChannels(usize),
+    /// `block_frames` must be 16–4096.
+    #[error("block_frames must be 16..=4096, got {0}")]
+    BadBlockFrames(usize),
+    /// Rings must hold at least two blocks / one event / one snapshot.
+    #[error("ring capacities too small")]
+    RingTooSmall,
+}
+
+/// Longest MIDI message carried inline on the realtime path (channel voice
+/// messages and short system messages). Longer SysEx does not cross the
+/// handle; it is rejected and counted in `midi_rejected`.
+pub const MIDI_INLINE_BYTES: usize = 3;
+
+/// One MIDI message crossing the handle.
+///
+/// Thread-safe: yes (plain `Copy` value). Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct MidiEvent {
+    /// Frame index on the handle's input counter (send side) or output counter
+    /// (receive side) at which the event sounds.
+    pub sample_time: u64,
+    /// Session-timeline time of the event in ns (0 when unknown).
+    pub timestamp_ns: u64,
+    /// Number of valid bytes in `data` (1–3).
+    pub len: u8,
+    /// The MIDI bytes, status first.
+    pub data: [u8; MIDI_INLINE_BYTES],
+}
+
+impl MidiEvent {
+    /// A short MIDI message; `None` if `bytes` is empty or longer than
+    /// [`MIDI_INLINE_BYTES`].
+    pub fn new(sample_time: u64, timestamp_ns: u64, bytes: &[u8]) -> Option<Self> {
+        if bytes.is_empty() || bytes.len() > MIDI_INLINE_BYTES {
+            return None;
+        }
+        let mut data = [0u8; MIDI_INLINE_BYTES];
+        data[..bytes.len()].copy_from_slice(bytes);
+        Some(Self {
+            sample_time,
+            timestamp_ns,
+            len: bytes.len() as u8,
+            data,
+        })
+    }
+
+    /// The valid MIDI bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[..(self.len as usize).min(MIDI_INLINE_BYTES)]
+    }
+
+    /// Offset of this event in a host buffer that starts at frame
+    /// `buffer_start` and holds `buffer_frames` frames. Events already due
+    /// (late) are clamped to offset 0; events beyond the buffer return `None`
+    /// (keep them for the next buffer).
+    pub fn offset_in(&self, buffer_start: u64, buffer_frames: usize) -> Option<u32> {
+        if self.sample_time < buffer_start {
+            return Some(0);
+        }
+        let off = self.sample_time - buffer_start;
+        (off < buffer_frames as u64).then_some(off as u32)
+    }
+}
+
+/// A DAW transport state at one sample, in either direction.
+///
+/// Thread-safe: yes (plain `Copy` value). Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TransportSnapshot {
+    /// Frame index on the handle's input counter (outgoing) or output counter
+    /// (incoming) at which this state holds.
+    pub sample_time: u64,
+    /// Session-timeline time in ns (0 when unknown; the worker fills it in
+    /// for outgoing snapshots).
+    pub session_ns: u64,
+    /// Transport rolling.
+    pub playing: bool,
+    /// Recording armed and rolling.
+    pub recording: bool,
+    /// Tempo, beats per minute.
+    pub bpm: f64,
+    /// Musical position in quarter notes since zero.
+    pub beat_position: f64,
+    /// Time signature numerator.
+    pub time_sig_num: u8,
+    /// Time signature denominator.
+    pub time_sig_den: u8,
+}
+
+/// State of the worker behind a handle, as the editor shows it.
+///
+/// Thread-safe: yes. Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum WorkerState {
+    /// Created, socket not yet open.
+    Starting = 0,
+    /// Running.
+    Running = 1,
+    /// Stopped on request.
+    Stopped = 2,
+    /// Failed (socket error or a caught panic); see [`LinkStats::error`].
+    Failed = 3,
+}
+
+impl WorkerState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Starting,
+            1 => Self::Running,
+            2 => Self::Stopped,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// Counters shared by the audio thread, the worker and the editor.
+///
+/// Every counter is an atomic, written with `Relaxed` ordering: they are
+/// statistics, never used to synchronise data (the rings do that).
+/// Thread-safe: yes. Realtime-safe: yes for every method except
+/// [`LinkStats::error`] / [`LinkStats::set_error`] (they lock; never call them
+/// on the audio thread).
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    // Written by the audio thread.
+    /// Frames the plugin pushed towards the network.
+    pub audio_frames_pushed: AtomicU64,
+    /// Frames dropped because the send ring was full (worker late).
+    pub audio_frames_overflow: AtomicU64,
+    /// Frames the plugin pulled from the network side.
+    pub audio_frames_pulled: AtomicU64,
+    /// Frames the plugin had to fill with silence (worker late).
+    pub audio_frames_underrun: AtomicU64,
+    /// MIDI events pushed towards the network.
+    pub midi_pushed: AtomicU64,
+    /// MIDI events dropped because the ring was full or the message too long.
+    pub midi_rejected: AtomicU64,
+    /// MIDI events handed to the plugin.
+    pub midi_delivered: AtomicU64,
+    /// Transport snapshots dropped because the ring was full.
+    pub transport_dropped: AtomicU64,
+
+    // Written by the worker.
+    worker_state: AtomicU8,
+    /// Peers currently in the session (not counting this one).
+    pub peers: AtomicU32,
+    /// Datagrams sent.
+    pub frames_sent: AtomicU64,
+    /// Datagrams received (before validation).
+    pub frames_received: AtomicU64,
+    /// Datagrams rejected (any reason: bad CRC, length, version, ...).
+    pub frames_rejected: AtomicU64,
+    /// Audio blocks lost (never arrived in time).
+    pub audio_blocks_lost: AtomicU64,
+    /// Audio blocks that arrived after their playout time.
+    pub audio_blocks_late: AtomicU64,
+    /// Audio blocks rebuilt from JELLIE redundancy.
+    pub audio_blocks_rebuilt: AtomicU64,
+    /// Audio blocks concealed (predicted or faded).
+    pub audio_blocks_concealed: AtomicU64,
+    /// Current jitter estimate, microseconds.
+    pub jitter_us: AtomicU64,
+    /// Current playout (jitter buffer) delay, microseconds.
+    pub playout_delay_us: AtomicU64,
+    /// Measured one-way network delay estimate, microseconds.
+    pub one_way_delay_us: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+/// A plain copy of [`LinkStats`] at one moment (for editors and JSON).
+///
+/// Thread-safe: yes. Realtime-safe: no (built by the editor thread).
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LinkStatsSnapshot {
+    pub worker_state: WorkerState,
+    pub audio_frames_pushed: u64,
+    pub audio_frames_overflow: u64,
+    pub audio_frames_pulled: u64,
+    pub audio_frames_underrun: u64,
+    pub midi_pushed: u64,
+    pub midi_rejected: u64,
+    pub midi_delivered: u64,
+    pub transport_dropped: u64,
+    pub peers: u32,
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub frames_rejected: u64,
+    pub audio_blocks_lost: u64,
+    pub audio_blocks_late: u64,
+    pub audio_blocks_rebuilt: u64,
+    pub audio_blocks_concealed: u64,
+    pub jitter_us: u64,
+    pub playout_delay_us: u64,
+    pub one_way_delay_us: u64,
+    pub error: Option<String>,
+}
+
+impl LinkStats {
+    /// Current worker state.
+    pub fn worker_state(&self) -> WorkerState {
+        WorkerState::from_u8(self.worker_state.load(Ordering::Relaxed))
+    }
+
+    /// Set the worker state (worker thread).
+    pub fn set_worker_state(&self, state: WorkerState) {
+        self.worker_state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The worker's last error message, if it failed. Locks: editor/worker only.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().clone()
+    }
+
+    /// Record an error and mark the worker failed. Locks: worker only.
+    pub fn set_error(&self, message: String) {
+        *self.error.lock() = Some(message);
+        self.set_worker_state(WorkerState::Failed);
+    }
+
+    /// Copy every counter (editor thread).
+    pub fn snapshot(&self) -> LinkStatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LinkStatsSnapshot {
+            worker_state: self.worker_state(),
+            audio_frames_pushed: r(&self.audio_frames_pushed),
+            audio_frames_overflow: r(&self.audio_frames_overflow),
+            audio_frames_pulled: r(&self.audio_frames_pulled),
+            audio_frames_underrun: r(&self.audio_frames_underrun),
+            midi_pushed: r(&self.midi_pushed),
+            midi_rejected: r(&self.midi_rejected),
+            midi_delivered: r(&self.midi_delivered),
+            transport_dropped: r(&self.transport_dropped),
+            peers: self.peers.load(Ordering::Relaxed),
+            frames_sent: r(&self.frames_sent),
+            frames_received: r(&self.frames_received),
+            frames_rejected: r(&self.frames_rejected),
+            audio_blocks_lost: r(&self.audio_blocks_lost),
+            audio_blocks_late: r(&self.audio_blocks_late),
+            audio_blocks_rebuilt: r(&self.audio_blocks_rebuilt),
+            audio_blocks_concealed: r(&self.audio_blocks_concealed),
+            jitter_us: r(&self.jitter_us),
+            playout_delay_us: r(&self.playout_delay_us),
+            one_way_delay_us: r(&self.one_way_delay_us),
+            error: self.error(),
+        }
+    }
+}
+
+#[inline]
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// The audio thread's end of a link.
+///
+/// Thread-safe: no (one audio thread owns it; `Send` so the plugin can move it
+/// there in `activate`). Realtime-safe: **yes, every method**: rings and
+/// atomics only; never allocates, locks, blocks or makes syscalls.
+pub struct AudioHandle {
+    config: LinkConfig,
+    audio_to_net: Producer<f32>,
+    audio_from_net: Consumer<f32>,
+    midi_to_net: Producer<MidiEvent>,
+    midi_from_net: Consumer<MidiEvent>,
+    transport_to_net: Producer<TransportSnapshot>,
+    transport_from_net: Consumer<TransportSnapshot>,
+    input_frames: u64,
+    output_frames: u64,
+    stats: Arc<LinkStats>,
+}
+
+/// The worker thread's end of a link.
+///
+/// Thread-safe: no (owned by the worker; `Send`). Realtime-safe: yes (rings
+/// and atomics), though the worker need not be.
+pub struct WorkerLink {
+    config: LinkConfig,
+    audio_from_plugin: Consumer<f32>,
+    audio_to_plugin: Producer<f32>,
+    midi_from_plugin: Consumer<MidiEvent>,
+    midi_to_plugin: Producer<MidiEvent>,
+    transport_from_plugin: Consumer<TransportSnapshot>,
+    transport_to_plugin: Producer<TransportSnapshot>,
+    output_written: u64,
+    input_read: u64,
+    stats: Arc<LinkStats>,
+}
+
+/// Build a connected [`AudioHandle`] / [`WorkerLink`] pair. Allocates every
+/// ring here, once (call it outside the audio thread, e.g. in `activate`).
+pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> {
+    if !(1..=64).contains(&config.channels) {
+        return Err(LinkError::BadChannels(config.channels));
+    }
+    if !(16..=4096).contains(&config.block_frames) {
+        return Err(LinkError::BadBlockFrames(config.block_frames));
+    }
+    if config.ring_blocks < 2
+        || config.output_target_blocks >= config.ring_blocks
+        || config.midi_capacity == 0
+        || config.transport_capacity == 0
+    {
+        return Err(LinkError::RingTooSmall);
+    }
+    let audio_cap = config.block_samples() * config.ring_blocks;
+    let (audio_to_net, audio_from_plugin) = RingBuffer::new(audio_cap);
+    let (audio_to_plugin, audio_from_net) = RingBuffer::new(audio_cap);
+    let (midi_to_net, midi_from_plugin) = RingBuffer::new(config.midi_capacity);
+    let (midi_to_plugin, midi_from_net) = RingBuffer::new(config.midi_capacity);
+    let (transport_to_net, transport_from_plugin) = RingBuffer::new(config.transport_capacity);
+    let (transport_to_plugin, transport_from_net) = RingBuffer::new(config.transport_capacity);
+    let stats = Arc::new(LinkStats::default());
+    Ok((
+        AudioHandle {
+            config,
+            audio_to_net,
+            audio_from_net,
+            midi_to_net,
+            midi_from_net,
+            transport_to_net,
+            transport_from_net,
+            input_frames: 0,
+            output_frames: 0,
+            stats: stats.clone(),
+        },
+        WorkerLink {
+            config,
+            audio_from_plugin,
+            audio_to_plugin,
+            midi_from_plugin,
+            midi_to_plugin,
+            transport_from_plugin,
+            transport_to_plugin,
+            output_written: 0,
+            input_read: 0,
+            stats,
+        },
+    ))
+}
+
+impl AudioHandle {
+    /// The link's sizes.
+    pub fn config(&self) -> &LinkConfig {
+        &self.config
+    }
+
+    /// Shared counters (clone the `Arc` for the editor in `initialize`, not here).
+    pub fn stats(&self) -> &Arc<LinkStats> {
+        &self.stats
+    }
+
+    /// Index of the next frame [`Self::push_interleaved`] / [`Self::push_planar`] will push.
+    pub fn input_frames(&self) -> u64 {
+        self.input_frames
+    }
+
+    /// Index of the next frame [`Self::pull_interleaved`] / [`Self::pull_planar`] will pull.
+    pub fn output_frames(&self) -> u64 {
+        self.output_frames
+    }
+
+    /// Push interleaved frames (any count; `samples.len()` must be a multiple
+    /// of `channels`, extra samples are ignored). All or nothing: if the ring
+    /// lacks room the whole buffer is dropped and counted in
+    /// `audio_frames_overflow`; the input counter still advances so sample
+    /// times stay aligned with the host. Returns whether it was queued.
+    pub fn push_interleaved(&mut self, samples: &[f32]) -> bool {
+        let ch = self.config.channels;
+        let frames = samples.len() / ch;
+        let n = frames * ch;
+        self.input_frames += frames as u64;
+        if self.audio_to_net.push_entire_slice(&samples[..n]).is_ok() {
+            bump(&self.stats.audio_frames_pushed, frames as u64);
+            true
+        } else {
+            bump(&self.stats.audio_frames_overflow, frames as u64);
+            false
+        }
+    }
+
+    /// Push planar channels (one slice per channel, as hosts hand them out;
+    /// `&[&[f32]]` and `&[&mut [f32]]` both work). Uses the first `channels`
+    /// slices and the shortest length; missing channels are sent as silence.
+    /// All or nothing, like [`Self::push_interleaved`].
+    pub fn push_planar<S: AsRef<[f32]>>(&mut self, channels: &[S]) -> bool {
+        let ch = self.config.channels;
+        let frames = channels
+            .iter()
+            .take(ch)
+            .map(|c| c.as_ref().len())
+            .min()
+            .unwrap_or(0);
+        self.input_frames += frames as u64;
+        let n = frames * ch;
+        match self.audio_to_net.write_chunk_uninit(n) {
+            Ok(chunk) => {
+                let mut i = 0usize;
+                let written = chunk.fill_from_iter(std::iter::from_fn(|| {
+                    if i >= n {
+                        return None;
+                    }
+                    let (frame, c) = (i / ch, i % ch);
+                    i += 1;
+                    Some(channels.get(c).map_or(0.0, |s| s.as_ref()[frame]))
+                }));
+                debug_assert_eq!(written, n);
+                bump(&self.stats.audio_frames_pushed, frames as u64);
+                true
+            }
+            Err(_) => {
+                bump(&self.stats.audio_frames_overflow, frames as u64);
+                false
+            }
+        }
+    }
+
+    /// Pull interleaved frames into `out` (its length a multiple of
+    /// `channels`). Frames the worker has not produced yet are written as
+    /// silence and counted in `audio_frames_underrun`. Returns the number of
+    /// frames that were real (received, rebuilt or concealed by the worker).
+    pub fn pull_interleaved(&mut self, out: &mut [f32]) -> usize {
+        let ch = self.config.channels;
+        let frames = out.len() / ch;
+        let n = frames * ch;
+        let avail = (self.audio_from_net.slots() / ch) * ch;
+        let take = avail.min(n);
+        let (got, _) = self.audio_from_net.pop_partial_slice(&mut out[..take]);
+        let got = got.len();
+        out[got..].fill(0.0);
+        let real = got / ch;
+        self.output_frames += real as u64;
+        bump(&self.stats.audio_frames_pulled, real as u64);
+        if real < frames {
+            bump(&self.stats.audio_frames_underrun, (frames - real) as u64);
+        }
+        real
+    }
+
+    /// Pull into planar channels (`&mut [&mut [f32]]` as hosts hand them out).
+    /// Channels beyond the link's get silence; the link's channels beyond the
+    /// slices are discarded. Shortfall is silence, counted as underrun.
+    /// Returns the number of real frames.
+    pub fn pull_planar<S: AsMut<[f32]>>(&mut self, channels: &mut [S]) -> usize {
+        let ch = self.config.channels;
+        let frames = channels
+            .iter_mut()
+            .map(|c| c.as_mut().len())
+            .min()
+            .unwrap_or(0);
+        let avail = self.audio_from_net.slots() / ch;
+        let real = avail.min(frames);
+        if let Ok(chunk) = self.audio_from_net.read_chunk(real * ch) {
+            let (a, b) = chunk.as_slices();
+            for (i, &s) in a.iter().chain(b.iter()).enumerate() {
+                let (frame, c) = (i / ch, i % ch);
+                if let Some(dst) = channels.get_mut(c) {
+                    dst.as_mut()[frame] = s;
+                }
+            }
+            chunk.commit_all();
+        }
+        for (c, dst) in channels.iter_mut().enumerate() {
+            let dst = dst.as_mut();
+            if c >= ch {
+                dst[..frames].fill(0.0);
+            } else {
+                dst[real..frames].fill(0.0);
+            }
+        }
+        self.output_frames += real as u64;
+        bump(&self.stats.audio_frames_pulled, real as u64);
+        if real < frames {
+            bump(&self.stats.audio_frames_underrun, (frames - real) as u64);
+        }
+        real
+    }
+
+    /// Queue a MIDI event for the network. Returns false (and counts it) if
+    /// the ring is full.
+    pub fn push_midi(&mut self, event: MidiEvent) -> bool {
+        if event.len == 0 || event.len as usize > MIDI_INLINE_BYTES {
+            bump(&self.stats.midi_rejected, 1);
+            return false;
+        }
+        match self.midi_to_net.push(event) {
+            Ok(()) => {
+                bump(&self.stats.midi_pushed, 1);
+                true
+            }
+            Err(_) => {
+                bump(&self.stats.midi_rejected, 1);
+                false
+            }
+        }
+    }
+
+    /// The next received MIDI event whose `sample_time` is before
+    /// `before_sample` (use `output_frames() + buffer_frames`), in arrival
+    /// order. Events for later buffers stay queued.
+    pub fn pop_midi_before(&mut self, before_sample: u64) -> Option<MidiEvent> {
+        match self.midi_from_net.peek() {
+            Ok(ev) if ev.sample_time < before_sample => {
+                bump(&self.stats.midi_delivered, 1);
+                self.midi_from_net.pop().ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// Publish the host transport state. Returns false (counted) if the ring is full.
+    pub fn push_transport(&mut self, snapshot: TransportSnapshot) -> bool {
+        if self.transport_to_net.push(snapshot).is_ok() {
+            true
+        } else {
+            bump(&self.stats.transport_dropped, 1);
+            false
+        }
+    }
+
+    /// The next transport snapshot received from the session, oldest first.
+    pub fn pop_transport(&mut self) -> Option<TransportSnapshot> {
+        self.transport_from_net.pop().ok()
+    }
+
+    /// Whether the worker end has been dropped (worker gone: play silence).
+    pub fn worker_gone(&self) -> bool {
+        self.audio_to_net.is_abandoned()
+    }
+}
+
+impl WorkerLink {
+    /// The link's sizes.
+    pub fn config(&self) -> &LinkConfig {
+        &self.config
+    }
+
+    /// Shared counters.
+    pub fn stats(&self) -> &Arc<LinkStats> {
+        &self.stats
+    }
+
+    /// Whole network blocks of plugin audio waiting to be sent.
+    pub fn input_blocks_ready(&self) -> usize {
+        self.audio_from_plugin.slots() / self.config.block_samples()
+    }
+
+    /// Take one network block of interleaved plugin audio into `block`
+    /// (`block_samples()` long). Returns the frame index of its first frame,
+    /// or `None` if a whole block is not there yet.
+    pub fn pop_input_block(&mut self, block: &mut [f32]) -> Option<u64> {
+        let n = self.config.block_samples();
+        if block.len() < n
+            || self
+                .audio_from_plugin
+                .pop_entire_slice(&mut block[..n])
+                .is_err()
+        {
+            return None;
+        }
+        let first = self.input_read;
+        self.input_read += self.config.block_frames as u64;
+        Some(first)
+    }
+
+    /// Blocks queued towards the audio thread (its output latency).
+    pub fn output_blocks_queued(&self) -> usize {
+        (self.audio_to_plugin.buffer().capacity() - self.audio_to_plugin.slots())
+            / self.config.block_samples()
+    }
+
+    /// Blocks the worker should produce now to keep the output ring at its target.
+    pub fn output_blocks_wanted(&self) -> usize {
+        self.config
+            .output_target_blocks
+            .saturating_sub(self.output_blocks_queued())
+    }
+
+    /// Frame index (on the audio thread's output counter) that the next
+    /// block pushed by [`Self::push_output_block`] will start at.
+    pub fn output_written(&self) -> u64 {
+        self.output_written
+    }
+
+    /// Queue one block (`block_samples()` interleaved) for the audio thread.
+    /// Returns false if the ring is full (the audio thread stopped pulling).
+    pub fn push_output_block(&mut self, block: &[f32]) -> bool {
+        let n = self.config.block_samples();
+        if block.len() < n || self.audio_to_plugin.push_entire_slice(&block[..n]).is_err() {
+            return false;
+        }
+        self.output_written += self.config.block_frames as u64;
+        true
+    }
+
+    /// Next MIDI event from the plugin.
+    pub fn pop_midi(&mut self) -> Option<MidiEvent> {
+        self.midi_from_plugin.pop().ok()
+    }
+
+    /// Hand a received MIDI event to the plugin (set `sample_time` on the
+    /// output counter first). Returns false if the ring is full.
+    pub fn push_midi(&mut self, event: MidiEvent) -> bool {
+        self.midi_to_plugin.push(event).is_ok()
+    }
+
+    /// Next transport snapshot from the plugin.
+    pub fn pop_transport(&mut self) -> Option<TransportSnapshot> {
+        self.transport_from_plugin.pop().ok()
+    }
+
+    /// Hand a session transport state to the plugin. Returns false if full.
+    pub fn push_transport(&mut self, snapshot: TransportSnapshot) -> bool {
+        self.transport_to_plugin.push(snapshot).is_ok()
+    }
+
+    /// Whether the audio end has been dropped (plugin deactivated).
+    pub fn plugin_gone(&self) -> bool {
+        self.audio_to_plugin.is_abandoned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> LinkConfig {
+        LinkConfig {
+            channels: 2,
+            block_frames: 16,
+            ring_blocks: 4,
+            output_target_blocks: 2,
+            ..LinkConfig::default()
+        }
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        let mut c = cfg();
+        c.channels = 0;
+        assert_eq!(link(c).err(), Some(LinkError::BadChannels(0)));
+        let mut c = cfg();
+        c.block_frames = 3;
+        assert_eq!(link(c).err(), Some(LinkError::BadBlockFrames(3)));
+        let mut c = cfg();
+        c.output_target_blocks = 4;
+        assert_eq!(link(c).err(), Some(LinkError::RingTooSmall));
+    }
+
+    #[test]
+    fn audio_crosses_in_order_and_is_cut_into_blocks() {
+        let (mut h, mut w) = link(cfg()).unwrap();
+        // Host buffers of 10 frames, network blocks of 16.
+        let mut next = 0.0f32;
+        for _ in 0..4 {
+            let buf: Vec<f32> = (0..20)
+                .map(|_| {
+                    next += 1.0;
+                    next
+                })
+                .collect();
+            assert!(h.push_interleaved(&buf));
+        }
+        assert_eq!(h.input_frames(), 40);
+        assert_eq!(w.input_blocks_ready(), 2);
+        let mut block = vec![0.0; 32];
+        assert_eq!(w.pop_input_block(&mut block), Some(0));
+        assert_eq!(block[0], 1.0);
+        assert_eq!(block[31], 32.0);
+        assert_eq!(w.pop_input_block(&mut block), Some(16));
+        assert_eq!(block[0], 33.0);
+        assert_eq!(w.pop_input_block(&mut block), None);
+    }
+
+    #[test]
+    fn push_overflow_is_counted_and_all_or_nothing() {
+        let (mut h, _w) = link(cfg()).unwrap();
+        let buf = vec![0.5f32; 2 * 16 * 3];
+        assert!(h.push_interleaved(&buf));
+        assert!(!h.push_interleaved(&buf)); // 6 blocks > 4
+        let s = h.stats().snapshot();
+        assert_eq!(s.audio_frames_pushed, 48);
+        assert_eq!(s.audio_frames_overflow, 48);
+        assert_eq!(h.input_frames(), 96);
+    }
+
+    #[test]
+    fn planar_round_trip_and_underrun() {
+        let (mut h, mut w) = link(cfg()).unwrap();
+        let l: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        let r: Vec<f32> = (0..16).map(|i| -(i as f32)).collect();
+        assert!(h.push_planar(&[&l[..], &r[..]]));
+        let mut block = vec![0.0; 32];
+        w.pop_input_block(&mut block).unwrap();
+        assert_eq!(&block[..4], &[0.0, -0.0, 1.0, -1.0]);
+        assert!(w.push_output_block(&block));
+        assert_eq!(w.output_blocks_queued(), 1);
+        assert_eq!(w.output_blocks_wanted(), 1);
+        let mut ol = [9.0; 20];
+        let mut or = [9.0; 20];
+        let mut outs = [&mut ol[..], &mut or[..]];
+        assert_eq!(h.pull_planar(&mut outs), 16);
+        assert_eq!(ol[..16], l[..]);
+        assert_eq!(or[..16], r[..]);
+        assert_eq!(&ol[16..], &[0.0; 4]);
+        let s = h.stats().snapshot();
+        assert_eq!(s.audio_frames_underrun, 4);
+        assert_eq!(h.output_frames(), 16);
+    }
+
+    #[test]
+    fn midi_is_held_until_its_buffer() {
+        let (mut h, mut w) = link(cfg()).unwrap();
+        assert!(w.push_midi(MidiEvent::new(100, 5, &[0x90, 60, 100]).unwrap()));
+        assert_eq!(h.pop_midi_before(64), None);
+        let ev = h.pop_midi_before(128).unwrap();
+        assert_eq!(ev.bytes(), &[0x90, 60, 100]);
+        assert_eq!(ev.offset_in(64, 64), Some(36));
+        assert_eq!(ev.offset_in(128, 64), Some(0));
+        assert_eq!(ev.offset_in(0, 64), None);
+        assert!(MidiEvent::new(0, 0, &[0xF0, 1, 2, 0xF7]).is_none());
+        assert!(h.push_midi(MidiEvent::new(3, 0, &[0x80, 60, 0]).unwrap()));
+        assert_eq!(w.pop_midi().unwrap().sample_time, 3);
+    }
+
+    #[test]
+    fn stats_snapshot_and_error() {
+        let (h, w) = link(cfg()).unwrap();
+        assert_eq!(h.stats().worker_state(), WorkerState::Starting);
+        w.stats().set_error("boom".into());
+        let s = h.stats().snapshot();
+        assert_eq!(s.worker_state, WorkerState::Failed);
+        assert_eq!(s.error.as_deref(), Some("boom"));
+        drop(w);
+        assert!(h.worker_gone());
+    }
+}

@@ -1,0 +1,183 @@
+//! JAMNet Receive's egui editor: session and stream choice, parameters, and
+//! what arrives (latency, jitter, loss, late, JELLIE rebuilt, concealed) with
+//! a small rolling graph.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use jamnet_plugin_kit::meter::RateEstimator;
+use jamnet_plugin_kit::ui;
+use jamnet_plugin_kit::SessionSettings;
+use nice_plug::context::gui::GuiContext;
+use nice_plug::editor::dpi::LogicalSize;
+use nice_plug_egui::widgets::ParamSlider;
+use nice_plug_egui::{
+    create_egui_editor, EguiEditor, EguiEditorState, EguiNiceSettings, Frame, NiceEguiApp,
+    RepaintNotifier,
+};
+
+use crate::params::{ReceiveParams, StreamChoice};
+use crate::ReceiveStats;
+
+/// Points kept in the rolling graph (one per editor frame at ~10 Hz).
+const GRAPH_POINTS: usize = 120;
+
+/// Default window size.
+pub fn default_state() -> Arc<EguiEditorState> {
+    EguiEditorState::from_size(LogicalSize::new(540.0, 560.0), 1.0)
+}
+
+/// The editor app.
+///
+/// Thread-safe: no (GUI thread only). Realtime-safe: no.
+pub struct ReceiveEditor {
+    params: Arc<ReceiveParams>,
+    stats: Arc<ReceiveStats>,
+    gui: Option<GuiContext>,
+    draft: SessionSettings,
+    stream_draft: StreamChoice,
+    packet_rate: RateEstimator,
+    latency_history: VecDeque<f32>,
+}
+
+/// Build the editor.
+pub fn create(
+    params: Arc<ReceiveParams>,
+    stats: Arc<ReceiveStats>,
+    state: Arc<EguiEditorState>,
+) -> Option<EguiEditor<ReceiveEditor>> {
+    let draft = params.session.read().clone();
+    let stream_draft = params.stream.read().clone();
+    let app = ReceiveEditor {
+        draft,
+        stream_draft,
+        params,
+        stats,
+        gui: None,
+        packet_rate: RateEstimator::default(),
+        latency_history: VecDeque::with_capacity(GRAPH_POINTS),
+    };
+    create_egui_editor(
+        state,
+        RepaintNotifier::new(),
+        EguiNiceSettings::new().with_tile("JAMNet Receive"),
+        app,
+    )
+}
+
+impl NiceEguiApp for ReceiveEditor {
+    fn build(
+        &mut self,
+        egui_ctx: egui::Context,
+        gui: GuiContext,
+        _frame: &mut Frame,
+    ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
+        egui_ctx.set_visuals(egui::Visuals::dark());
+        self.draft = self.params.session.read().clone();
+        self.stream_draft = self.params.stream.read().clone();
+        self.gui = Some(gui);
+        Ok(())
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut Frame) {
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(100));
+        ui.heading("JAMNet Receive");
+        ui::worker_status(ui, &self.stats.status);
+        ui.separator();
+
+        let mut apply = ui::session_settings_form(ui, &mut self.draft, true);
+        egui::Grid::new("stream-choice")
+            .num_columns(2)
+            .show(ui, |ui| {
+                ui.label("From peer");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.stream_draft.peer_name).hint_text("any"),
+                );
+                ui.end_row();
+                ui.label("Stream");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.stream_draft.stream_name)
+                        .hint_text("first audio stream"),
+                );
+                ui.end_row();
+            });
+        apply |= ui.button("Use this stream").clicked();
+        if apply {
+            *self.params.session.write() = self.draft.clone();
+            *self.params.stream.write() = self.stream_draft.clone();
+            self.stats.settings_gen.fetch_add(1, Ordering::Release);
+        }
+        ui.separator();
+
+        if let Some(gui) = &self.gui {
+            let setter = gui.param_setter();
+            egui::Grid::new("receive-params")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    ui.label("Jitter mode");
+                    ui.add(ParamSlider::for_param(&self.params.jitter_mode, &setter));
+                    ui.end_row();
+                    ui.label("Jitter buffer");
+                    ui.add(ParamSlider::for_param(&self.params.jitter_ms, &setter));
+                    ui.end_row();
+                    ui.label("Concealment");
+                    ui.add(ParamSlider::for_param(&self.params.concealment, &setter));
+                    ui.end_row();
+                    ui.label("Output gain");
+                    ui.add(ParamSlider::for_param(&self.params.gain, &setter));
+                    ui.end_row();
+                    ui.label("MIDI out");
+                    ui.add(ParamSlider::for_param(&self.params.midi_out, &setter));
+                    ui.end_row();
+                });
+        }
+        ui.separator();
+
+        let s = &self.stats;
+        let pps = self.packet_rate.update(s.packets.total());
+        let latency = s.latency_ms.get();
+        if self.latency_history.len() == GRAPH_POINTS {
+            self.latency_history.pop_front();
+        }
+        self.latency_history.push_back(latency);
+        egui::Grid::new("receive-stats")
+            .num_columns(4)
+            .show(ui, |ui| {
+                ui.label("Latency");
+                ui.label(format!("{latency:.2} ms"));
+                ui.label("Jitter");
+                ui.label(format!("{:.2} ms", s.jitter_ms.get()));
+                ui.end_row();
+                ui.label("Lost");
+                ui.label(s.lost.load(Ordering::Relaxed).to_string());
+                ui.label("Late");
+                ui.label(s.late.load(Ordering::Relaxed).to_string());
+                ui.end_row();
+                ui.label("JELLIE rebuilt");
+                ui.label(s.jellie_rebuilt.load(Ordering::Relaxed).to_string());
+                ui.label("Concealed");
+                ui.label(s.concealed.load(Ordering::Relaxed).to_string());
+                ui.end_row();
+                ui.label("Packets/s");
+                ui.label(format!("{pps:.0}"));
+                ui.label("MIDI out");
+                ui.label(s.midi_out.total().to_string());
+                ui.end_row();
+            });
+        ui.label("Latency (ms), last 12 s");
+        let (hist, _) = self.latency_history.as_slices();
+        let mut points: Vec<f32> = hist.to_vec();
+        points.extend(self.latency_history.as_slices().1);
+        let max = points.iter().copied().fold(1.0f32, f32::max);
+        ui::rolling_graph(
+            ui,
+            &points,
+            max * 1.2,
+            egui::Color32::from_rgb(120, 170, 255),
+        );
+        ui::level_meter(ui, "L", s.peak_l.take());
+        ui::level_meter(ui, "R", s.peak_r.take());
+    }
+}

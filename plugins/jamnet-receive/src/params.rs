@@ -1,0 +1,131 @@
+//! JAMNet Receive's parameters (short stable IDs: never rename them) and
+//! persisted settings.
+
+use std::sync::Arc;
+
+use jamnet_plugin_kit::SessionSettings;
+use nice_plug::prelude::*;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+/// How the jitter buffer is sized.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JitterMode {
+    /// From measured jitter.
+    #[id = "auto"]
+    #[name = "Auto"]
+    Auto,
+    /// The "Jitter buffer" parameter.
+    #[id = "manual"]
+    #[name = "Manual"]
+    Manual,
+}
+
+/// Concealment method for missing audio.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concealment {
+    /// The best available: PNBTR on the GPU, else PNBTR on the CPU, else repeat.
+    #[id = "auto"]
+    #[name = "Auto (best available)"]
+    Auto,
+    /// PNBTR on the GPU (wgpu), if a GPU is available.
+    #[id = "pnbtr-gpu"]
+    #[name = "PNBTR (GPU)"]
+    PnbtrGpu,
+    /// PNBTR on the CPU.
+    #[id = "pnbtr"]
+    #[name = "PNBTR (CPU)"]
+    Pnbtr,
+    /// Burg linear prediction.
+    #[id = "burg"]
+    #[name = "Burg"]
+    Burg,
+    /// Repeat the last block, fading.
+    #[id = "repeat"]
+    #[name = "Repeat"]
+    Repeat,
+    /// Silence.
+    #[id = "zero"]
+    #[name = "Silence"]
+    Zero,
+}
+
+/// Which stream this instance plays: chosen in the editor from those
+/// discovered, remembered by peer name and stream name (ids change between
+/// runs, names do not).
+///
+/// Thread-safe: yes (plain value). Realtime-safe: no.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamChoice {
+    /// Sending peer's name (empty: any).
+    pub peer_name: String,
+    /// Stream name (empty: the peer's first audio stream).
+    pub stream_name: String,
+}
+
+/// Parameters and persisted settings of one JAMNet Receive instance.
+///
+/// Thread-safe: yes. Realtime-safe: parameter reads are; `process()` never
+/// takes the persisted settings' locks.
+#[derive(Params)]
+pub struct ReceiveParams {
+    /// Session, key, destination (listen address), peer name.
+    #[persist = "session"]
+    pub session: Arc<RwLock<SessionSettings>>,
+    /// The chosen stream.
+    #[persist = "stream"]
+    pub stream: Arc<RwLock<StreamChoice>>,
+
+    /// Jitter buffer sizing.
+    #[id = "jmode"]
+    pub jitter_mode: EnumParam<JitterMode>,
+    /// Manual jitter buffer depth.
+    #[id = "jms"]
+    pub jitter_ms: FloatParam,
+    /// Concealment method.
+    #[id = "concl"]
+    pub concealment: EnumParam<Concealment>,
+    /// Output gain.
+    #[id = "gain"]
+    pub gain: FloatParam,
+    /// Pass received MIDI to the host's MIDI output.
+    #[id = "midi"]
+    pub midi_out: BoolParam,
+}
+
+impl Default for ReceiveParams {
+    fn default() -> Self {
+        Self {
+            session: Arc::new(RwLock::new(SessionSettings::default())),
+            stream: Arc::new(RwLock::new(StreamChoice::default())),
+            jitter_mode: EnumParam::new("Jitter mode", JitterMode::Auto),
+            jitter_ms: FloatParam::new(
+                "Jitter buffer",
+                10.0,
+                FloatRange::Skewed {
+                    min: 1.0,
+                    max: 200.0,
+                    factor: FloatRange::skew_factor(-1.5),
+                },
+            )
+            .with_unit(" ms")
+            .with_step_size(0.1),
+            concealment: EnumParam::new("Concealment", Concealment::Auto),
+            gain: FloatParam::new(
+                "Output gain",
+                util::db_to_gain(0.0),
+                FloatRange::Skewed {
+                    min: util::db_to_gain(-60.0),
+                    max: util::db_to_gain(12.0),
+                    factor: FloatRange::gain_skew_factor(-60.0, 12.0),
+                },
+            )
+            .with_smoother(SmoothingStyle::Logarithmic(20.0))
+            .with_unit(" dB")
+            .with_value_to_string(formatters::v2s_f32_gain_to_db(1))
+            .with_string_to_value(formatters::s2v_f32_gain_to_db()),
+            midi_out: BoolParam::new("MIDI out", true),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Lead mode, sans-IO: turns the host transport, as `process()` saw it block
+//! by block, into TOAST `transport` updates (PROTOCOL.md 3.4): a change of
+//! play state, tempo, time signature or a jump in position is announced at
+//! once; an unchanged state is re-announced every `interval` so late joiners
+//! and lost datagrams recover. Time is a parameter.
+
+/// The host transport at the start of one `process()` block.
+///
+/// Thread-safe: yes (plain `Copy` value, sent through an `rtrb` ring).
+/// Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostSnapshot {
+    /// Host says it is playing.
+    pub playing: bool,
+    /// Host says it is recording.
+    pub recording: bool,
+    /// Tempo in BPM (120 if the host gives none).
+    pub tempo: f64,
+    /// Time signature numerator.
+    pub ts_num: u8,
+    /// Time signature denominator.
+    pub ts_den: u8,
+    /// Position of the block's first sample, in samples.
+    pub pos_samples: i64,
+    /// Position of the block's first sample, in seconds.
+    pub pos_seconds: f64,
+    /// Position of the block's first sample, in quarter notes.
+    pub pos_beats: f64,
+    /// Samples in the block.
+    pub block_len: u32,
+    /// Host sample rate.
+    pub sample_rate: f32,
+}
+
+/// What a transport update says (PROTOCOL.md 3.4 `command`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Playing (from `position`).
+    Play,
+    /// Stopped (at `position`).
+    Stop,
+    /// Recording.
+    Record,
+    /// Position jumped.
+    Seek,
+    /// Tempo or time signature changed.
+    Tempo,
+}
+
+impl Command {
+    /// Wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Play => "PLAY",
+            Command::Stop => "STOP",
+            Command::Record => "RECORD",
+            Command::Seek => "SEEK",
+            Command::Tempo => "TEMPO",
+        }
+    }
+}
+
+/// One transport update to publish.
+///
+/// Thread-safe: yes (plain value). Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransportUpdate {
+    /// What happened.
+    pub command: Command,
+    /// Session time (ns) the update refers to.
+    pub timestamp_ns: u64,
+    /// Musical position at that instant, ms (≥ 0).
+    pub position_ms: f64,
+    /// Position in quarter notes.
+    pub beat: f64,
+    /// Tempo, BPM (1–999).
+    pub bpm: f64,
+    /// Time signature.
+    pub time_signature: [u8; 2],
+    /// Sender's transport-change counter.
+    pub seq: u64,
+    /// Host is playing (the state behind `command`).
+    pub playing: bool,
+}
+
+/// Lead-mode publisher state.
+///
+/// Thread-safe: no (owned by the worker). Realtime-safe: yes (no allocation).
+#[derive(Debug)]
+pub struct TransportPublisher {
+    last: Option<HostSnapshot>,
+    last_sent_ns: Option<u64>,
+    interval_ns: u64,
+    seq: u64,
+}
+
+impl TransportPublisher {
+    /// A publisher re-announcing every `interval_ns` while nothing changes.
+    pub fn new(interval_ns: u64) -> Self {
+        Self {
+            last: None,
+            last_sent_ns: None,
+            interval_ns: interval_ns.max(1),
+            seq: 0,
+        }
+    }
+
+    /// Change the re-announce interval.
+    pub fn set_interval_ns(&mut self, interval_ns: u64) {
+        self.interval_ns = interval_ns.max(1);
+    }
+
+    /// Feed one block's snapshot seen at session time `now_ns`; returns the
+    /// update to publish, if any.
+    pub fn on_snapshot(&mut self, snap: &HostSnapshot, now_ns: u64) -> Option<TransportUpdate> {
+        let command = match &self.last {
+            None => Some(if snap.playing {
+                Command::Play
+            } else {
+                Command::Stop
+            }),
+            Some(prev) => {
+                if prev.playing != snap.playing {
+                    Some(if snap.playing {
+                        Command::Play
+                    } else {
+                        Command::Stop
+                    })
+                } else if (prev.tempo - snap.tempo).abs() > 1e-6
+                    || prev.ts_num != snap.ts_num
+                    || prev.ts_den != snap.ts_den
+                {
+                    Some(Command::Tempo)
+                } else {
+                    // Where this block should start if nothing jumped.
+                    let expected = if prev.playing {
+                        prev.pos_samples + i64::from(prev.block_len)
+                    } else {
+                        prev.pos_samples
+                    };
+                    if (snap.pos_samples - expected).abs() > 1 {
+                        Some(Command::Seek)
+                    } else {
+                        None
+                    }
+                }
+            }
+        };
+        let due = self
+            .last_sent_ns
+            .is_none_or(|t| now_ns.saturating_sub(t) >= self.interval_ns);
+        self.last = Some(*snap);
+        let command = match command {
+            Some(c) => {
+                self.seq += 1;
+                c
+            }
+            None if due => {
+                if snap.playing {
+                    Command::Play
+                } else {
+                    Command::Stop
+                }
+            }
+            None => return None,
+        };
+        let command = if command == Command::Play && snap.recording {
+            Command::Record
+        } else {
+            command
+        };
+        self.last_sent_ns = Some(now_ns);
+        Some(TransportUpdate {
+            command,
+            timestamp_ns: now_ns,
+            position_ms: (snap.pos_seconds * 1000.0).max(0.0),
+            beat: snap.pos_beats,
+            bpm: snap.tempo.clamp(1.0, 999.0),
+            time_signature: [snap.ts_num, snap.ts_den],
+            seq: self.seq,
+            playing: snap.playing,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(playing: bool, pos: i64) -> HostSnapshot {
+        HostSnapshot {
+            playing,
+            recording: false,
+            tempo: 133.0,
+            ts_num: 4,
+            ts_den: 4,
+            pos_samples: pos,
+            pos_seconds: pos as f64 / 48_000.0,
+            pos_beats: pos as f64 / 48_000.0 * 133.0 / 60.0,
+            block_len: 64,
+            sample_rate: 48_000.0,
+        }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn first_block_announces_state_then_quiet_until_interval() {
+        let mut p = TransportPublisher::new(250 * MS);
+        let u = p.on_snapshot(&snap(true, 0), 0).unwrap();
+        assert_eq!(u.command, Command::Play);
+        assert_eq!(u.bpm, 133.0);
+        assert_eq!(u.seq, 1);
+        // Continuous playback: nothing until the interval.
+        let mut pos = 64;
+        for t in 1..250 {
+            assert!(p.on_snapshot(&snap(true, pos), t * MS).is_none(), "t={t}");
+            pos += 64;
+        }
+        let u = p.on_snapshot(&snap(true, pos), 250 * MS).unwrap();
+        assert_eq!(u.command, Command::Play);
+        assert_eq!(u.seq, 1, "a re-announce is not a change");
+        assert!((u.position_ms - pos as f64 / 48.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn changes_are_announced_at_once() {
+        let mut p = TransportPublisher::new(10_000 * MS);
+        p.on_snapshot(&snap(false, 0), 0);
+        assert_eq!(
+            p.on_snapshot(&snap(true, 0), MS).unwrap().command,
+            Command::Play
+        );
+        assert!(p.on_snapshot(&snap(true, 64), 2 * MS).is_none());
+        // Jump (loop/locate).
+        let u = p.on_snapshot(&snap(true, 96_000), 3 * MS).unwrap();
+        assert_eq!(u.command, Command::Seek);
+        assert!((u.position_ms - 2000.0).abs() < 1e-9);
+        let mut s = snap(true, 96_064);
+        s.tempo = 90.0;
+        let u = p.on_snapshot(&s, 4 * MS).unwrap();
+        assert_eq!((u.command, u.bpm), (Command::Tempo, 90.0));
+        let mut s = snap(false, 96_128);
+        s.tempo = 90.0;
+        let u = p.on_snapshot(&s, 5 * MS).unwrap();
+        assert_eq!(u.command, Command::Stop);
+        assert_eq!(u.seq, 5);
+        // Stopped and not moving: quiet.
+        assert!(p.on_snapshot(&s, 6 * MS).is_none());
+    }
+
+    #[test]
+    fn recording_is_reported_and_values_are_clamped() {
+        let mut p = TransportPublisher::new(MS);
+        let mut s = snap(true, 0);
+        s.recording = true;
+        s.tempo = 5000.0;
+        s.pos_seconds = -1.0;
+        let u = p.on_snapshot(&s, 0).unwrap();
+        assert_eq!(u.command, Command::Record);
+        assert_eq!(u.bpm, 999.0);
+        assert_eq!(u.position_ms, 0.0);
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# PNBTR concealment: quick evaluation on real instrument audio (FluidSynth +
+# GM soundfont + espeak-ng, generated here), with the Opus PLC baseline.
+# Fails if PNBTR does not beat zero, repeat and Burg (music SNR; zero and Burg
+# on LSD), or if the CPU and GPU (lavapipe) paths disagree.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/jamnet-xdg}
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+CORPUS=target/plc-corpus-quick
+python3 scripts/corpus/make_corpus.py "$CORPUS" --quick
+cargo build -p toaster --features opus
+start=$(date +%s)
+target/debug/toaster plc-eval --quick --corpus "$CORPUS" --check --gpu --plot target/plc-quick.png | tee target/plc-quick.txt
+target/debug/toaster plc-eval --quick --corpus "$CORPUS" --json > target/plc-quick.json
+echo "plc-eval --quick: $(( $(date +%s) - start )) s (both runs)"
+# The JSON is what the table says: check it independently.
+python3 - <<'PY'
+import json
+r = json.load(open("target/plc-quick.json"))
+rows = [x for x in r["rows"] if x["category"] == "music"]
+conds = {(x["packet"], x["trace"]) for x in rows}
+assert conds, "no rows"
+for c in sorted(conds):
+    get = {x["method"]: x for x in rows if (x["packet"], x["trace"]) == c}
+    p = get["pnbtr"]
+    for b in ("zero", "repeat", "burg"):
+        assert p["snr_db"] > get[b]["snr_db"], (c, b, "snr")
+    for b in ("zero", "burg"):
+        assert p["lsd_db"] < get[b]["lsd_db"], (c, b, "lsd")
+    assert "opus" in get, "opus baseline missing (built without --features opus?)"
+    print("ok", c, "pnbtr snr %.2f lsd %.2f" % (p["snr_db"], p["lsd_db"]))
+PY
