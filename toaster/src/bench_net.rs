@@ -215,7 +215,7 @@ mod tests {
                 .lines()
                 .filter(|l| l.starts_with("| iid") || l.starts_with("| gilbert"))
                 .count(),
-            10
+            14
         );
         let j = midi_json(&args, &rows);
         assert_eq!(j["rows"].as_array().unwrap().len(), 14);

@@ -378,7 +378,7 @@ impl JitterBuffer {
             self.base_window_start = now;
         }
         self.base_cur = self.base_cur.min(transit);
-        let rel = (transit - self.base()).max(0) as u64;
+        let rel = transit.saturating_sub(self.base()).max(0) as u64;
         for h in self.hist.iter_mut() {
             *h *= FORGET;
         }
@@ -509,7 +509,7 @@ impl JitterBuffer {
                 // Drop the cursor block (counted as a skip, not as loss).
                 let idx = self.slot_index(cursor);
                 self.slots[idx] = EMPTY;
-                cursor += self.config.block_frames as u64;
+                cursor = cursor.saturating_add(self.config.block_frames as u64);
                 self.stats.skips += 1;
                 self.last_skip_ns = now;
                 self.over_since = None;
@@ -521,7 +521,7 @@ impl JitterBuffer {
         let slot = self.slots[idx];
         self.slots[idx] = EMPTY;
         self.last_played = Some(cursor);
-        self.cursor = Some(cursor + self.config.block_frames as u64);
+        self.cursor = Some(cursor.saturating_add(self.config.block_frames as u64));
         let source = if slot.first_sample != cursor {
             BlockSource::Concealed
         } else if slot.plain {

@@ -233,3 +233,86 @@ fn sender_restart_resyncs() {
     assert_eq!(jb.stats().resyncs, 1);
     assert_eq!(out, [0.2; BLOCK]);
 }
+
+mod untrusted {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Plain {
+            dt: u32,
+            first: u64,
+            len: usize,
+        },
+        Jellie {
+            dt: u32,
+            first: u64,
+            sub: u8,
+            len: usize,
+        },
+        Pull {
+            dt: u32,
+        },
+    }
+
+    fn first_sample() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            (0u64..64).prop_map(|b| b * BLOCK as u64),
+            any::<u64>(),
+            (0u64..8).prop_map(|k| u64::MAX - k * BLOCK as u64),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (
+                any::<u32>(),
+                first_sample(),
+                prop_oneof![Just(BLOCK), 0usize..300]
+            )
+                .prop_map(|(dt, first, len)| Op::Plain { dt, first, len }),
+            (
+                any::<u32>(),
+                first_sample(),
+                1u8..5,
+                prop_oneof![Just(BLOCK / 2), 0usize..100]
+            )
+                .prop_map(|(dt, first, sub, len)| Op::Jellie {
+                    dt,
+                    first,
+                    sub,
+                    len
+                }),
+            any::<u32>().prop_map(|dt| Op::Pull { dt }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_blocks_never_panic_and_output_stays_finite(ops in prop::collection::vec(op(), 1..200)) {
+            let mut jb = JitterBuffer::new(JitterConfig::new(1, BLOCK, RATE));
+            let mut c = RepeatFadeConcealer::new(1, BLOCK);
+            let mut now = 0u64;
+            let data = [0.5f32; 300];
+            let mut out = [0f32; BLOCK];
+            for op in ops {
+                match op {
+                    Op::Plain { dt, first, len } => {
+                        now += dt as u64;
+                        jb.insert(now, first, &data[..len]);
+                    }
+                    Op::Jellie { dt, first, sub, len } => {
+                        now += dt as u64;
+                        jb.insert_jellie(now, first, SubStream::from_u8(sub).unwrap(), &data[..len]);
+                    }
+                    Op::Pull { dt } => {
+                        now += dt as u64;
+                        jb.pull(now, &mut out, &mut c);
+                        prop_assert!(out.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+                    }
+                }
+            }
+        }
+    }
+}

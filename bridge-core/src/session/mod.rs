@@ -19,6 +19,8 @@ pub mod stats;
 
 pub use stats::{SeqStats, SeqVerdict};
 
+use crate::protocol::{Header, Message, RejectReason};
+
 /// Stream types of TOAST v2 (frame header `stream_type`), as indices 0–4.
 pub const STREAM_TYPES: usize = 5;
 
@@ -122,7 +124,7 @@ pub struct Peer {
     /// MIDI, AUDIO, VIDEO, TRANSPORT, CONTROL).
     pub streams: [SeqStats; STREAM_TYPES],
     /// Frames from this peer dropped after the header parsed, by reason index
-    /// (the caller's reason numbering, e.g. `protocol::RejectReason as usize`).
+    /// (`protocol::RejectReason as usize` via [`Session::on_reject`]).
     pub dropped: [u64; DROP_REASONS],
 }
 
@@ -277,6 +279,10 @@ impl Session {
 
     /// A heartbeat from `source` (call [`Session::on_frame`] for its header too).
     pub fn on_heartbeat(&mut self, now: u64, source: u32, info: &HeartbeatInfo) {
+        self.on_heartbeat_fields(now, source, &info.name, &info.app, info.port);
+    }
+
+    fn on_heartbeat_fields(&mut self, now: u64, source: u32, name: &str, app: &str, port: u16) {
         if source == self.config.self_id {
             return;
         }
@@ -285,13 +291,51 @@ impl Session {
         };
         let p = &mut self.peers[i];
         p.heartbeats += 1;
-        if p.name != info.name {
-            p.name.clone_from(&info.name);
+        // Allocates only when the name or app changes.
+        if p.name != name {
+            p.name.clear();
+            p.name.push_str(name);
         }
-        if p.app != info.app {
-            p.app.clone_from(&info.app);
+        if p.app != app {
+            p.app.clear();
+            p.app.push_str(app);
         }
-        p.port = info.port;
+        p.port = port;
+    }
+
+    /// A decoded, valid frame: updates the sequence statistics of its
+    /// stream, and the table for heartbeats and goodbyes. The usual entry
+    /// point for a driver (the lower-level `on_frame`/`on_heartbeat`/
+    /// `on_goodbye` remain for tests and other transports).
+    pub fn on_message(
+        &mut self,
+        now: u64,
+        header: &Header,
+        message: &Message<'_>,
+    ) -> Option<SeqVerdict> {
+        if let Message::Goodbye(_) = message {
+            // Not `on_frame` first: a goodbye from an unknown peer must not add it.
+            if header.source != self.config.self_id {
+                self.on_goodbye(now, header.source);
+            }
+            return None;
+        }
+        let verdict = self.on_frame(
+            now,
+            header.source,
+            header.stream_type as u8,
+            header.sequence,
+            header.timestamp,
+        );
+        if let Message::Heartbeat(hb) = message {
+            self.on_heartbeat_fields(now, header.source, &hb.name, &hb.app, hb.port);
+        }
+        verdict
+    }
+
+    /// A datagram was dropped by the codec (`source` when its header was readable).
+    pub fn on_reject(&mut self, source: Option<u32>, reason: RejectReason) {
+        self.on_rejected(source, reason as usize);
     }
 
     /// `source` said goodbye: it leaves the table at once.

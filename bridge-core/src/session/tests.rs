@@ -178,3 +178,78 @@ fn table_is_bounded() {
     assert_eq!(s.peer(2).unwrap().dropped[3], 1);
     assert_eq!(s.counters().dropped[DROP_REASONS - 1], 1);
 }
+
+#[test]
+fn real_heartbeat_and_goodbye_frames() {
+    use crate::protocol::{
+        decode_frame, FormatType, Goodbye, Header, Heartbeat, Message, MessageKind, PeerId,
+    };
+    let session = uuid::Uuid::from_bytes([5; 16]);
+    let mut s = Session::new(SessionConfig::new(0x11));
+    let mut buf = [0u8; 1500];
+    let hb = Message::Heartbeat(Heartbeat {
+        peer_id: PeerId(0x22),
+        name: "Studio B".into(),
+        app: "toaster/0.1.0".into(),
+        port: 47701,
+        streams: vec![],
+    });
+    for seq in [0u32, 1, 3] {
+        let h = Header::new(
+            MessageKind::Heartbeat,
+            FormatType::StandardJson,
+            session,
+            0x22,
+            seq,
+            seq as u64 * 250 * MS,
+        );
+        let n = hb.encode(&h, None, &mut buf).unwrap();
+        let f = decode_frame(&buf[..n], None).unwrap();
+        let m = Message::parse(&f).unwrap();
+        s.on_message(seq as u64 * 250 * MS + MS, &f.header, &m);
+    }
+    let p = s.peer(0x22).unwrap();
+    assert_eq!(
+        (p.name.as_str(), p.app.as_str(), p.port, p.heartbeats),
+        ("Studio B", "toaster/0.1.0", 47701, 3)
+    );
+    let ctl = p.streams[CONTROL as usize - 1];
+    assert_eq!((ctl.received, ctl.lost), (3, 1));
+    assert_eq!(s.poll(MS), Some(SessionEvent::PeerJoined { peer_id: 0x22 }));
+    s.on_reject(Some(0x22), crate::protocol::RejectReason::BadCrc);
+    assert_eq!(
+        s.peer(0x22).unwrap().dropped[crate::protocol::RejectReason::BadCrc as usize],
+        1
+    );
+    // Goodbye from an unknown peer adds nothing; from a known one removes it.
+    let bye = |src: u32| {
+        let h = Header::new(
+            MessageKind::Goodbye,
+            FormatType::StandardJson,
+            session,
+            src,
+            9,
+            0,
+        );
+        let mut b = [0u8; 200];
+        let n = Message::Goodbye(Goodbye {
+            peer_id: PeerId(src),
+        })
+        .encode(&h, None, &mut b)
+        .unwrap();
+        b[..n].to_vec()
+    };
+    for src in [0x33u32, 0x22] {
+        let d = bye(src);
+        let f = decode_frame(&d, None).unwrap();
+        s.on_message(2_000 * MS, &f.header, &Message::parse(&f).unwrap());
+    }
+    assert!(s.peers().is_empty());
+    assert_eq!(
+        s.poll(2_000 * MS),
+        Some(SessionEvent::PeerLeft {
+            peer_id: 0x22,
+            reason: LeftReason::Goodbye
+        })
+    );
+}
