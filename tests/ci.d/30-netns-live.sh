@@ -150,4 +150,25 @@ print(json.dumps({"midi_delivered_at_c": len(delivered), "kernel_lost": kernel_l
                   "streams_at_c": [{k: s[k] for k in ("source", "blocks_played", "blocks_rebuilt", "blocks_concealed", "late", "jitter_us", "transit_p50_us")} for s in c["streams"]]}))
 sys.exit(1 if fail else 0)
 EOF
+
+# DNS-SD: two peers with no TOAST multicast group at all find each other
+# through `_toast._udp.local.` (mdns-sd) and then exchange unicast heartbeats.
+ip netns exec "${NS[0]}" "$TOASTER" peer --session "$SESSION" --no-group --mdns --iface "${IPS[0]}" --name sd-a --seconds 4 --json >"$OUT/sda.json" 2>"$OUT/sda.err" &
+PA=$!
+ip netns exec "${NS[1]}" "$TOASTER" peer --session "$SESSION" --no-group --mdns --iface "${IPS[1]}" --name sd-b --seconds 4 --json >"$OUT/sdb.json" 2>"$OUT/sdb.err" &
+PB=$!
+wait $PA && wait $PB || { echo "dns-sd peer failed"; tail -n 20 "$OUT"/sd*.err; exit 1; }
+python3 - "$OUT" <<'EOF'
+import json, sys
+out = sys.argv[1]
+# `peer --json` prints one clock line per second, then the summary last.
+a, b = (json.loads(open(f"{out}/sd{x}.json").read().strip().splitlines()[-1]) for x in "ab")
+ok = True
+for me, other in ((a, b), (b, a)):
+    seen = {e["peer_id"] for e in me["peer_events"] if e["event"] == "joined"}
+    good = other["peer_id"] in seen and me["driver"]["sent"] > 0
+    print(("ok   " if good else "FAIL ") + f"{me['name']} found {other['name']} via DNS-SD + unicast heartbeats (saw {sorted(seen)})")
+    ok &= good
+sys.exit(0 if ok else 1)
+EOF
 echo "30-netns-live: passed"

@@ -67,6 +67,14 @@ pub struct AudioTxConfig {
 /// The report a running [`LivePeer`] refreshes ten times a second.
 pub type SharedReport = Arc<Mutex<PeerReport>>;
 
+/// A list of unicast addresses shared with another thread (DNS-SD results).
+pub type SharedTargets = Arc<Mutex<Vec<SocketAddr>>>;
+
+/// An empty [`SharedTargets`].
+pub fn shared_targets() -> SharedTargets {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
 /// Fills one interleaved block given the index of its first frame.
 pub type AudioGenerator = Box<dyn FnMut(u64, &mut [f32]) + Send>;
 
@@ -125,6 +133,9 @@ pub struct PeerConfig {
     pub record_frames: usize,
     /// Seed for burst spacing jitter.
     pub seed: u64,
+    /// Extra unicast addresses that get our heartbeats (filled at run time,
+    /// e.g. by DNS-SD); peers found there join through the heartbeat exchange.
+    pub heartbeat_targets: Option<SharedTargets>,
 }
 
 impl Default for PeerConfig {
@@ -146,6 +157,7 @@ impl Default for PeerConfig {
             playout_delay_ns: 20 * MS,
             record_frames: 0,
             seed: 1,
+            heartbeat_targets: None,
         }
     }
 }
@@ -562,6 +574,16 @@ impl LivePeer {
             streams,
         });
         self.send_message(now, &hb, 0, out);
+        if let Some(extra) = self.cfg.heartbeat_targets.clone() {
+            let targets = extra.lock().clone();
+            let header = self.header(MessageKind::Heartbeat, FormatType::StandardJson, now, 0);
+            let key = self.cfg.key.clone();
+            if let Ok(n) = hb.encode(&header, key.as_ref(), &mut self.buf[..MAX_SEND]) {
+                for t in targets {
+                    out.send(Dest::To(t), &self.buf[..n]);
+                }
+            }
+        }
     }
 
     // ---------------------------------------------------------------- TX
