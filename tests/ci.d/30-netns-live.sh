@@ -146,6 +146,15 @@ for me in (a, b, c):
     frac = imp["corrupted"] / max(imp["entered"], 1)
     check(0.07 < frac < 0.13, f"{me['name']}: {frac:.1%} of datagrams corrupted (target 10%)")
 check(kernel_lost > 0, f"kernel dropped {kernel_lost} datagrams (nftables 5%)")
+# Discovery time (reported, not asserted: timing belongs to benchmarks):
+# from a newcomer's first heartbeat until both it and C list each other.
+# CLOCK_MONOTONIC is shared by all namespaces; the path adds 5 ± 2 ms and 5% loss.
+def joined_at(me, other):
+    return next((e["at_ns"] for e in me["peer_events"] if e["event"] == "joined" and e["peer_id"] == other["peer_id"]), None)
+for s in (a, b):
+    t1, t2 = joined_at(s, c), joined_at(c, s)
+    if t1 and t2:
+        print(f"info discovery {s['name']} <-> {c['name']}: both listed after {(max(t1, t2) - s['started_ns']) / 1e6:.1f} ms")
 print(json.dumps({"midi_delivered_at_c": len(delivered), "kernel_lost": kernel_lost,
                   "streams_at_c": [{k: s[k] for k in ("source", "blocks_played", "blocks_rebuilt", "blocks_concealed", "late", "jitter_us", "transit_p50_us")} for s in c["streams"]]}))
 sys.exit(1 if fail else 0)

@@ -1434,4 +1434,105 @@ mod tests {
         );
         assert_eq!(s.stats.restarts, 0);
     }
+
+    /// The plugin path: audio and MIDI pushed into one peer's audio-side
+    /// handle come out of another peer's handle, through real sockets.
+    #[test]
+    fn handle_to_handle_over_real_sockets() {
+        use crate::handle::{link, LinkConfig, MidiEvent};
+        let session = Uuid::new_v4();
+        let lc = LinkConfig {
+            channels: 1,
+            block_frames: 128,
+            ..LinkConfig::default()
+        };
+        let net = |group: bool| WorkerConfig {
+            net: NetConfig {
+                bind_ip: Ipv4Addr::LOCALHOST,
+                group: group.then(|| SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 93), 47793)),
+                multicast_interface: Ipv4Addr::LOCALHOST,
+                ..NetConfig::default()
+            },
+            ..WorkerConfig::default()
+        };
+        let (mut h_rx, l_rx) = link(lc).unwrap();
+        let (rx_core, _) = LivePeer::new(PeerConfig {
+            session,
+            name: "plugin-rx".into(),
+            ..PeerConfig::default()
+        });
+        let rx_stats = l_rx.stats().clone();
+        let rx = Worker::spawn(
+            net(true),
+            Arc::new(MonotonicClock),
+            rx_core,
+            Some(l_rx),
+            rx_stats,
+        )
+        .unwrap();
+        let (mut h_tx, l_tx) = link(lc).unwrap();
+        let (tx_core, _) = LivePeer::new(PeerConfig {
+            session,
+            name: "plugin-tx".into(),
+            audio_tx: Some((
+                AudioTxConfig {
+                    stream_id: 7,
+                    channels: 1,
+                    sample_rate: 48_000,
+                    block_frames: 128,
+                    format: SampleFormat::F32,
+                    jellie: false,
+                },
+                AudioSource::Link,
+            )),
+            ..PeerConfig::default()
+        });
+        let tx_stats = l_tx.stats().clone();
+        let tx = Worker::spawn(
+            net(true),
+            Arc::new(MonotonicClock),
+            tx_core,
+            Some(l_tx),
+            tx_stats,
+        )
+        .unwrap();
+        // Play the "host": 256-frame buffers in real time for 1.5 s.
+        let mut input = vec![0.0f32; 256];
+        let mut output = vec![0.0f32; 256];
+        let mut peak = 0.0f32;
+        let mut notes = Vec::new();
+        let t0 = Instant::now();
+        let mut frame = 0u64;
+        while t0.elapsed() < Duration::from_millis(1500) {
+            for s in input.iter_mut() {
+                *s = ((frame as f32 / 48_000.0) * 440.0 * std::f32::consts::TAU).sin() * 0.5;
+                frame += 1;
+            }
+            h_tx.push_interleaved(&input);
+            if frame % (256 * 20) == 0 {
+                h_tx.push_midi(MidiEvent::new(h_tx.input_frames(), 0, &[0x90, 64, 90]).unwrap());
+            }
+            let start = h_rx.output_frames();
+            h_rx.pull_interleaved(&mut output);
+            peak = output.iter().fold(peak, |p, s| p.max(s.abs()));
+            while let Some(ev) = h_rx.pop_midi_before(start + 256) {
+                notes.push(ev);
+            }
+            // 256 frames at 48 kHz.
+            std::thread::sleep(Duration::from_micros(5333));
+        }
+        drop(h_tx);
+        let _ = tx.join();
+        let rx_stats = h_rx.stats().snapshot();
+        drop(h_rx);
+        let _ = rx.join();
+        assert!(
+            peak > 0.4,
+            "tone did not arrive (peak {peak}), {rx_stats:?}"
+        );
+        assert!(rx_stats.audio_frames_pulled > 48_000 / 2, "{rx_stats:?}");
+        assert!(rx_stats.peers >= 1, "{rx_stats:?}");
+        assert!(notes.len() >= 5, "{} notes", notes.len());
+        assert!(notes.iter().all(|n| n.bytes() == [0x90, 64, 90]));
+    }
 }
