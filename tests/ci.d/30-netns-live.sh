@@ -26,14 +26,16 @@ for tool in ip nft python3; do
 done
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build -q -p toaster
-TOASTER="$CARGO_TARGET_DIR/debug/toaster"
-
 TAG="jn$$"
 SW="${TAG}sw"
 NS=("${TAG}a" "${TAG}b" "${TAG}c")
 IPS=(10.77.0.1 10.77.0.2 10.77.0.3)
 OUT=$(mktemp -d)
+
+cargo build -q -p toaster
+# A private copy: a shared target dir may be rebuilt by someone else meanwhile.
+cp "$CARGO_TARGET_DIR/debug/toaster" "$OUT/toaster"
+TOASTER="$OUT/toaster"
 
 cleanup() {
   for n in "${NS[@]}" "$SW"; do ip netns del "$n" 2>/dev/null || true; done

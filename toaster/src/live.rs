@@ -436,6 +436,7 @@ fn summary_json(r: &PeerReport) -> serde_json::Value {
         "session": r.session,
         "local_addr": r.local_addr,
         "started_ns": r.started_ns,
+        "clock": r.clock,
         "peers": r.peers.iter().map(|p| json!({"peer_id": p.peer_id, "name": p.name, "addr": p.addr})).collect::<Vec<_>>(),
         "peer_events": r.peer_events,
         "midi_sent": r.midi_sent,
@@ -510,6 +511,7 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
     let mut pc = c.peer(&net)?;
     let mdns = c.mdns(&mut pc)?;
     let (core, report) = LivePeer::new(pc);
+    let shared = report.clone();
     let own = core.peer_id();
     let json_mode = c.json;
     let clk = clock.clone();
@@ -523,13 +525,25 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
         mdns,
         |_| {
             if json_mode {
-                // No clock arbiter on this branch yet: the session timeline
-                // estimate is our own injected local clock (we act as master).
+                // The session timeline from bridge-core's ClockDriftArbiter
+                // (clock_ping/pong with every peer, lowest settled id is
+                // master); before its first refresh, our own local clock.
                 let local = clk.now_ns();
+                let clock = shared.lock().clock;
+                let (session_ns, master, synced, source) = match clock {
+                    Some(c) => (
+                        c.estimate.to_remote(local),
+                        c.master,
+                        c.synced,
+                        "clock_drift_arbiter",
+                    ),
+                    None => (local, None, false, "local_clock_before_arbiter"),
+                };
                 println!(
                     "{}",
-                    json!({"local_ns": local, "session_ns": local, "master": own,
-                       "session_estimate": "local_clock_no_arbiter", "monotonic_ns": monotonic_ns()})
+                    json!({"local_ns": local, "session_ns": session_ns, "master": master,
+                           "self": own, "synced": synced, "session_source": source,
+                           "monotonic_ns": monotonic_ns()})
                 );
             }
         },

@@ -30,6 +30,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Core, Dest, NetInfo, Outbox};
+use crate::clock::{ArbiterConfig, ClockDriftArbiter, ClockEstimate};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryStats, PeerEntry, PeerEvent};
 use crate::handle::{MidiEvent, WorkerLink};
 use crate::net::{DriverStats, StageStats, Via};
@@ -37,7 +38,7 @@ use crate::protocol::audio::{write_binary_from_f32, AudioHeader};
 use crate::protocol::frame::{Flags, FrameWriter, Header, MessageKind};
 use crate::protocol::jmid::{JmidCompact, JmidEvent, MidiMessage};
 use crate::protocol::{
-    decode, ClockPong, FormatType, Goodbye, Heartbeat, Message, PeerId, RejectCounters,
+    decode, ClockPing, ClockPong, FormatType, Goodbye, Heartbeat, Message, PeerId, RejectCounters,
     RejectReason, SampleFormat, SessionKey, StreamInfo, StreamKind,
 };
 
@@ -242,6 +243,22 @@ pub struct StreamReport {
     pub latency_p99_us: Option<f64>,
 }
 
+/// The session clock as the arbiter sees it.
+///
+/// Thread-safe: yes. Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SessionClockReport {
+    /// Master peer (lowest eligible id), if elected.
+    pub master: Option<PeerId>,
+    /// Whether our session clock follows a settled source.
+    pub synced: bool,
+    /// Master hand-offs so far.
+    pub handoffs: u64,
+    /// Local → session mapping at the last refresh (apply to a local reading).
+    #[serde(skip)]
+    pub estimate: ClockEstimate,
+}
+
 /// What a live peer reports (live status and final summary).
 ///
 /// Thread-safe: yes. Realtime-safe: no.
@@ -257,6 +274,8 @@ pub struct PeerReport {
     pub local_addr: Option<SocketAddr>,
     /// Clock reading of the first tick (our first heartbeat), ns.
     pub started_ns: Option<u64>,
+    /// Session clock (ClockDriftArbiter): current master and mapping.
+    pub clock: Option<SessionClockReport>,
     /// Peers now.
     pub peers: Vec<PeerEntry>,
     /// Join/leave history.
@@ -396,6 +415,8 @@ pub struct LivePeer {
     record_source: Option<(u32, u16)>,
     local: Option<SocketAddr>,
     stopped: bool,
+    arbiter: Option<ClockDriftArbiter>,
+    last_now: Option<u64>,
     pending_unicast: Vec<(SocketAddr, Vec<u8>)>,
 }
 
@@ -458,6 +479,8 @@ impl LivePeer {
                 record_source: None,
                 local: None,
                 stopped: false,
+                arbiter: None,
+                last_now: None,
                 pending_unicast: Vec::new(),
                 cfg,
             },
@@ -500,7 +523,21 @@ impl LivePeer {
             .collect();
         drops.insert("other_session".into(), self.other_session);
         self.report.drops = drops;
+        if let (Some(a), Some(now)) = (&self.arbiter, self.last_now) {
+            self.report.clock = Some(SessionClockReport {
+                master: a.master().map(PeerId),
+                synced: a.is_synced(),
+                handoffs: a.handoffs(),
+                estimate: a.session_estimate(now),
+            });
+        }
         self.report.local_addr = self.local;
+    }
+
+    /// Session time for local `now` (the arbiter's estimate; local time
+    /// until the arbiter has started).
+    fn session_now(&self, now: u64) -> u64 {
+        self.arbiter.as_ref().map_or(now, |a| a.session_time(now))
     }
 
     fn next_seq(&mut self, kind: MessageKind) -> u32 {
@@ -512,7 +549,8 @@ impl LivePeer {
 
     fn header(&mut self, kind: MessageKind, format: FormatType, now: u64, flags: u8) -> Header {
         let seq = self.next_seq(kind);
-        let mut h = Header::new(kind, format, self.cfg.session, self.own.0, seq, now);
+        let stamp = self.session_now(now);
+        let mut h = Header::new(kind, format, self.cfg.session, self.own.0, seq, stamp);
         h.flags = Flags(flags);
         h
     }
@@ -748,7 +786,7 @@ impl LivePeer {
                 let ts = if ev.timestamp_ns != 0 {
                     ev.timestamp_ns
                 } else {
-                    now
+                    self.session_now(now)
                 };
                 self.queue_midi(now, ts, ev.bytes());
             }
@@ -763,7 +801,8 @@ impl LivePeer {
                 } else {
                     [0x80, note, 0]
                 };
-                self.queue_midi(now, now, &bytes);
+                let ts = self.session_now(now);
+                self.queue_midi(now, ts, &bytes);
                 self.demo_count += 1;
                 self.next_demo_ns = Some(due + self.cfg.midi_demo_interval_ns);
             }
@@ -818,7 +857,7 @@ impl LivePeer {
                 burst_id: ev.burst_id,
                 timestamp: ev.timestamp,
                 bytes: bytes[..n].to_vec(),
-                latency_us: (now as i64 - ev.timestamp as i64) / 1000,
+                latency_us: (self.session_now(now) as i64 - ev.timestamp as i64) / 1000,
             });
         }
         if let Some(link) = link.as_deref_mut() {
@@ -874,6 +913,7 @@ impl LivePeer {
                 self.rx.len() - 1
             }
         };
+        let session_now = self.session_now(now);
         let r = &mut self.rx[idx];
         if r.channels != a.channels as usize
             || r.sample_rate != a.sample_rate
@@ -898,7 +938,7 @@ impl LivePeer {
             r.last_seq = Some(h.sequence);
         }
         // Jitter (RFC 3550): smoothed change of transit time; and transit itself.
-        let transit = now as i64 - h.timestamp as i64;
+        let transit = session_now as i64 - h.timestamp as i64;
         if !redundant_jellie {
             if let Some(prev) = r.last_transit {
                 let d = (transit - prev).unsigned_abs() as f64 / 1000.0;
@@ -956,6 +996,8 @@ impl LivePeer {
 
     fn tick_playout(&mut self, now: u64, link: Option<&mut WorkerLink>) {
         let delay = self.cfg.playout_delay_ns;
+        // Play times are local; sender timestamps are session time.
+        let session_offset = self.session_now(now) as i64 - now as i64;
         let mut mix: Vec<f32> = Vec::new();
         for i in 0..self.rx.len() {
             let record = self.record_source == Some((self.rx[i].source, self.rx[i].stream_id));
@@ -1012,7 +1054,8 @@ impl LivePeer {
                     r.fade = 1.0;
                     r.last_block.copy_from_slice(&block);
                     if r.latency_us.len() < MAX_SAMPLES {
-                        r.latency_us.push((t as i64 - ts as i64) as f32 / 1000.0);
+                        let t_session = t as i64 + session_offset;
+                        r.latency_us.push((t_session - ts as i64) as f32 / 1000.0);
                     }
                 }
                 r.first_played.get_or_insert(next);
@@ -1161,6 +1204,18 @@ impl Core for LivePeer {
     ) {
         self.local = Some(net.local);
         self.report.started_ns.get_or_insert(now);
+        self.last_now = Some(now);
+        let own = self.own.0;
+        let arb = self
+            .arbiter
+            .get_or_insert_with(|| ClockDriftArbiter::new(own, ArbiterConfig::default(), now));
+        if let Some(ping) = arb.poll(now) {
+            let msg = Message::ClockPing(ClockPing {
+                peer_id: self.own,
+                t1: ping.t1,
+            });
+            self.send_message(now, &msg, 0, out);
+        }
         self.report.driver = net.driver;
         self.report.stage = net.stage;
         let disc = self
@@ -1183,6 +1238,7 @@ impl Core for LivePeer {
             .discovery
             .as_ref()
             .map_or(now, |d| d.next_deadline_ns());
+        let clock = self.arbiter.as_ref().map_or(u64::MAX, |a| a.next_poll_at());
         let midi = self.midi_copies.first().map_or(u64::MAX, |c| c.due_ns);
         let demo = if self.cfg.midi_demo {
             self.next_demo_ns.unwrap_or(now)
@@ -1190,6 +1246,7 @@ impl Core for LivePeer {
             u64::MAX
         };
         disc.min(midi)
+            .min(clock)
             .min(demo)
             .min(self.next_tx_deadline())
             .min(self.next_playout_deadline())
@@ -1253,6 +1310,9 @@ impl LivePeer {
             .discovery
             .get_or_insert_with(|| Discovery::new(self.cfg.discovery, self.own, now));
         disc.on_activity(now, PeerId(h.source));
+        if let Some(a) = self.arbiter.as_mut() {
+            let _ = a.on_heard(now, h.source);
+        }
         match msg {
             // A heartbeat's or goodbye's peer_id must be the frame's source.
             Message::Heartbeat(hb) if hb.peer_id.0 == h.source => {
@@ -1268,20 +1328,47 @@ impl LivePeer {
             }
             Message::Goodbye(g) if g.peer_id.0 == h.source => {
                 disc.on_goodbye(now, g.peer_id);
+                if let Some(a) = self.arbiter.as_mut() {
+                    a.on_goodbye(now, g.peer_id.0);
+                }
                 self.end_streams_of(g.peer_id.0);
             }
-            Message::ClockPing(p) => {
-                let pong = Message::ClockPong(ClockPong {
-                    peer_id: self.own,
-                    to: p.peer_id,
+            Message::ClockPing(p) if p.peer_id.0 == h.source => {
+                let ping = crate::clock::arbiter::ClockPing {
+                    from: h.source,
                     t1: p.t1,
-                    t2: now,
-                    t3: now,
-                });
-                // Answer the pinger directly.
-                let header = self.header(MessageKind::ClockPong, FormatType::StandardJson, now, 0);
-                if let Ok(n) = pong.encode(&header, key.as_ref(), &mut self.buf[..MAX_SEND]) {
-                    self.pending_unicast.push((from, self.buf[..n].to_vec()));
+                };
+                let pong = self
+                    .arbiter
+                    .as_mut()
+                    .and_then(|a| a.on_ping(now, &ping).ok().flatten());
+                if let Some(pong) = pong {
+                    let msg = Message::ClockPong(ClockPong {
+                        peer_id: self.own,
+                        to: PeerId(pong.to),
+                        t1: pong.t1,
+                        t2: pong.t2,
+                        t3: pong.t3,
+                    });
+                    // Answer the pinger directly.
+                    let header =
+                        self.header(MessageKind::ClockPong, FormatType::StandardJson, now, 0);
+                    if let Ok(n) = msg.encode(&header, key.as_ref(), &mut self.buf[..MAX_SEND]) {
+                        self.pending_unicast.push((from, self.buf[..n].to_vec()));
+                    }
+                }
+            }
+            Message::ClockPong(p) if p.peer_id.0 == h.source => {
+                if let Some(a) = self.arbiter.as_mut() {
+                    let pong = crate::clock::arbiter::ClockPong {
+                        from: h.source,
+                        to: p.to.0,
+                        t1: p.t1,
+                        t2: p.t2,
+                        t3: p.t3,
+                    };
+                    // A rejected sample is the arbiter's business (counted there).
+                    let _ = a.on_pong(now, &pong);
                 }
             }
             Message::Jmid(ev) => self.on_midi(now, h.source, &ev, &mut link),
