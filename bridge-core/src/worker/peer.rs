@@ -321,7 +321,8 @@ struct RxStream {
     played_end: Option<u64>,
     next_sample: Option<u64>,
     last_arrival_ns: u64,
-    ended: bool,
+    /// When the sender said goodbye (its stream ends once drained).
+    ended_at: Option<u64>,
     last_seq: Option<u32>,
     last_transit: Option<i64>,
     last_block: Vec<f32>,
@@ -898,7 +899,7 @@ impl LivePeer {
                     played_end: None,
                     next_sample: None,
                     last_arrival_ns: now,
-                    ended: false,
+                    ended_at: None,
                     last_seq: None,
                     last_transit: None,
                     last_block: vec![0.0; block_frames * a.channels as usize],
@@ -924,7 +925,7 @@ impl LivePeer {
             return;
         }
         r.stats.frames_received += 1;
-        // `ended` stays set: a peer that said goodbye and returns is a new
+        // `ended_at` stays set: a peer that said goodbye and returns is a new
         // source id; stragglers (reordered JELLIE C/D) must not revive it.
         r.last_arrival_ns = now;
         // Sequence order (per source and stream type: fine for one stream per sender).
@@ -1010,12 +1011,20 @@ impl LivePeer {
                     break;
                 }
                 // The stream ended or paused: stop instead of concealing forever.
-                if r.pending.is_empty()
-                    && (r.ended || now.saturating_sub(r.last_arrival_ns) > STREAM_IDLE_NS)
-                {
-                    r.anchor = None;
-                    r.next_sample = None;
-                    break;
+                if r.pending.is_empty() {
+                    // After a goodbye, wait (neither play nor conceal) for
+                    // stragglers the goodbye overtook, for one playout delay.
+                    let wait_over = r.ended_at.map(|e| now >= e + delay);
+                    if wait_over == Some(false) {
+                        break;
+                    }
+                    if wait_over == Some(true)
+                        || now.saturating_sub(r.last_arrival_ns) > STREAM_IDLE_NS
+                    {
+                        r.anchor = None;
+                        r.next_sample = None;
+                        break;
+                    }
                 }
                 let n = r.block_frames * r.channels;
                 let mut block = vec![0.0f32; n];
@@ -1093,9 +1102,9 @@ impl LivePeer {
 
     /// A sender left: its streams stop after playing what is already here
     /// (no concealment of a stream that ended on purpose).
-    fn end_streams_of(&mut self, source: u32) {
+    fn end_streams_of(&mut self, now: u64, source: u32) {
         for r in self.rx.iter_mut().filter(|r| r.source == source) {
-            r.ended = true;
+            r.ended_at.get_or_insert(now);
         }
     }
 
@@ -1103,8 +1112,14 @@ impl LivePeer {
         self.rx
             .iter()
             .filter_map(|r| {
-                r.next_sample
-                    .and_then(|s| r.play_time(s, self.cfg.playout_delay_ns))
+                let due = r
+                    .next_sample
+                    .and_then(|s| r.play_time(s, self.cfg.playout_delay_ns))?;
+                // An ended stream waiting for stragglers wakes at the end of its wait.
+                match r.ended_at {
+                    Some(e) if r.pending.is_empty() => Some(due.max(e + self.cfg.playout_delay_ns)),
+                    _ => Some(due),
+                }
             })
             .min()
             .unwrap_or(u64::MAX)
@@ -1331,7 +1346,7 @@ impl LivePeer {
                 if let Some(a) = self.arbiter.as_mut() {
                     a.on_goodbye(now, g.peer_id.0);
                 }
-                self.end_streams_of(g.peer_id.0);
+                self.end_streams_of(now, g.peer_id.0);
             }
             Message::ClockPing(p) if p.peer_id.0 == h.source => {
                 let ping = crate::clock::arbiter::ClockPing {
