@@ -120,6 +120,22 @@ fn reduce_argmax(r: f32, lag: u32, lid: u32) -> u32 {
     return l;
 }
 
+// x[n - j] for the back-cast: predicted (back) or known history.
+fn back_at(i: u32, j: u32, cut: u32) -> f32 {
+    if i >= j {
+        return back[i - j];
+    }
+    return h(cut + i - j);
+}
+
+// x[n - j] for the continuation: predicted (outp) or known history.
+fn cont_at(i: u32, j: u32, obase: u32) -> f32 {
+    if i >= j {
+        return outp[obase + i - j];
+    }
+    return h(HISTORY + i - j);
+}
+
 fn clamp01(x: f32) -> f32 {
     // NaN fails both comparisons; the CPU maps NaN to 0.
     if !(x >= 0.0) {
@@ -268,18 +284,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let e_new = reduce_sum(en, lid);
     let e_old = reduce_sum(eo, lid);
     if lid == 0u {
+        // Four partial sums per sample (terms j = 1, 5, 9.. / 2, 6.. / 3, 7.. /
+        // 4, 8..), combined (a0 + a1) + (a2 + a3), as the CPU twin.
         for (var i = 0u; i < BACKCAST; i++) {
-            var acc = 0.0;
-            for (var j = 1u; j <= ORDER; j++) {
-                var v: f32;
-                if i >= j {
-                    v = back[i - j];
-                } else {
-                    v = h(cut + i - j);
-                }
-                acc += coef[j] * v;
+            var a0 = 0.0;
+            var a1 = 0.0;
+            var a2 = 0.0;
+            var a3 = 0.0;
+            for (var j = 1u; j <= ORDER; j += 4u) {
+                a0 += coef[j] * back_at(i, j, cut);
+                a1 += coef[j + 1u] * back_at(i, j + 1u, cut);
+                a2 += coef[j + 2u] * back_at(i, j + 2u, cut);
+                a3 += coef[j + 3u] * back_at(i, j + 3u, cut);
             }
-            back[i] = -acc;
+            back[i] = -((a0 + a1) + (a2 + a3));
         }
         var e_ar = 0.0;
         var e_p = 0.0;
@@ -313,17 +331,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         // AR continuation, serial: written to the output, mixed below.
         for (var i = 0u; i < len; i++) {
-            var acc = 0.0;
-            for (var j = 1u; j <= ORDER; j++) {
-                var v: f32;
-                if i >= j {
-                    v = outp[obase + i - j];
-                } else {
-                    v = h(HISTORY + i - j);
-                }
-                acc += coef[j] * v;
+            var a0 = 0.0;
+            var a1 = 0.0;
+            var a2 = 0.0;
+            var a3 = 0.0;
+            for (var j = 1u; j <= ORDER; j += 4u) {
+                a0 += coef[j] * cont_at(i, j, obase);
+                a1 += coef[j + 1u] * cont_at(i, j + 1u, obase);
+                a2 += coef[j + 2u] * cont_at(i, j + 2u, obase);
+                a3 += coef[j + 3u] * cont_at(i, j + 3u, obase);
             }
-            outp[obase + i] = -acc;
+            outp[obase + i] = -((a0 + a1) + (a2 + a3));
         }
     }
     storageBarrier();

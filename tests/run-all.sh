@@ -15,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Cold CI builds: incremental artifacts only cost time and disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/jamnet-xdg}
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 

@@ -17,6 +17,8 @@ pub enum What {
     Codec(CodecArgs),
     /// Loopback latency (one-way transit and added playout latency, p50/p99) and CPU per stream.
     Net(crate::live::BenchNetArgs),
+    /// MIDI delivery within a deadline vs loss (iid 10/33/50/66 %, Gilbert-Elliott), bursts vs bursts + journal, simulated network.
+    Midi(crate::bench_net::Args),
 }
 
 #[derive(clap::Args)]
@@ -36,6 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Codec(a) => codec(a),
         What::Net(a) => crate::live::bench(crate::live::BenchCmd::Net(a)),
+        What::Midi(a) => crate::bench_net::run_bench(crate::bench_net::BenchCmd::Net(a)),
     }
 }
 

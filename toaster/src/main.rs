@@ -3,9 +3,11 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_net;
 mod decode;
 mod live;
 mod plc;
+mod sync;
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +24,7 @@ struct Cli {
 enum Command {
     /// Decode one TOAST v2 frame given as hex and print it as JSON.
     Decode(decode::Args),
-    /// Measure: `toaster bench codec`, `toaster bench net`.
+    /// Measure: `toaster bench codec`, `toaster bench net`, `toaster bench midi`.
     Bench(bench::Args),
     /// Join a session, announce, list peers as they come and go.
     Peer(live::PeerArgs),
@@ -36,6 +38,8 @@ enum Command {
     PlcEval(plc::EvalArgs),
     /// Conceal a WAV file given a per-packet loss mask.
     Conceal(plc::ConcealArgs),
+    /// Clock/transport sync of N peers on the simulated network.
+    Sync(sync::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => live::demo(args),
         Command::PlcEval(args) => plc::run_eval(args),
         Command::Conceal(args) => plc::run_conceal(args),
+        Command::Sync(args) => sync::run(args),
     };
     match result {
         Ok(code) => code,

@@ -191,6 +191,20 @@ fn journal_delivers_99_percent_under_gilbert_elliott() {
 }
 
 #[test]
+fn journal_delivers_99_percent_under_time_based_gilbert_elliott() {
+    for seed in [1, 2] {
+        let r = run(&sim(
+            SimLoss::bursty_time_default(),
+            BurstConfig::default(),
+            seed,
+        ));
+        assert_eq!(r.duplicates_delivered, 0);
+        assert_eq!(r.altered, 0);
+        assert!(r.on_time_ratio() >= 0.99, "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
 fn duplication_reordering_and_corruption_never_cause_duplicates() {
     let mut p = sim(SimLoss::Iid(0.2), BurstConfig::default(), 5);
     p.link.duplicate = 0.2;

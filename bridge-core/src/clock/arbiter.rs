@@ -612,3 +612,146 @@ impl ClockDriftArbiter {
         self.peers.get(&peer).and_then(|s| s.model.estimate())
     }
 }
+
+// Conversions to and from the wire messages (PROTOCOL.md 3.2).
+impl From<&crate::protocol::messages::ClockPing> for ClockPing {
+    fn from(m: &crate::protocol::messages::ClockPing) -> Self {
+        Self {
+            from: m.peer_id.0,
+            t1: m.t1,
+        }
+    }
+}
+
+impl From<&ClockPing> for crate::protocol::messages::ClockPing {
+    fn from(m: &ClockPing) -> Self {
+        Self {
+            peer_id: crate::protocol::messages::PeerId(m.from),
+            t1: m.t1,
+        }
+    }
+}
+
+impl From<&crate::protocol::messages::ClockPong> for ClockPong {
+    fn from(m: &crate::protocol::messages::ClockPong) -> Self {
+        Self {
+            from: m.peer_id.0,
+            to: m.to.0,
+            t1: m.t1,
+            t2: m.t2,
+            t3: m.t3,
+        }
+    }
+}
+
+impl From<&ClockPong> for crate::protocol::messages::ClockPong {
+    fn from(m: &ClockPong) -> Self {
+        use crate::protocol::messages::PeerId as WireId;
+        Self {
+            peer_id: WireId(m.from),
+            to: WireId(m.to),
+            t1: m.t1,
+            t2: m.t2,
+            t3: m.t3,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (ClockDriftArbiter, ClockDriftArbiter) {
+        let cfg = ArbiterConfig::default();
+        (
+            ClockDriftArbiter::new(0x20, cfg, 1_000_000_000_000),
+            ClockDriftArbiter::new(0x10, cfg, 7_000_000_000_000),
+        )
+    }
+
+    #[test]
+    fn rate_is_checked() {
+        assert!(ArbiterConfig::with_rate_hz(0.5).is_err());
+        assert!(ArbiterConfig::with_rate_hz(101.0).is_err());
+        assert_eq!(
+            ArbiterConfig::with_rate_hz(100.0).unwrap().ping_interval_ns,
+            10_000_000
+        );
+    }
+
+    #[test]
+    fn two_peers_elect_the_lowest_id_and_agree_on_session_time() {
+        let (mut a, mut b) = pair();
+        // a's local = t + 1e12, b's local = t + 7e12; 100 µs each way.
+        let (oa, ob) = (1_000_000_000_000u64, 7_000_000_000_000u64);
+        for ms in 0..6000u64 {
+            let t = ms * 1_000_000;
+            fn step(
+                me: &mut ClockDriftArbiter,
+                other: &mut ClockDriftArbiter,
+                t: u64,
+                o_me: u64,
+                o_other: u64,
+            ) {
+                if let Some(ping) = me.poll(t + o_me) {
+                    if let Ok(Some(pong)) = other.on_ping(t + 100_000 + o_other, &ping) {
+                        me.on_pong(t + 200_000 + o_me, &pong).ok();
+                    }
+                }
+            }
+            step(&mut a, &mut b, t, oa, ob);
+            step(&mut b, &mut a, t, ob, oa);
+        }
+        assert_eq!(a.master(), Some(0x10));
+        assert_eq!(b.master(), Some(0x10));
+        let t = 6_000_000_000u64;
+        let sa = a.session_time(t + oa) as i128;
+        let sb = b.session_time(t + ob) as i128;
+        assert!((sa - sb).abs() < 2_000, "{sa} {sb}");
+        // b founded the timeline: its session clock is its local clock.
+        assert_eq!(sb, (t + ob) as i128);
+        let st: Vec<_> = a.peer_stats(t + oa).collect();
+        assert_eq!(st.len(), 1);
+        assert!(st[0].is_master && st[0].quality > 0.5, "{st:?}");
+    }
+
+    #[test]
+    fn hostile_messages_are_rejected_not_fatal() {
+        let (mut a, _) = pair();
+        let now = 1_000_000_000_000;
+        assert_eq!(a.on_heard(now, 0), Err(ClockMessageError::BadPeer));
+        assert_eq!(a.on_heard(now, 0x20), Err(ClockMessageError::BadPeer));
+        let pong = ClockPong {
+            from: 0x30,
+            to: 0x20,
+            t1: now + 5,
+            t2: 1,
+            t3: 0,
+        };
+        assert_eq!(a.on_pong(now, &pong), Err(ClockMessageError::StalePong));
+        // A flood of ids is bounded.
+        for id in 1..1000u32 {
+            let _ = a.on_heard(now, id + 0x100);
+        }
+        assert_eq!(
+            a.peer_stats(now).count(),
+            ArbiterConfig::default().max_peers
+        );
+    }
+
+    #[test]
+    fn wire_conversions_round_trip() {
+        let p = ClockPong {
+            from: 1,
+            to: 2,
+            t1: 3,
+            t2: 4,
+            t3: 5,
+        };
+        let w: crate::protocol::messages::ClockPong = (&p).into();
+        assert_eq!(ClockPong::from(&w), p);
+        let q = ClockPing { from: 9, t1: 10 };
+        let w: crate::protocol::messages::ClockPing = (&q).into();
+        assert_eq!(ClockPing::from(&w), q);
+    }
+}

@@ -397,30 +397,3 @@ proptest::proptest! {
         }
     }
 }
-
-#[test]
-fn debug_print_jitter() {
-    let (l, r) = clocks()[0];
-    let mut link = Link::new(l, r, 100);
-    let mut model = ClockModel::new(ClockModelConfig::default());
-    for k in 0..240 {
-        let t = BASE + k as f64 * 50e6;
-        let mut g = || 5e6 + link.rng.random_range(-2e6..2e6);
-        let f = g();
-        let b = g();
-        let ex = link.exchange(t, f, b);
-        let res = model.add_exchange(ex);
-        let est = model.estimate().unwrap();
-        if k % 5 == 0 || res.is_err() {
-            eprintln!(
-                "k={k} res={res:?} drift={:.2} true={:.2} err={:.1}us unc={:.0} n={} span={}",
-                est.drift_ppm(),
-                link.true_drift() * 1e6,
-                (est.offset_at(ex.t4) - link.true_offset_at_local(ex.t4)) / 1e3,
-                est.uncertainty_ns,
-                est.observations,
-                est.span_ns
-            );
-        }
-    }
-}

@@ -361,21 +361,18 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                 let session_ns = arb.session_time(m.local(t)) + (config.lead_ms * 1e6) as u64;
                 // Truth: the true instant at which the master's session clock reads session_ns.
                 let local_m = arb.local_time_for_session(session_ns);
-                play_truth = Some(m.clock.reference_from_local(local_m) as f64 - 0.0);
-                for j in 0..peers.len() {
-                    if j == mi {
-                        // The master schedules its own command locally.
-                        let target = peers[j].daw.sample_at_local(local_m);
-                        if let Some(sample) = target {
-                            let _ = peers[j].scheduler.schedule(ScheduledEvent {
-                                sample: sample.round().max(0.0) as u64,
-                                command: TransportCommandKind::Play,
-                                session_ns,
-                            });
-                        }
-                    } else {
-                        send(&mut in_flight, &mut net, t, j, Payload::Play { session_ns });
-                    }
+                play_truth = Some(m.clock.reference_from_local(local_m) as f64);
+                // The master schedules its own command locally.
+                let own = &mut peers[mi];
+                if let Some(sample) = own.daw.sample_at_local(local_m) {
+                    let _ = own.scheduler.schedule(ScheduledEvent {
+                        sample: sample.round().max(0.0) as u64,
+                        command: TransportCommandKind::Play,
+                        session_ns,
+                    });
+                }
+                for j in (0..peers.len()).filter(|&j| j != mi) {
+                    send(&mut in_flight, &mut net, t, j, Payload::Play { session_ns });
                 }
                 play_sent = true;
             }

@@ -142,6 +142,7 @@ pub struct PnbtrScratch {
     decim: Vec<f32>,
     back: Vec<f32>,
     ar: Vec<f32>,
+    work: Vec<f32>,
 }
 
 impl PnbtrScratch {
@@ -152,6 +153,7 @@ impl PnbtrScratch {
             decim: vec![0.0; HISTORY / DECIM],
             back: vec![0.0; BACKCAST],
             ar: vec![0.0; max_len],
+            work: vec![0.0; ORDER + max_len.max(BACKCAST)],
         }
     }
 }
@@ -218,7 +220,7 @@ pub fn analyse(h: &[f32], s: &mut PnbtrScratch) -> Analysis {
 
     // Back-casts over the last BACKCAST known samples.
     let cut = HISTORY - BACKCAST;
-    ar_extrapolate(&h[..cut], &ar, &mut s.back);
+    ar_extrapolate(&h[..cut], &ar, &mut s.work, &mut s.back);
     let (mut e_ar, mut e_p, mut e_x) = (0.0f32, 0.0f32, 0.0f32);
     for i in 0..BACKCAST {
         let x = h[cut + i];
@@ -270,7 +272,7 @@ fn candidate(h: &[f32], period: usize, ar_buf: &[f32], k: usize, i: usize) -> f3
 /// `out[i] = [ar, p1, p2]`.
 pub fn candidates(h: &[f32], an: &Analysis, s: &mut PnbtrScratch, out: &mut [[f32; N_CAND]]) {
     let len = out.len();
-    ar_extrapolate(h, &an.ar, &mut s.ar[..len]);
+    ar_extrapolate(h, &an.ar, &mut s.work, &mut s.ar[..len]);
     for (i, o) in out.iter_mut().enumerate() {
         for (k, v) in o.iter_mut().enumerate() {
             *v = candidate(h, an.period, &s.ar, k, i);
@@ -291,7 +293,7 @@ pub fn time_features(i: usize) -> [f32; N_TIME] {
 pub fn predict(h: &[f32], model: &PnbtrModel, s: &mut PnbtrScratch, out: &mut [f32]) -> Analysis {
     let an = analyse(h, s);
     let len = out.len();
-    ar_extrapolate(h, &an.ar, &mut s.ar[..len]);
+    ar_extrapolate(h, &an.ar, &mut s.work, &mut s.ar[..len]);
     // Per-candidate weight polynomials in u: c_k(u) = q0 + q1 u + q2 u².
     let mut q = [[0.0f32; N_TIME]; N_CAND];
     for (k, qk) in q.iter_mut().enumerate() {

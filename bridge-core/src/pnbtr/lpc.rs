@@ -12,15 +12,18 @@ pub const LANES: usize = 64;
 /// (`l += l + 32`, then `+ 16`, …).
 #[inline]
 pub fn lane_sum(n: usize, mut f: impl FnMut(usize) -> f32) -> f32 {
+    // Row by row over LANES-wide rows: each lane still adds its own terms in
+    // increasing i (the GPU order), and the inner loop vectorises.
     let mut part = [0.0f32; LANES];
-    for (lane, p) in part.iter_mut().enumerate() {
-        let mut acc = 0.0f32;
-        let mut i = lane;
-        while i < n {
-            acc += f(i);
-            i += LANES;
+    let full = n / LANES;
+    for row in 0..full {
+        let base = row * LANES;
+        for (lane, p) in part.iter_mut().enumerate() {
+            *p += f(base + lane);
         }
-        *p = acc;
+    }
+    for (lane, p) in part.iter_mut().enumerate().take(n - full * LANES) {
+        *p += f(full * LANES + lane);
     }
     let mut stride = LANES / 2;
     while stride > 0 {
@@ -106,24 +109,26 @@ pub fn burg(x: &[f32], a: &mut [f32], scratch: &mut BurgScratch) {
 }
 
 /// Continues `past` (at least `a.len() - 1` samples, newest last) with the AR
-/// model `a` into `out`. Realtime-safe.
-pub fn ar_extrapolate(past: &[f32], a: &[f32], out: &mut [f32]) {
+/// model `a` into `out`. `work` must hold `a.len() - 1 + out.len()` samples.
+/// Each sample's dot product uses four partial sums (terms j ≡ 0..3 mod 4,
+/// combined as (s0 + s1) + (s2 + s3)), exactly as the GPU kernel does: it
+/// breaks the add-latency chain and keeps the twins' rounding identical.
+/// Realtime-safe.
+pub fn ar_extrapolate(past: &[f32], a: &[f32], work: &mut [f32], out: &mut [f32]) {
     let order = a.len() - 1;
     debug_assert!(past.len() >= order);
-    let tail = &past[past.len() - order..];
-    for i in 0..out.len() {
-        let mut acc = 0.0f32;
+    let len = out.len();
+    let buf = &mut work[..order + len];
+    buf[..order].copy_from_slice(&past[past.len() - order..]);
+    for i in 0..len {
+        // x[n - j] = buf[order + i - j]
+        let mut s = [0.0f32; 4];
         for j in 1..=order {
-            // x[n-j]: from out if it is already predicted, else from the past.
-            let v = if i >= j {
-                out[i - j]
-            } else {
-                tail[order + i - j]
-            };
-            acc += a[j] * v;
+            s[(j - 1) & 3] += a[j] * buf[order + i - j];
         }
-        out[i] = -acc;
+        buf[order + i] = -((s[0] + s[1]) + (s[2] + s[3]));
     }
+    out.copy_from_slice(&buf[order..]);
 }
 
 #[cfg(test)]
@@ -137,7 +142,7 @@ mod tests {
         let mut s = BurgScratch::new(1024);
         burg(&x[..900], &mut a, &mut s);
         let mut out = vec![0.0; 124];
-        ar_extrapolate(&x[..900], &a, &mut out);
+        ar_extrapolate(&x[..900], &a, &mut vec![0.0; 200], &mut out);
         let err: f32 = out
             .iter()
             .zip(&x[900..])

@@ -1,6 +1,6 @@
 //! The CPU concealment methods as [`Predictor`]s.
 
-use super::concealer::Predictor;
+use super::concealer::{Predictor, CROSSFADE, MAX_GAP};
 use super::core::{predict, PnbtrModel, PnbtrScratch, HISTORY};
 use super::lpc::{ar_extrapolate, burg, BurgScratch};
 
@@ -42,6 +42,7 @@ pub struct BurgPredictor {
     window: usize,
     coeffs: Vec<f32>,
     scratch: BurgScratch,
+    work: Vec<f32>,
 }
 
 impl BurgPredictor {
@@ -58,6 +59,7 @@ impl BurgPredictor {
             window,
             coeffs: vec![0.0; order + 1],
             scratch: BurgScratch::new(window),
+            work: vec![0.0; order + MAX_GAP + CROSSFADE],
         }
     }
 }
@@ -69,7 +71,8 @@ impl Predictor for BurgPredictor {
             &mut self.coeffs,
             &mut self.scratch,
         );
-        ar_extrapolate(h, &self.coeffs, out);
+        let n = out.len().min(self.work.len() - (self.coeffs.len() - 1));
+        ar_extrapolate(h, &self.coeffs, &mut self.work, &mut out[..n]);
         // An unstable fit must never blow up the output.
         let limit = 2.0
             * h[HISTORY - self.window..]

@@ -40,6 +40,20 @@ pub enum SimLoss {
     None,
     /// Each packet is lost independently with this probability (0–1).
     Iid(f32),
+    /// Gilbert–Elliott bursty loss in *time*: the path alternates between
+    /// GOOD and BAD periods of exponentially distributed length (as a Wi-Fi
+    /// fade or a congested queue does), whatever the packet rate. Packets
+    /// sent during a BAD period are lost with `loss_in_bad`.
+    GilbertElliottTime {
+        /// Mean GOOD period, ns.
+        mean_good_ns: u64,
+        /// Mean BAD period (burst length), ns.
+        mean_bad_ns: u64,
+        /// Loss probability while GOOD.
+        loss_in_good: f32,
+        /// Loss probability while BAD.
+        loss_in_bad: f32,
+    },
     /// Gilbert–Elliott bursty loss, stepped once per packet.
     GilbertElliott {
         /// Mean number of packets spent in the GOOD state before a burst.
@@ -69,7 +83,39 @@ impl SimLoss {
                 let b = mean_bad_packets.max(1e-9) as f64;
                 (g * loss_in_good as f64 + b * loss_in_bad as f64) / (g + b)
             }
+            SimLoss::GilbertElliottTime {
+                mean_good_ns,
+                mean_bad_ns,
+                loss_in_good,
+                loss_in_bad,
+            } => {
+                let g = mean_good_ns.max(1) as f64;
+                let b = mean_bad_ns.max(1) as f64;
+                (g * loss_in_good as f64 + b * loss_in_bad as f64) / (g + b)
+            }
         }
+    }
+
+    /// Bursty loss in time: fades of `mean_fade_ns` on average (every packet
+    /// in a fade is lost) separated by good periods four times as long, so
+    /// about 20 % loss, plus 1 % background loss.
+    ///
+    /// Note the physical limit this sets for anything with a deadline `D`:
+    /// an event sent during a fade that outlasts `D` minus the path delay
+    /// cannot arrive in time, however it is repeated. With exponential fades
+    /// that is `0.2 × exp(−(D − delay) / mean_fade)` of all events.
+    pub fn bursty_time(mean_fade_ns: u64) -> Self {
+        SimLoss::GilbertElliottTime {
+            mean_good_ns: 4 * mean_fade_ns,
+            mean_bad_ns: mean_fade_ns,
+            loss_in_good: 0.01,
+            loss_in_bad: 1.0,
+        }
+    }
+
+    /// [`SimLoss::bursty_time`] with 2 ms fades.
+    pub fn bursty_time_default() -> Self {
+        Self::bursty_time(2_000_000)
     }
 
     /// The "bursty" model the benches and tests use: about 20 % loss in
@@ -145,6 +191,7 @@ pub struct SimLink {
     epoch: Instant,
     corrupt: f32,
     rng: ChaCha8Rng,
+    time_loss: Option<TimeLoss>,
     now_ns: u64,
     stats: SimLinkStats,
 }
@@ -153,7 +200,8 @@ impl SimLink {
     /// A link with this configuration.
     pub fn new(config: SimLinkConfig) -> Self {
         let loss: LossModel = match config.loss {
-            SimLoss::None => LossModel::None,
+            // Time-based loss is applied before netem (see `send`).
+            SimLoss::None | SimLoss::GilbertElliottTime { .. } => LossModel::None,
             SimLoss::Iid(p) => RandomLoss::new(Probability::new(p)).into(),
             SimLoss::GilbertElliott {
                 mean_good_packets,
@@ -182,6 +230,21 @@ impl SimLink {
             corrupt: config.corrupt,
             // A different stream from netem's so corruption does not shift losses.
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5EED_C0DE_0BAD_B175),
+            time_loss: match config.loss {
+                SimLoss::GilbertElliottTime {
+                    mean_good_ns,
+                    mean_bad_ns,
+                    loss_in_good,
+                    loss_in_bad,
+                } => Some(TimeLoss {
+                    rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x0071_4E10_55E5),
+                    good: true,
+                    until_ns: 0,
+                    mean_ns: [mean_good_ns.max(1) as f64, mean_bad_ns.max(1) as f64],
+                    loss: [loss_in_good, loss_in_bad],
+                }),
+                _ => None,
+            },
             now_ns: 0,
             stats: SimLinkStats::default(),
         }
@@ -200,6 +263,11 @@ impl SimLink {
     pub fn send(&mut self, now_ns: u64, datagram: &[u8]) {
         self.advance(now_ns);
         self.stats.sent += 1;
+        if let Some(tl) = &mut self.time_loss {
+            if tl.lose(self.now_ns) {
+                return;
+            }
+        }
         let at = self.instant(self.now_ns);
         self.netem
             .handle_input(Input::Packet(at, datagram.to_vec()));
@@ -238,6 +306,31 @@ impl SimLink {
     /// Counters so far.
     pub fn stats(&self) -> SimLinkStats {
         self.stats
+    }
+}
+
+/// State of [`SimLoss::GilbertElliottTime`].
+struct TimeLoss {
+    rng: ChaCha8Rng,
+    good: bool,
+    /// The current period ends at this virtual time.
+    until_ns: u64,
+    mean_ns: [f64; 2],
+    loss: [f32; 2],
+}
+
+impl TimeLoss {
+    fn lose(&mut self, now: u64) -> bool {
+        while now >= self.until_ns {
+            if self.until_ns > 0 {
+                self.good = !self.good;
+            }
+            let mean = self.mean_ns[usize::from(!self.good)];
+            // Exponential period length: −ln(U) × mean, U in (0, 1].
+            let u: f64 = 1.0 - self.rng.random::<f64>();
+            self.until_ns = self.until_ns.max(1) + (-u.ln() * mean) as u64 + 1;
+        }
+        self.rng.random::<f32>() < self.loss[usize::from(!self.good)]
     }
 }
 
@@ -365,6 +458,32 @@ mod tests {
         }
         let conditional = both as f64 / pairs as f64;
         assert!(conditional > 0.6, "conditional loss {conditional}");
+    }
+
+    #[test]
+    fn time_based_gilbert_elliott_loses_in_fades() {
+        let model = SimLoss::bursty_time_default();
+        let config = SimLinkConfig {
+            loss: model,
+            seed: 4,
+            ..Default::default()
+        };
+        // One packet every 0.5 ms for 100 s.
+        let (out, _) = run(config, 200_000, 500_000);
+        let mut received = vec![false; 200_000];
+        for (_, d) in &out {
+            received[u64::from_be_bytes(d[..8].try_into().unwrap()) as usize] = true;
+        }
+        let lost = received.iter().filter(|r| !**r).count() as f64 / 200_000.0;
+        assert!(
+            (lost - model.mean_loss()).abs() < 0.03,
+            "loss {lost} vs {}",
+            model.mean_loss()
+        );
+        // Mean run of consecutive losses ≈ 2 ms / 0.5 ms = 4 packets.
+        let runs = received.windows(2).filter(|w| w[0] && !w[1]).count() as f64;
+        let mean_run = lost * 200_000.0 / runs;
+        assert!((2.5..6.0).contains(&mean_run), "mean loss run {mean_run}");
     }
 
     #[test]

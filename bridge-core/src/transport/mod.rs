@@ -415,3 +415,69 @@ impl TransportState {
 
 #[cfg(test)]
 mod tests;
+
+impl From<crate::protocol::messages::TransportCommand> for TransportCommandKind {
+    fn from(c: crate::protocol::messages::TransportCommand) -> Self {
+        use crate::protocol::messages::TransportCommand as W;
+        match c {
+            W::Play => Self::Play,
+            W::Stop => Self::Stop,
+            W::Pause => Self::Pause,
+            W::Record => Self::Record,
+            W::Seek => Self::Seek,
+            W::Tempo => Self::Tempo,
+        }
+    }
+}
+
+impl From<TransportCommandKind> for crate::protocol::messages::TransportCommand {
+    fn from(c: TransportCommandKind) -> Self {
+        use crate::protocol::messages::TransportCommand as W;
+        match c {
+            TransportCommandKind::Play => W::Play,
+            TransportCommandKind::Stop => W::Stop,
+            TransportCommandKind::Pause => W::Pause,
+            TransportCommandKind::Record => W::Record,
+            TransportCommandKind::Seek => W::Seek,
+            TransportCommandKind::Tempo => W::Tempo,
+        }
+    }
+}
+
+impl TransportCommand {
+    /// From a parsed `transport` message and the frame's `source`.
+    pub fn from_wire(m: &crate::protocol::messages::Transport, from: PeerId) -> Self {
+        Self {
+            kind: m.command.into(),
+            timestamp: m.timestamp,
+            position_ms: m.position,
+            bpm: m.bpm,
+            time_signature: TimeSignature {
+                numerator: m.time_signature.numerator,
+                denominator: m.time_signature.denominator,
+            },
+            beat: m.beat,
+            seq: m.seq.unwrap_or(0),
+            master_peer: m.master_peer.0,
+            from,
+        }
+    }
+
+    /// The wire message.
+    pub fn to_wire(&self) -> crate::protocol::messages::Transport {
+        use crate::protocol::messages as w;
+        w::Transport {
+            command: self.kind.into(),
+            timestamp: self.timestamp,
+            position: self.position_ms,
+            bpm: self.bpm,
+            time_signature: w::TimeSignature {
+                numerator: self.time_signature.numerator,
+                denominator: self.time_signature.denominator,
+            },
+            master_peer: w::PeerId(self.master_peer),
+            beat: self.beat,
+            seq: Some(self.seq),
+        }
+    }
+}

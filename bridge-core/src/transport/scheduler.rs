@@ -85,12 +85,10 @@ impl BlockScheduler {
     /// Adds an event. Same (session_ns, command) twice replaces the first
     /// (a rescheduled command with a refined sample).
     pub fn schedule(&mut self, ev: ScheduledEvent) -> Result<(), ScheduleError> {
-        for s in self.slots.iter_mut() {
-            if let Some(old) = s {
-                if old.session_ns == ev.session_ns && old.command == ev.command {
-                    *old = ev;
-                    return Ok(());
-                }
+        for old in self.slots.iter_mut().flatten() {
+            if old.session_ns == ev.session_ns && old.command == ev.command {
+                *old = ev;
+                return Ok(());
             }
         }
         match self.slots.iter_mut().find(|s| s.is_none()) {

@@ -299,3 +299,11 @@ fn mid_block_start_splits_the_block() {
     assert_eq!(ev[1].data(), &[0xF8]);
     assert_eq!(ev[1].offset, 100);
 }
+
+#[test]
+fn wire_round_trip() {
+    let mut c = cmd(TransportCommandKind::Record, 123, 0x20, 5);
+    c.beat = Some(3.5);
+    let w = c.to_wire();
+    assert_eq!(TransportCommand::from_wire(&w, 0x20), c);
+}

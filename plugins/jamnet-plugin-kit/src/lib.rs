@@ -14,3 +14,18 @@ pub mod worker;
 pub use meter::{AtomicF32Cell, PeakMeter, RateCounter};
 pub use settings::{Destination, SessionSettings, SettingsError};
 pub use worker::{Supervisor, WorkerCtl, WorkerError, WorkerState, WorkerStatus};
+
+/// Test hook, debug builds only: when `JAMNET_DEBUG_ALLOC_IN_PROCESS=1` is set
+/// at activation, the plugin allocates inside `process()` on purpose. It is
+/// the negative control that proves `assert_process_allocs` is armed (the
+/// host harness expects the process to abort). Always false in release.
+pub fn alloc_probe_requested() -> bool {
+    cfg!(debug_assertions)
+        && std::env::var_os("JAMNET_DEBUG_ALLOC_IN_PROCESS").is_some_and(|v| v == "1")
+}
+
+/// Allocate on purpose (see [`alloc_probe_requested`]).
+#[inline(never)]
+pub fn alloc_probe() {
+    std::hint::black_box(Box::new(std::hint::black_box(0u64)));
+}

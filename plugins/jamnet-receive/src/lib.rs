@@ -63,6 +63,8 @@ pub struct JamnetReceive {
     stats: Arc<ReceiveStats>,
     supervisor: Supervisor,
     editor_state: Arc<EguiEditorState>,
+    /// Debug-only negative control for the allocation checker.
+    alloc_probe: bool,
 }
 
 impl Default for JamnetReceive {
@@ -73,6 +75,7 @@ impl Default for JamnetReceive {
             supervisor: Supervisor::new(stats.status.clone()),
             stats,
             editor_state: editor::default_state(),
+            alloc_probe: false,
         }
     }
 }
@@ -143,6 +146,7 @@ impl Plugin for JamnetReceive {
         let (params, stats) = (self.params.clone(), self.stats.clone());
         self.supervisor
             .start("jamnet-receive", move |ctl| run_worker(params, stats, ctl));
+        self.alloc_probe = jamnet_plugin_kit::alloc_probe_requested();
         true
     }
 
@@ -156,6 +160,9 @@ impl Plugin for JamnetReceive {
         _aux: &mut AuxiliaryBuffers,
         _context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
+        if self.alloc_probe {
+            jamnet_plugin_kit::alloc_probe();
+        }
         // No stream yet: play silence (never stale host memory), with the
         // gain smoother still advancing so automation stays in step.
         for mut frame in buffer.iter_samples() {

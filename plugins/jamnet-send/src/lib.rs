@@ -58,6 +58,8 @@ pub struct JamnetSend {
     stats: Arc<SendStats>,
     supervisor: Supervisor,
     editor_state: Arc<EguiEditorState>,
+    /// Debug-only negative control for the allocation checker.
+    alloc_probe: bool,
 }
 
 impl Default for JamnetSend {
@@ -68,6 +70,7 @@ impl Default for JamnetSend {
             supervisor: Supervisor::new(stats.status.clone()),
             stats,
             editor_state: editor::default_state(),
+            alloc_probe: false,
         }
     }
 }
@@ -144,6 +147,7 @@ impl Plugin for JamnetSend {
         let (params, stats) = (self.params.clone(), self.stats.clone());
         self.supervisor
             .start("jamnet-send", move |ctl| run_worker(params, stats, ctl));
+        self.alloc_probe = jamnet_plugin_kit::alloc_probe_requested();
         true
     }
 
@@ -157,6 +161,9 @@ impl Plugin for JamnetSend {
         _aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
+        if self.alloc_probe {
+            jamnet_plugin_kit::alloc_probe();
+        }
         // Audio passes through unchanged: nice-plug already copied input to
         // output; we only look at it.
         let channels = buffer.as_slice_immutable();

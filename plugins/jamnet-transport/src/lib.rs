@@ -73,6 +73,8 @@ pub struct JamnetTransport {
     stats: Arc<TransportStats>,
     supervisor: Supervisor,
     editor_state: Arc<EguiEditorState>,
+    /// Debug-only negative control for the allocation checker.
+    alloc_probe: bool,
     /// Audio-thread end of the snapshot ring (made in `activate`).
     snapshots: Option<rtrb::Producer<HostSnapshot>>,
 }
@@ -85,6 +87,7 @@ impl Default for JamnetTransport {
             supervisor: Supervisor::new(stats.status.clone()),
             stats,
             editor_state: editor::default_state(),
+            alloc_probe: false,
             snapshots: None,
         }
     }
@@ -178,6 +181,7 @@ impl Plugin for JamnetTransport {
         self.supervisor.start("jamnet-transport", move |ctl| {
             run_worker(params, stats, consumer, ctl)
         });
+        self.alloc_probe = jamnet_plugin_kit::alloc_probe_requested();
         true
     }
 
@@ -192,6 +196,9 @@ impl Plugin for JamnetTransport {
         _aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
+        if self.alloc_probe {
+            jamnet_plugin_kit::alloc_probe();
+        }
         let snap = snapshot(context.transport(), buffer.samples() as u32);
         self.stats
             .host_playing

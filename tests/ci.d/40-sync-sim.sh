@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Clock and transport sync on the simulated network (issue 4): three peers
+# with injected clock offsets (±1 s) and drifts (±200 ppm). Asserts the
+# measured figures against the targets (docs/sync.md):
+#   unimpaired:                offset error p99 ≤ 10 µs, drift error ≤ 1 ppm, start within ±1 sample
+#   5 ± 2 ms jitter, 2 % loss, 8 seeds: median over peers of offset error p99 ≤ 250 µs
+#                              (worst ≤ 800 µs), median drift error ≤ 5 ppm (20 Hz pings
+#                              hold no more after 15 s, see docs), start within ±12 samples (0.25 ms)
+#   late joiner with the lowest id takes over (hand-off), unimpaired targets still hold.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+cargo build -q -p toaster
+T="$CARGO_TARGET_DIR/debug/toaster"
+
+echo "--- unimpaired"
+"$T" sync --peers 3 --seconds 15 --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1
+echo "--- 5 ± 2 ms jitter, 2 % loss, 8 seeds"
+# Per-peer p99 varies with the seed (the fastest packets decide): the target
+# is asserted on the median over peers and seeds, with a regression guard on
+# the worst; every figure is printed.
+for seed in 1 2 3 4 5 6 7 8; do
+  "$T" sync --peers 3 --seconds 15 --delay-ms 5 --jitter-ms 2 --loss 0.02 --seed "$seed" --json
+done | python3 -c '
+import json, statistics, sys
+rows = []
+for line in sys.stdin:
+    d = json.loads(line)
+    for p in d["peers"]:
+        if not p["is_master"]:
+            rows.append((d["config"]["seed"], p["peer_id"], p["offset_error_us_p99"], p["drift_error_ppm"], p["start_error_samples"]))
+for r in rows:
+    print("seed %d peer %s: p99 %.1f us, drift err %.2f ppm, start %.2f samples" % r)
+p99 = [r[2] for r in rows]; drift = [r[3] for r in rows]; start = [abs(r[4]) for r in rows]
+print("median p99 %.1f us (max %.1f), median drift err %.2f ppm (max %.2f), max |start| %.2f samples, p99<=250 in %d/%d"
+      % (statistics.median(p99), max(p99), statistics.median(drift), max(drift), max(start), sum(v <= 250 for v in p99), len(p99)))
+ok = statistics.median(p99) <= 250 and max(p99) <= 800 and statistics.median(drift) <= 5 and max(start) <= 12
+sys.exit(0 if ok else 1)
+'
+echo "--- late joiner hand-off (peer i starts at 4·i s)"
+"$T" sync --peers 3 --seconds 20 --stagger-s 4 --seed 5 --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1
+echo "--- five peers, other seeds"
+for seed in 3 4; do
+  "$T" sync --peers 5 --seconds 15 --seed "$seed" --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1
+done
+echo "--- JSON shape"
+"$T" sync --peers 3 --seconds 8 --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+peers = d["peers"]
+assert len(peers) == 3, peers
+for p in peers:
+    for k in ("peer_id", "offset_error_us_p99", "drift_error_ppm", "start_error_samples"):
+        assert k in p, (k, p)
+    assert len(p["peer_id"]) == 8
+assert sum(p["is_master"] for p in peers) == 1
+print("json ok:", [(p["peer_id"], p["offset_error_us_p99"]) for p in peers])
+'
+echo "sync sim: all targets met"

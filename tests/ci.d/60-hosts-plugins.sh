@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The JAMNet plugins in real hosts. Builds DEBUG bundles once (debug
+# assertions on, so nice-plug's assert_process_allocs aborts the host on any
+# allocation inside process()), then:
+#   1. jamnet-clap-host check: every .clap loaded, activated, 3000 blocks
+#      processed with a moving transport, output checked, a parameter changed
+#      through process(), state saved/edited/restored, 6 instances at once
+#   2. negative control: with JAMNET_DEBUG_ALLOC_IN_PROCESS=1 each debug
+#      bundle must abort inside process() (proves the checker is armed)
+#   3. pedalboard (PyPI) loads each VST3, lists parameters, processes audio,
+#      round-trips state
+#   4. DawDreamer (PyPI) renders with a playing transport (tests/hosts/test_dawdreamer.py)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+PY=${JAMNET_PYTHON:-$PWD/target/pyenv/bin/python}
+export JAMNET_BUNDLE_DIR="$TARGET/bundled"
+
+cargo xtask bundle jamnet-send jamnet-receive jamnet-transport
+cargo build -p jamnet-clap-host
+HOST="$TARGET/debug/jamnet-clap-host"
+B="$JAMNET_BUNDLE_DIR"
+
+echo "--- CLAP harness (debug bundles: process() runs under assert_process_allocs)"
+RUST_BACKTRACE=0 "$HOST" check "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap" "$B/JAMNet Transport.clap"
+
+echo "--- negative control: an allocation in process() must abort the host"
+for p in "JAMNet Send" "JAMNet Receive" "JAMNet Transport"; do
+  set +e
+  RUST_BACKTRACE=0 JAMNET_DEBUG_ALLOC_IN_PROCESS=1 "$HOST" alloc-probe "$B/$p.clap" >/dev/null 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -ne 134 ]; then
+    echo "FAIL: $p with an allocation in process() exited $rc, expected SIGABRT (134)"; exit 1
+  fi
+  echo "ok   $p: allocation in process() aborted (rc 134)"
+done
+
+echo "--- pedalboard"
+"$PY" tests/hosts/test_pedalboard.py
+
+if [ -f tests/hosts/test_dawdreamer.py ]; then
+  echo "--- DawDreamer"
+  "$PY" tests/hosts/test_dawdreamer.py
+fi

@@ -1,0 +1,604 @@
+//! `jamnet-clap-host`: a small CLAP host built on `clack-host`, used to test
+//! the JAMNet `.clap` bundles the way a DAW uses them (no ready CLAP host
+//! ships in Debian or PyPI).
+//!
+//! ```text
+//! jamnet-clap-host check BUNDLE.clap...   load, activate, process with a moving
+//!                                         transport, check output, params, state
+//!                                         round-trip, all instances alive at once
+//! jamnet-clap-host bench [--blocks N] BUNDLE.clap...
+//!                                         process() cost per 64-sample block
+//! jamnet-clap-host alloc-probe BUNDLE.clap
+//!                                         negative control: with
+//!                                         JAMNET_DEBUG_ALLOC_IN_PROCESS=1 a debug
+//!                                         bundle must abort in process()
+//! ```
+//!
+//! Run against DEBUG bundles (`cargo xtask bundle …` without `--release`),
+//! `check` is the allocation proof: nice-plug's `assert_process_allocs`
+//! aborts the process on any allocation inside `process()`.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use clack_extensions::audio_ports::{AudioPortInfoBuffer, PluginAudioPorts};
+use clack_extensions::params::{ParamInfoBuffer, ParamInfoFlags, PluginParams};
+use clack_extensions::state::{HostState, HostStateImpl, PluginState};
+use clack_host::events::event_types::{ParamValueEvent, TransportEvent, TransportFlags};
+use clack_host::events::EventFlags;
+use clack_host::prelude::*;
+use clack_host::utils::{BeatTime, SecondsTime};
+
+const SAMPLE_RATE: f64 = 48_000.0;
+const BLOCK: usize = 64;
+const TEMPO: f64 = 133.0;
+
+struct Host;
+
+struct Shared {
+    state: OnceLock<Option<PluginState>>,
+    params: OnceLock<Option<PluginParams>>,
+    audio_ports: OnceLock<Option<PluginAudioPorts>>,
+    callback_requested: AtomicBool,
+}
+
+impl<'a> SharedHandler<'a> for Shared {
+    fn initializing(&self, instance: InitializingPluginHandle<'a>) {
+        let _ = self.state.set(instance.get_extension());
+        let _ = self.params.set(instance.get_extension());
+        let _ = self.audio_ports.set(instance.get_extension());
+    }
+    fn request_restart(&self) {}
+    fn request_process(&self) {}
+    fn request_callback(&self) {
+        self.callback_requested.store(true, Ordering::Release);
+    }
+}
+
+struct MainThread;
+impl<'a> MainThreadHandler<'a> for MainThread {}
+impl HostStateImpl for MainThread {
+    fn mark_dirty(&self) {}
+}
+
+impl HostHandlers for Host {
+    type Shared<'a> = Shared;
+    type MainThread<'a> = MainThread;
+    type AudioProcessor<'a> = ();
+
+    fn declare_extensions(builder: &mut HostExtensions<Self>, _shared: &Self::Shared<'_>) {
+        builder.register::<HostState>();
+    }
+}
+
+/// One loaded plugin instance.
+struct Loaded {
+    name: String,
+    id: CString,
+    instance: PluginInstance<Host>,
+    inputs: usize,
+    outputs: usize,
+}
+
+fn host_info() -> Result<HostInfo> {
+    Ok(HostInfo::new(
+        "jamnet-clap-host",
+        "JAMNet",
+        "https://example.invalid/jamnet",
+        "0.1.0",
+    )?)
+}
+
+fn load_entry(path: &Path) -> Result<PluginEntry> {
+    // SAFETY: loading a plugin library runs its initialisers; these are the
+    // bundles this repository builds, which is what this harness exists to test.
+    let path =
+        std::fs::canonicalize(path).with_context(|| format!("no bundle at {}", path.display()))?;
+    unsafe { PluginEntry::load(&path) }.with_context(|| format!("loading {}", path.display()))
+}
+
+fn instantiate(entry: &PluginEntry) -> Result<Loaded> {
+    let factory = entry
+        .get_plugin_factory()
+        .ok_or_else(|| anyhow!("no plugin factory"))?;
+    let descriptors: Vec<_> = factory.plugin_descriptors().collect();
+    ensure!(
+        descriptors.len() == 1,
+        "expected one plugin per bundle, got {}",
+        descriptors.len()
+    );
+    let d = &descriptors[0];
+    let id = d
+        .id()
+        .ok_or_else(|| anyhow!("descriptor without id"))?
+        .to_owned();
+    let name = d
+        .name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut instance = PluginInstance::<Host>::new(
+        |_| Shared {
+            state: OnceLock::new(),
+            params: OnceLock::new(),
+            audio_ports: OnceLock::new(),
+            callback_requested: AtomicBool::new(false),
+        },
+        |_| MainThread,
+        entry,
+        &id,
+        &host_info()?,
+    )?;
+    let ports = instance
+        .access_shared_handler(|s| *s.audio_ports.get().unwrap_or(&None))
+        .ok_or_else(|| anyhow!("{name}: no audio-ports extension"))?;
+    let mut count = |is_input: bool| -> usize {
+        let mut buf = AudioPortInfoBuffer::new();
+        let handle = instance.plugin_handle();
+        let n = ports.count(&handle, is_input);
+        (0..n)
+            .filter_map(|i| {
+                ports
+                    .get(&handle, i, is_input, &mut buf)
+                    .map(|p| p.channel_count as usize)
+            })
+            .sum()
+    };
+    let inputs = count(true);
+    let outputs = count(false);
+    Ok(Loaded {
+        name,
+        id,
+        instance,
+        inputs,
+        outputs,
+    })
+}
+
+/// Parameter ids, names and ranges.
+struct ParamDesc {
+    id: ClapId,
+    name: String,
+    min: f64,
+    max: f64,
+    default: f64,
+    stepped: bool,
+}
+
+fn list_params(p: &mut Loaded) -> Result<Vec<ParamDesc>> {
+    let ext = p
+        .instance
+        .access_shared_handler(|s| *s.params.get().unwrap_or(&None))
+        .ok_or_else(|| anyhow!("{}: no params extension", p.name))?;
+    let handle = p.instance.plugin_handle();
+    let mut out = Vec::new();
+    let mut buf = ParamInfoBuffer::new();
+    for i in 0..ext.count(&handle) {
+        let info = ext
+            .get_info(&handle, i, &mut buf)
+            .ok_or_else(|| anyhow!("param {i}: no info"))?;
+        out.push(ParamDesc {
+            id: info.id,
+            name: String::from_utf8_lossy(info.name).into_owned(),
+            min: info.min_value,
+            max: info.max_value,
+            default: info.default_value,
+            stepped: info.flags.contains(ParamInfoFlags::IS_STEPPED),
+        });
+    }
+    Ok(out)
+}
+
+fn param_value(p: &mut Loaded, id: ClapId) -> Result<f64> {
+    let ext = p
+        .instance
+        .access_shared_handler(|s| *s.params.get().unwrap_or(&None))
+        .ok_or_else(|| anyhow!("no params extension"))?;
+    ext.get_value(&p.instance.plugin_handle(), id)
+        .ok_or_else(|| anyhow!("param {id:?}: no value"))
+}
+
+fn save_state(p: &mut Loaded) -> Result<Vec<u8>> {
+    let ext = p
+        .instance
+        .access_shared_handler(|s| *s.state.get().unwrap_or(&None))
+        .ok_or_else(|| anyhow!("{}: no state extension", p.name))?;
+    let mut out = Vec::new();
+    ext.save(&p.instance.plugin_handle(), &mut out)?;
+    Ok(out)
+}
+
+fn load_state(p: &mut Loaded, bytes: &[u8]) -> Result<()> {
+    let ext = p
+        .instance
+        .access_shared_handler(|s| *s.state.get().unwrap_or(&None))
+        .ok_or_else(|| anyhow!("{}: no state extension", p.name))?;
+    ext.load(
+        &p.instance.plugin_handle(),
+        &mut std::io::Cursor::new(bytes),
+    )?;
+    Ok(())
+}
+
+/// nice-plug's CLAP state is a little-endian u64 length, then JSON.
+fn state_json(bytes: &[u8]) -> Result<serde_json::Value> {
+    ensure!(bytes.len() >= 8, "state shorter than its length prefix");
+    let len = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
+    ensure!(
+        bytes.len() == 8 + len,
+        "state length prefix {len} vs {} bytes",
+        bytes.len() - 8
+    );
+    serde_json::from_slice(&bytes[8..]).context("state is not JSON")
+}
+
+fn json_state(json: &serde_json::Value) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec(json)?;
+    let mut out = (body.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn transport_at(sample: u64, playing: bool) -> TransportEvent {
+    let seconds = sample as f64 / SAMPLE_RATE;
+    let beats = seconds * TEMPO / 60.0;
+    let mut flags = TransportFlags::HAS_TEMPO
+        | TransportFlags::HAS_BEATS_TIMELINE
+        | TransportFlags::HAS_SECONDS_TIMELINE
+        | TransportFlags::HAS_TIME_SIGNATURE;
+    if playing {
+        flags |= TransportFlags::IS_PLAYING;
+    }
+    TransportEvent {
+        header: EventHeader::new_core(0, EventFlags::empty()),
+        flags,
+        song_pos_beats: BeatTime::from_float(beats),
+        song_pos_seconds: SecondsTime::from_float(seconds),
+        tempo: TEMPO,
+        tempo_inc: 0.0,
+        loop_start_beats: BeatTime::from_float(0.0),
+        loop_end_beats: BeatTime::from_float(0.0),
+        loop_start_seconds: SecondsTime::from_float(0.0),
+        loop_end_seconds: SecondsTime::from_float(0.0),
+        bar_start: BeatTime::from_float((beats / 4.0).floor() * 4.0),
+        bar_number: (beats / 4.0).floor() as i32,
+        time_signature_numerator: 4,
+        time_signature_denominator: 4,
+    }
+}
+
+/// Audio buffers and event buffers for one instance, allocated once.
+struct Io {
+    input: Vec<Vec<f32>>,
+    output: Vec<Vec<f32>>,
+    in_ports: AudioPorts,
+    out_ports: AudioPorts,
+    in_events: EventBuffer,
+    out_events: EventBuffer,
+}
+
+impl Io {
+    fn new(inputs: usize, outputs: usize) -> Self {
+        Self {
+            input: vec![vec![0.0; BLOCK]; inputs],
+            output: vec![vec![0.0; BLOCK]; outputs],
+            in_ports: AudioPorts::with_capacity(inputs, 1),
+            out_ports: AudioPorts::with_capacity(outputs, 1),
+            in_events: EventBuffer::with_capacity(64),
+            out_events: EventBuffer::with_capacity(1024),
+        }
+    }
+
+    /// Fill the input with a 440 Hz sine (left) and 660 Hz (right) at `sample`.
+    fn fill_input(&mut self, sample: u64) {
+        for (c, ch) in self.input.iter_mut().enumerate() {
+            let f = 440.0 * (1.0 + 0.5 * c as f64);
+            for (i, s) in ch.iter_mut().enumerate() {
+                let t = (sample + i as u64) as f64 / SAMPLE_RATE;
+                *s = (0.5 * (2.0 * std::f64::consts::PI * f * t).sin()) as f32;
+            }
+        }
+    }
+
+    fn run(
+        &mut self,
+        proc: &mut StartedPluginAudioProcessor<Host>,
+        sample: u64,
+        transport: &TransportEvent,
+    ) -> Result<(ProcessStatus, std::time::Duration)> {
+        let has_in = !self.input.is_empty();
+        let has_out = !self.output.is_empty();
+        let inputs = self.in_ports.with_input_buffers(has_in.then(|| {
+            AudioPortBuffer {
+                latency: 0,
+                channels: AudioPortBufferType::f32_input_only(
+                    self.input
+                        .iter_mut()
+                        .map(|b| InputChannel::variable(b.as_mut_slice())),
+                ),
+            }
+        }));
+        let mut outputs = self
+            .out_ports
+            .with_output_buffers(has_out.then(|| AudioPortBuffer {
+                latency: 0,
+                channels: AudioPortBufferType::f32_output_only(
+                    self.output.iter_mut().map(|b| b.as_mut_slice()),
+                ),
+            }));
+        self.out_events.clear();
+        let in_events = InputEvents::from_buffer(&self.in_events);
+        let mut out_events = OutputEvents::from_buffer(&mut self.out_events);
+        let t0 = Instant::now();
+        let status = proc.process(
+            &inputs,
+            &mut outputs,
+            &in_events,
+            &mut out_events,
+            Some(sample),
+            Some(transport),
+        )?;
+        let took = t0.elapsed();
+        self.in_events.clear();
+        Ok((status, took))
+    }
+}
+
+fn activate(p: &mut Loaded) -> Result<StartedPluginAudioProcessor<Host>> {
+    let cfg = PluginAudioConfiguration {
+        sample_rate: SAMPLE_RATE,
+        min_frames_count: 1,
+        max_frames_count: BLOCK as u32,
+    };
+    let stopped = p.instance.activate(|_, _| (), cfg)?;
+    stopped
+        .start_processing()
+        .map_err(|_| anyhow!("{}: start_processing failed", p.name))
+}
+
+fn pump_main_thread(p: &mut Loaded) {
+    let wanted = p
+        .instance
+        .access_shared_handler(|s| s.callback_requested.swap(false, Ordering::AcqRel));
+    if wanted {
+        p.instance.call_on_main_thread_callback();
+    }
+}
+
+/// Pick a parameter to change for the state test and the value to set.
+fn pick_change(params: &[ParamDesc]) -> Option<(ClapId, f64)> {
+    params
+        .iter()
+        .find(|d| d.stepped && d.max > d.min)
+        .map(|d| (d.id, if d.default == d.max { d.min } else { d.max }))
+}
+
+fn check(paths: &[PathBuf]) -> Result<()> {
+    let entries: Vec<PluginEntry> = paths.iter().map(|p| load_entry(p)).collect::<Result<_>>()?;
+    // One instance per bundle, plus a second instance of every bundle, all
+    // alive and processing at once (two Receives of different streams, a Send
+    // and a Receive of the same session, in one host process).
+    let mut loaded: Vec<Loaded> = Vec::new();
+    for e in &entries {
+        loaded.push(instantiate(e)?);
+        loaded.push(instantiate(e)?);
+    }
+    for p in &mut loaded {
+        let params = list_params(p)?;
+        ensure!(!params.is_empty(), "{}: no parameters", p.name);
+        println!(
+            "{} ({}) in={} out={} params: {}",
+            p.name,
+            p.id.to_string_lossy(),
+            p.inputs,
+            p.outputs,
+            params
+                .iter()
+                .map(|d| format!("{}[{}..{}]", d.name, d.min, d.max))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    // Change one stepped parameter through a process() call (as automation
+    // arrives), then check the host sees the new value.
+    let mut changes = Vec::new();
+    for p in &mut loaded {
+        let params = list_params(p)?;
+        changes.push(pick_change(&params));
+    }
+
+    let mut procs = Vec::new();
+    let mut ios = Vec::new();
+    for p in &mut loaded {
+        procs.push(activate(p)?);
+        ios.push(Io::new(p.inputs, p.outputs));
+    }
+    // ~4 s of audio at 48 kHz in 64-sample blocks, transport playing at 133 BPM.
+    let blocks = 3000u64;
+    for b in 0..blocks {
+        let sample = b * BLOCK as u64;
+        let transport = transport_at(sample, b >= 10);
+        for (i, p) in loaded.iter_mut().enumerate() {
+            let io = &mut ios[i];
+            io.fill_input(sample);
+            if b == 5 {
+                if let Some((id, v)) = changes[i] {
+                    io.in_events
+                        .push(&ParamValueEvent::new(0, id, Pckn::match_all(), v));
+                }
+            }
+            // A plugin's process error comes back as Err.
+            io.run(&mut procs[i], sample, &transport)
+                .with_context(|| format!("{}: process block {b}", p.name))?;
+            for (c, out) in io.output.iter().enumerate() {
+                ensure!(
+                    out.iter().all(|s| s.is_finite()),
+                    "{}: non-finite output",
+                    p.name
+                );
+                if p.inputs > 0 {
+                    // Send and Transport pass audio through unchanged.
+                    ensure!(
+                        out == &io.input[c],
+                        "{}: channel {c} not passed through unchanged at block {b}",
+                        p.name
+                    );
+                }
+            }
+            pump_main_thread(p);
+        }
+    }
+    for (i, p) in loaded.iter_mut().enumerate() {
+        if let Some((id, v)) = changes[i] {
+            let got = param_value(p, id)?;
+            ensure!(
+                (got - v).abs() < 1e-6,
+                "{}: param {id:?} is {got}, want {v}",
+                p.name
+            );
+        }
+    }
+    // Deactivate all, state round trip on the first instance of each bundle.
+    for (p, proc) in loaded.iter_mut().zip(procs) {
+        p.instance.deactivate(proc.stop_processing());
+    }
+    for (k, e) in entries.iter().enumerate() {
+        let p = &mut loaded[2 * k];
+        let saved = save_state(p)?;
+        let mut json = state_json(&saved)?;
+        // Edit the persisted (non-parameter) session settings as a user would.
+        let fields = json["fields"]
+            .as_object_mut()
+            .ok_or_else(|| anyhow!("no fields"))?;
+        let session = fields
+            .get("session")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| anyhow!("{}: no persisted session settings", p.name))?;
+        let mut settings: serde_json::Value = serde_json::from_str(session)?;
+        settings["session"] = "harness-session-42".into();
+        settings["destination"] = "127.0.0.1:47811".into();
+        fields.insert("session".into(), settings.to_string().into());
+        let edited = json_state(&json)?;
+
+        let mut fresh = instantiate(e)?;
+        load_state(&mut fresh, &edited)?;
+        // Restored settings survive an activate/deactivate cycle and a save.
+        let proc = activate(&mut fresh)?;
+        fresh.instance.deactivate(proc.stop_processing());
+        let again = state_json(&save_state(&mut fresh)?)?;
+        let restored: serde_json::Value =
+            serde_json::from_str(again["fields"]["session"].as_str().unwrap_or("null"))?;
+        ensure!(
+            restored["session"] == "harness-session-42"
+                && restored["destination"] == "127.0.0.1:47811",
+            "{}: session settings not restored: {restored}",
+            p.name
+        );
+        ensure!(
+            again["params"] == json["params"],
+            "{}: parameters not restored: {} vs {}",
+            p.name,
+            again["params"],
+            json["params"]
+        );
+        if let Some((id, v)) = changes[2 * k] {
+            let got = param_value(&mut fresh, id)?;
+            ensure!(
+                (got - v).abs() < 1e-6,
+                "{}: restored param {id:?} is {got}, want {v}",
+                p.name
+            );
+        }
+        println!(
+            "{}: state round trip ok ({} bytes, {} params, fields {:?})",
+            p.name,
+            saved.len(),
+            json["params"].as_object().map_or(0, |m| m.len()),
+            json["fields"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect::<Vec<_>>())
+        );
+    }
+    println!(
+        "check ok: {} instances processed {blocks} blocks of {BLOCK} with transport, alive together",
+        loaded.len()
+    );
+    Ok(())
+}
+
+fn bench(paths: &[PathBuf], blocks: usize) -> Result<()> {
+    for path in paths {
+        let entry = load_entry(path)?;
+        let mut p = instantiate(&entry)?;
+        let mut proc = activate(&mut p)?;
+        let mut io = Io::new(p.inputs, p.outputs);
+        let mut times = Vec::with_capacity(blocks);
+        for b in 0..(blocks + 1000) as u64 {
+            let sample = b * BLOCK as u64;
+            let transport = transport_at(sample, true);
+            io.fill_input(sample);
+            let (_, dt) = io.run(&mut proc, sample, &transport)?;
+            if b >= 1000 {
+                times.push(dt.as_nanos() as u64);
+            }
+        }
+        p.instance.deactivate(proc.stop_processing());
+        times.sort_unstable();
+        let q = |f: f64| times[((times.len() - 1) as f64 * f) as usize];
+        println!(
+            "{{\"plugin\":\"{}\",\"block\":{BLOCK},\"blocks\":{},\"median_ns\":{},\"p99_ns\":{},\"max_ns\":{}}}",
+            p.name,
+            times.len(),
+            q(0.5),
+            q(0.99),
+            times[times.len() - 1]
+        );
+    }
+    Ok(())
+}
+
+fn alloc_probe(path: &Path) -> Result<()> {
+    let entry = load_entry(path)?;
+    let mut p = instantiate(&entry)?;
+    let mut proc = activate(&mut p)?;
+    let mut io = Io::new(p.inputs, p.outputs);
+    for b in 0..10u64 {
+        io.run(
+            &mut proc,
+            b * BLOCK as u64,
+            &transport_at(b * BLOCK as u64, true),
+        )?;
+    }
+    p.instance.deactivate(proc.stop_processing());
+    println!("alloc-probe: {} processed without aborting", p.name);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = args
+        .split_first()
+        .ok_or_else(|| anyhow!("usage: check|bench|alloc-probe BUNDLE.clap..."))?;
+    match cmd.as_str() {
+        "check" => check(&rest.iter().map(PathBuf::from).collect::<Vec<_>>()),
+        "bench" => {
+            let mut blocks = 20_000;
+            let mut paths = Vec::new();
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                if a == "--blocks" {
+                    blocks = it.next().ok_or_else(|| anyhow!("--blocks N"))?.parse()?;
+                } else {
+                    paths.push(PathBuf::from(a));
+                }
+            }
+            bench(&paths, blocks)
+        }
+        "alloc-probe" => alloc_probe(Path::new(rest.first().ok_or_else(|| anyhow!("bundle"))?)),
+        _ => bail!("unknown command {cmd}"),
+    }
+}
