@@ -309,6 +309,7 @@ impl Common {
 
 /// Runs a worker until `seconds` pass or Ctrl-C-less end, printing peer
 /// events and a status line; returns the core.
+#[allow(clippy::too_many_arguments)] // one call per command; a struct would only rename them
 fn run_worker(
     net: NetConfig,
     clock: Arc<dyn Clock>,
