@@ -455,13 +455,23 @@ fn summary_json(r: &PeerReport) -> serde_json::Value {
 }
 
 fn print_human_summary(r: &PeerReport) {
+    let joined = r
+        .peer_events
+        .iter()
+        .filter(|e| matches!(e, PeerEvent::Joined { .. }))
+        .count();
+    let now: Vec<String> = r
+        .peers
+        .iter()
+        .map(|p| format!("{} \"{}\"", p.peer_id, p.name))
+        .collect();
     println!(
-        "peers: {}",
-        r.peers
-            .iter()
-            .map(|p| format!("{} \"{}\"", p.peer_id, p.name))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "peers now: {} ({joined} joined during the run)",
+        if now.is_empty() {
+            "none".to_string()
+        } else {
+            now.join(", ")
+        }
     );
     if r.midi_sent > 0 {
         println!("midi sent: {}", r.midi_sent);
