@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bridge_core::discovery::mdns::MdnsDiscovery;
 use bridge_core::discovery::PeerEvent;
 use bridge_core::handle::LinkStats;
 use bridge_core::net::{NetConfig, StageConfig, DEFAULT_GROUP, DEFAULT_PORT};
 use bridge_core::protocol::{SampleFormat, SessionKey};
 use bridge_core::worker::clock::monotonic_ns;
 use bridge_core::worker::peer::{
-    AudioSource, AudioTxConfig, LivePeer, PeerConfig, PeerReport, SharedReport,
+    shared_targets, AudioSource, AudioTxConfig, LivePeer, PeerConfig, PeerReport, SharedReport,
+    SharedTargets,
 };
 use bridge_core::worker::{Clock, MonotonicClock, SkewedClock, Worker, WorkerConfig};
 use serde_json::json;
@@ -36,6 +38,9 @@ pub struct Common {
     /// Multicast group, ADDR or ADDR:PORT (default 239.255.77.77:47700 unless --to is given).
     #[arg(long)]
     pub group: Option<String>,
+    /// No multicast group at all (unicast --to and/or --mdns only).
+    #[arg(long, conflicts_with = "group")]
+    pub no_group: bool,
     /// Unicast peer HOST:PORT (repeatable); without --group this disables multicast.
     #[arg(long)]
     pub to: Vec<String>,
@@ -75,6 +80,10 @@ pub struct Common {
     /// Test option: percent of received datagrams dropped.
     #[arg(long, default_value_t = 0.0)]
     pub impair_loss: f64,
+    /// Also announce and browse DNS-SD `_toast._udp.local.` (mdns-sd); found
+    /// peers get our heartbeats by unicast.
+    #[arg(long)]
+    pub mdns: bool,
     /// Test option: seed of the impairment stage.
     #[arg(long, default_value_t = 1)]
     pub impair_seed: u64,
@@ -222,6 +231,7 @@ fn resolve(s: &str) -> anyhow::Result<SocketAddr> {
 impl Common {
     fn net(&self) -> anyhow::Result<NetConfig> {
         let group = match (&self.group, self.to.is_empty()) {
+            _ if self.no_group => None,
             (Some(g), _) => Some(parse_group(g)?),
             (None, true) => Some(SocketAddrV4::new(DEFAULT_GROUP, DEFAULT_PORT)),
             (None, false) => None,
@@ -248,6 +258,34 @@ impl Common {
         })
     }
 
+    /// DNS-SD settings if `--mdns`: the address to announce is --iface,
+    /// --bind, or the one the route to the mDNS group leaves from.
+    fn mdns(
+        &self,
+        pc: &mut PeerConfig,
+    ) -> anyhow::Result<Option<(Uuid, String, Ipv4Addr, SharedTargets)>> {
+        if !self.mdns {
+            return Ok(None);
+        }
+        let ip = if !self.iface.is_unspecified() {
+            self.iface
+        } else if !self.bind.is_unspecified() {
+            self.bind
+        } else {
+            let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            probe
+                .connect("224.0.0.251:5353")
+                .context("--mdns: no route for multicast DNS")?;
+            match probe.local_addr()? {
+                SocketAddr::V4(a) => *a.ip(),
+                SocketAddr::V6(_) => bail!("--mdns: no IPv4 address"),
+            }
+        };
+        let targets = shared_targets();
+        pc.heartbeat_targets = Some(targets.clone());
+        Ok(Some((self.session, self.name.clone(), ip, targets)))
+    }
+
     fn peer(&self, net: &NetConfig) -> anyhow::Result<PeerConfig> {
         let key = match &self.key {
             Some(k) => Some(SessionKey::from_hex(k.trim()).context("--key must be 64 hex digits")?),
@@ -271,6 +309,7 @@ impl Common {
 
 /// Runs a worker until `seconds` pass or Ctrl-C-less end, printing peer
 /// events and a status line; returns the core.
+#[allow(clippy::too_many_arguments)] // one call per command; a struct would only rename them
 fn run_worker(
     net: NetConfig,
     clock: Arc<dyn Clock>,
@@ -278,6 +317,7 @@ fn run_worker(
     report: SharedReport,
     seconds: f64,
     human: bool,
+    mdns: Option<(Uuid, String, Ipv4Addr, SharedTargets)>,
     mut each_second: impl FnMut(f64),
 ) -> anyhow::Result<LivePeer> {
     let start_ns = clock.now_ns();
@@ -302,12 +342,28 @@ fn run_worker(
                 .unwrap_or_default()
         );
     }
+    let mut mdns = match mdns {
+        Some((session, name, ip, targets)) => {
+            let own = report.lock().peer_id.context("peer id")?;
+            let d = MdnsDiscovery::start(own, session, &name, ip, worker.local_addr().port())?;
+            Some((d, targets))
+        }
+        None => None,
+    };
     let tty = std::io::stderr().is_terminal();
     let t0 = Instant::now();
     let mut printed_events = 0usize;
     let mut next_second = 1.0;
     while t0.elapsed().as_secs_f64() < seconds && !worker.is_finished() {
         std::thread::sleep(Duration::from_millis(20));
+        if let Some((d, targets)) = &mut mdns {
+            for p in d.poll() {
+                if human {
+                    println!("dns-sd: {} at {} ({})", p.peer_id, p.addr, p.fullname);
+                }
+                targets.lock().push(p.addr);
+            }
+        }
         let r = report.lock().clone();
         if human {
             for ev in &r.peer_events[printed_events.min(r.peer_events.len())..] {
@@ -346,6 +402,9 @@ fn run_worker(
     if human && tty {
         eprintln!();
     }
+    if let Some((d, _)) = mdns {
+        d.stop();
+    }
     Ok(worker.join()?)
 }
 
@@ -378,6 +437,7 @@ fn summary_json(r: &PeerReport) -> serde_json::Value {
         "session": r.session,
         "local_addr": r.local_addr,
         "started_ns": r.started_ns,
+        "clock": r.clock,
         "peers": r.peers.iter().map(|p| json!({"peer_id": p.peer_id, "name": p.name, "addr": p.addr})).collect::<Vec<_>>(),
         "peer_events": r.peer_events,
         "midi_sent": r.midi_sent,
@@ -395,13 +455,23 @@ fn summary_json(r: &PeerReport) -> serde_json::Value {
 }
 
 fn print_human_summary(r: &PeerReport) {
+    let joined = r
+        .peer_events
+        .iter()
+        .filter(|e| matches!(e, PeerEvent::Joined { .. }))
+        .count();
+    let now: Vec<String> = r
+        .peers
+        .iter()
+        .map(|p| format!("{} \"{}\"", p.peer_id, p.name))
+        .collect();
     println!(
-        "peers: {}",
-        r.peers
-            .iter()
-            .map(|p| format!("{} \"{}\"", p.peer_id, p.name))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "peers now: {} ({joined} joined during the run)",
+        if now.is_empty() {
+            "none".to_string()
+        } else {
+            now.join(", ")
+        }
     );
     if r.midi_sent > 0 {
         println!("midi sent: {}", r.midi_sent);
@@ -449,22 +519,46 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
     } else {
         Arc::new(MonotonicClock)
     };
-    let (core, report) = LivePeer::new(c.peer(&net)?);
+    let mut pc = c.peer(&net)?;
+    let mdns = c.mdns(&mut pc)?;
+    let (core, report) = LivePeer::new(pc);
+    let shared = report.clone();
     let own = core.peer_id();
     let json_mode = c.json;
     let clk = clock.clone();
-    let core = run_worker(net, clock, core, report, c.seconds, !json_mode, |_| {
-        if json_mode {
-            // No clock arbiter on this branch yet: the session timeline
-            // estimate is our own injected local clock (we act as master).
-            let local = clk.now_ns();
-            println!(
-                "{}",
-                json!({"local_ns": local, "session_ns": local, "master": own,
-                       "session_estimate": "local_clock_no_arbiter", "monotonic_ns": monotonic_ns()})
-            );
-        }
-    })?;
+    let core = run_worker(
+        net,
+        clock,
+        core,
+        report,
+        c.seconds,
+        !json_mode,
+        mdns,
+        |_| {
+            if json_mode {
+                // The session timeline from bridge-core's ClockDriftArbiter
+                // (clock_ping/pong with every peer, lowest settled id is
+                // master); before its first refresh, our own local clock.
+                let local = clk.now_ns();
+                let clock = shared.lock().clock;
+                let (session_ns, master, synced, source) = match clock {
+                    Some(c) => (
+                        c.estimate.to_remote(local),
+                        c.master,
+                        c.synced,
+                        "clock_drift_arbiter",
+                    ),
+                    None => (local, None, false, "local_clock_before_arbiter"),
+                };
+                println!(
+                    "{}",
+                    json!({"local_ns": local, "session_ns": session_ns, "master": master,
+                           "self": own, "synced": synced, "session_source": source,
+                           "monotonic_ns": monotonic_ns()})
+                );
+            }
+        },
+    )?;
     finish(core, json_mode)
 }
 
@@ -563,6 +657,7 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     pc.midi_demo = args.midi_demo;
     pc.midi_demo_interval_ns = (args.midi_interval_ms * 1e6) as u64;
     pc.midi_burst = args.burst.clamp(1, 8);
+    let mdns = c.mdns(&mut pc)?;
     let (core, report) = LivePeer::new(pc);
     let core = run_worker(
         net,
@@ -571,6 +666,7 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         report,
         c.seconds,
         !c.json,
+        mdns,
         |_| {},
     )?;
     finish(core, c.json)
@@ -585,6 +681,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
     if args.wav.is_some() {
         pc.record_frames = 48_000 * 600;
     }
+    let mdns = c.mdns(&mut pc)?;
     let (core, report) = LivePeer::new(pc);
     let core = run_worker(
         net,
@@ -593,6 +690,7 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
         report,
         c.seconds,
         !c.json,
+        mdns,
         |_| {},
     )?;
     if let Some(path) = &args.wav {

@@ -1,6 +1,6 @@
 //! Discovery: who is in the session, found by heartbeats on the multicast
 //! group (and unicast targets), plus DNS-SD where multicast DNS works
-//! ([`mdns`]).
+//! (`mdns`, feature `mdns`).
 //!
 //! [`Discovery`] is sans-IO: it is told about heartbeats and goodbyes with the
 //! time, and says when to send our own heartbeat. Fast joining (both sides
@@ -16,6 +16,9 @@
 //! Otherwise heartbeats go every [`DiscoveryConfig::heartbeat_interval_ns`]
 //! (250 ms) and a peer is gone after [`DiscoveryConfig::timeout_ns`] (2 s) of
 //! silence, or at once on `goodbye`.
+
+#[cfg(feature = "mdns")]
+pub mod mdns;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

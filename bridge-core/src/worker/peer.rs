@@ -30,6 +30,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Core, Dest, NetInfo, Outbox};
+use crate::clock::{ArbiterConfig, ClockDriftArbiter, ClockEstimate};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryStats, PeerEntry, PeerEvent};
 use crate::handle::{MidiEvent, WorkerLink};
 use crate::net::{DriverStats, StageStats, Via};
@@ -37,7 +38,7 @@ use crate::protocol::audio::{write_binary_from_f32, AudioHeader};
 use crate::protocol::frame::{Flags, FrameWriter, Header, MessageKind};
 use crate::protocol::jmid::{JmidCompact, JmidEvent, MidiMessage};
 use crate::protocol::{
-    decode, ClockPong, FormatType, Goodbye, Heartbeat, Message, PeerId, RejectCounters,
+    decode, ClockPing, ClockPong, FormatType, Goodbye, Heartbeat, Message, PeerId, RejectCounters,
     RejectReason, SampleFormat, SessionKey, StreamInfo, StreamKind,
 };
 
@@ -66,6 +67,14 @@ pub struct AudioTxConfig {
 
 /// The report a running [`LivePeer`] refreshes ten times a second.
 pub type SharedReport = Arc<Mutex<PeerReport>>;
+
+/// A list of unicast addresses shared with another thread (DNS-SD results).
+pub type SharedTargets = Arc<Mutex<Vec<SocketAddr>>>;
+
+/// An empty [`SharedTargets`].
+pub fn shared_targets() -> SharedTargets {
+    Arc::new(Mutex::new(Vec::new()))
+}
 
 /// Fills one interleaved block given the index of its first frame.
 pub type AudioGenerator = Box<dyn FnMut(u64, &mut [f32]) + Send>;
@@ -125,6 +134,9 @@ pub struct PeerConfig {
     pub record_frames: usize,
     /// Seed for burst spacing jitter.
     pub seed: u64,
+    /// Extra unicast addresses that get our heartbeats (filled at run time,
+    /// e.g. by DNS-SD); peers found there join through the heartbeat exchange.
+    pub heartbeat_targets: Option<SharedTargets>,
 }
 
 impl Default for PeerConfig {
@@ -146,6 +158,7 @@ impl Default for PeerConfig {
             playout_delay_ns: 20 * MS,
             record_frames: 0,
             seed: 1,
+            heartbeat_targets: None,
         }
     }
 }
@@ -230,6 +243,22 @@ pub struct StreamReport {
     pub latency_p99_us: Option<f64>,
 }
 
+/// The session clock as the arbiter sees it.
+///
+/// Thread-safe: yes. Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SessionClockReport {
+    /// Master peer (lowest eligible id), if elected.
+    pub master: Option<PeerId>,
+    /// Whether our session clock follows a settled source.
+    pub synced: bool,
+    /// Master hand-offs so far.
+    pub handoffs: u64,
+    /// Local → session mapping at the last refresh (apply to a local reading).
+    #[serde(skip)]
+    pub estimate: ClockEstimate,
+}
+
 /// What a live peer reports (live status and final summary).
 ///
 /// Thread-safe: yes. Realtime-safe: no.
@@ -245,6 +274,8 @@ pub struct PeerReport {
     pub local_addr: Option<SocketAddr>,
     /// Clock reading of the first tick (our first heartbeat), ns.
     pub started_ns: Option<u64>,
+    /// Session clock (ClockDriftArbiter): current master and mapping.
+    pub clock: Option<SessionClockReport>,
     /// Peers now.
     pub peers: Vec<PeerEntry>,
     /// Join/leave history.
@@ -290,7 +321,8 @@ struct RxStream {
     played_end: Option<u64>,
     next_sample: Option<u64>,
     last_arrival_ns: u64,
-    ended: bool,
+    /// When the sender said goodbye (its stream ends once drained).
+    ended_at: Option<u64>,
     last_seq: Option<u32>,
     last_transit: Option<i64>,
     last_block: Vec<f32>,
@@ -384,6 +416,8 @@ pub struct LivePeer {
     record_source: Option<(u32, u16)>,
     local: Option<SocketAddr>,
     stopped: bool,
+    arbiter: Option<ClockDriftArbiter>,
+    last_now: Option<u64>,
     pending_unicast: Vec<(SocketAddr, Vec<u8>)>,
 }
 
@@ -446,6 +480,8 @@ impl LivePeer {
                 record_source: None,
                 local: None,
                 stopped: false,
+                arbiter: None,
+                last_now: None,
                 pending_unicast: Vec::new(),
                 cfg,
             },
@@ -488,7 +524,21 @@ impl LivePeer {
             .collect();
         drops.insert("other_session".into(), self.other_session);
         self.report.drops = drops;
+        if let (Some(a), Some(now)) = (&self.arbiter, self.last_now) {
+            self.report.clock = Some(SessionClockReport {
+                master: a.master().map(PeerId),
+                synced: a.is_synced(),
+                handoffs: a.handoffs(),
+                estimate: a.session_estimate(now),
+            });
+        }
         self.report.local_addr = self.local;
+    }
+
+    /// Session time for local `now` (the arbiter's estimate; local time
+    /// until the arbiter has started).
+    fn session_now(&self, now: u64) -> u64 {
+        self.arbiter.as_ref().map_or(now, |a| a.session_time(now))
     }
 
     fn next_seq(&mut self, kind: MessageKind) -> u32 {
@@ -500,7 +550,8 @@ impl LivePeer {
 
     fn header(&mut self, kind: MessageKind, format: FormatType, now: u64, flags: u8) -> Header {
         let seq = self.next_seq(kind);
-        let mut h = Header::new(kind, format, self.cfg.session, self.own.0, seq, now);
+        let stamp = self.session_now(now);
+        let mut h = Header::new(kind, format, self.cfg.session, self.own.0, seq, stamp);
         h.flags = Flags(flags);
         h
     }
@@ -562,6 +613,16 @@ impl LivePeer {
             streams,
         });
         self.send_message(now, &hb, 0, out);
+        if let Some(extra) = self.cfg.heartbeat_targets.clone() {
+            let targets = extra.lock().clone();
+            let header = self.header(MessageKind::Heartbeat, FormatType::StandardJson, now, 0);
+            let key = self.cfg.key.clone();
+            if let Ok(n) = hb.encode(&header, key.as_ref(), &mut self.buf[..MAX_SEND]) {
+                for t in targets {
+                    out.send(Dest::To(t), &self.buf[..n]);
+                }
+            }
+        }
     }
 
     // ---------------------------------------------------------------- TX
@@ -726,7 +787,7 @@ impl LivePeer {
                 let ts = if ev.timestamp_ns != 0 {
                     ev.timestamp_ns
                 } else {
-                    now
+                    self.session_now(now)
                 };
                 self.queue_midi(now, ts, ev.bytes());
             }
@@ -741,7 +802,8 @@ impl LivePeer {
                 } else {
                     [0x80, note, 0]
                 };
-                self.queue_midi(now, now, &bytes);
+                let ts = self.session_now(now);
+                self.queue_midi(now, ts, &bytes);
                 self.demo_count += 1;
                 self.next_demo_ns = Some(due + self.cfg.midi_demo_interval_ns);
             }
@@ -796,7 +858,7 @@ impl LivePeer {
                 burst_id: ev.burst_id,
                 timestamp: ev.timestamp,
                 bytes: bytes[..n].to_vec(),
-                latency_us: (now as i64 - ev.timestamp as i64) / 1000,
+                latency_us: (self.session_now(now) as i64 - ev.timestamp as i64) / 1000,
             });
         }
         if let Some(link) = link.as_deref_mut() {
@@ -837,7 +899,7 @@ impl LivePeer {
                     played_end: None,
                     next_sample: None,
                     last_arrival_ns: now,
-                    ended: false,
+                    ended_at: None,
                     last_seq: None,
                     last_transit: None,
                     last_block: vec![0.0; block_frames * a.channels as usize],
@@ -852,6 +914,7 @@ impl LivePeer {
                 self.rx.len() - 1
             }
         };
+        let session_now = self.session_now(now);
         let r = &mut self.rx[idx];
         if r.channels != a.channels as usize
             || r.sample_rate != a.sample_rate
@@ -862,7 +925,7 @@ impl LivePeer {
             return;
         }
         r.stats.frames_received += 1;
-        // `ended` stays set: a peer that said goodbye and returns is a new
+        // `ended_at` stays set: a peer that said goodbye and returns is a new
         // source id; stragglers (reordered JELLIE C/D) must not revive it.
         r.last_arrival_ns = now;
         // Sequence order (per source and stream type: fine for one stream per sender).
@@ -876,7 +939,7 @@ impl LivePeer {
             r.last_seq = Some(h.sequence);
         }
         // Jitter (RFC 3550): smoothed change of transit time; and transit itself.
-        let transit = now as i64 - h.timestamp as i64;
+        let transit = session_now as i64 - h.timestamp as i64;
         if !redundant_jellie {
             if let Some(prev) = r.last_transit {
                 let d = (transit - prev).unsigned_abs() as f64 / 1000.0;
@@ -934,6 +997,8 @@ impl LivePeer {
 
     fn tick_playout(&mut self, now: u64, link: Option<&mut WorkerLink>) {
         let delay = self.cfg.playout_delay_ns;
+        // Play times are local; sender timestamps are session time.
+        let session_offset = self.session_now(now) as i64 - now as i64;
         let mut mix: Vec<f32> = Vec::new();
         for i in 0..self.rx.len() {
             let record = self.record_source == Some((self.rx[i].source, self.rx[i].stream_id));
@@ -946,12 +1011,20 @@ impl LivePeer {
                     break;
                 }
                 // The stream ended or paused: stop instead of concealing forever.
-                if r.pending.is_empty()
-                    && (r.ended || now.saturating_sub(r.last_arrival_ns) > STREAM_IDLE_NS)
-                {
-                    r.anchor = None;
-                    r.next_sample = None;
-                    break;
+                if r.pending.is_empty() {
+                    // After a goodbye, wait (neither play nor conceal) for
+                    // stragglers the goodbye overtook, for one playout delay.
+                    let wait_over = r.ended_at.map(|e| now >= e + delay);
+                    if wait_over == Some(false) {
+                        break;
+                    }
+                    if wait_over == Some(true)
+                        || now.saturating_sub(r.last_arrival_ns) > STREAM_IDLE_NS
+                    {
+                        r.anchor = None;
+                        r.next_sample = None;
+                        break;
+                    }
                 }
                 let n = r.block_frames * r.channels;
                 let mut block = vec![0.0f32; n];
@@ -990,7 +1063,8 @@ impl LivePeer {
                     r.fade = 1.0;
                     r.last_block.copy_from_slice(&block);
                     if r.latency_us.len() < MAX_SAMPLES {
-                        r.latency_us.push((t as i64 - ts as i64) as f32 / 1000.0);
+                        let t_session = t as i64 + session_offset;
+                        r.latency_us.push((t_session - ts as i64) as f32 / 1000.0);
                     }
                 }
                 r.first_played.get_or_insert(next);
@@ -1028,9 +1102,9 @@ impl LivePeer {
 
     /// A sender left: its streams stop after playing what is already here
     /// (no concealment of a stream that ended on purpose).
-    fn end_streams_of(&mut self, source: u32) {
+    fn end_streams_of(&mut self, now: u64, source: u32) {
         for r in self.rx.iter_mut().filter(|r| r.source == source) {
-            r.ended = true;
+            r.ended_at.get_or_insert(now);
         }
     }
 
@@ -1038,8 +1112,14 @@ impl LivePeer {
         self.rx
             .iter()
             .filter_map(|r| {
-                r.next_sample
-                    .and_then(|s| r.play_time(s, self.cfg.playout_delay_ns))
+                let due = r
+                    .next_sample
+                    .and_then(|s| r.play_time(s, self.cfg.playout_delay_ns))?;
+                // An ended stream waiting for stragglers wakes at the end of its wait.
+                match r.ended_at {
+                    Some(e) if r.pending.is_empty() => Some(due.max(e + self.cfg.playout_delay_ns)),
+                    _ => Some(due),
+                }
             })
             .min()
             .unwrap_or(u64::MAX)
@@ -1139,6 +1219,18 @@ impl Core for LivePeer {
     ) {
         self.local = Some(net.local);
         self.report.started_ns.get_or_insert(now);
+        self.last_now = Some(now);
+        let own = self.own.0;
+        let arb = self
+            .arbiter
+            .get_or_insert_with(|| ClockDriftArbiter::new(own, ArbiterConfig::default(), now));
+        if let Some(ping) = arb.poll(now) {
+            let msg = Message::ClockPing(ClockPing {
+                peer_id: self.own,
+                t1: ping.t1,
+            });
+            self.send_message(now, &msg, 0, out);
+        }
         self.report.driver = net.driver;
         self.report.stage = net.stage;
         let disc = self
@@ -1161,6 +1253,7 @@ impl Core for LivePeer {
             .discovery
             .as_ref()
             .map_or(now, |d| d.next_deadline_ns());
+        let clock = self.arbiter.as_ref().map_or(u64::MAX, |a| a.next_poll_at());
         let midi = self.midi_copies.first().map_or(u64::MAX, |c| c.due_ns);
         let demo = if self.cfg.midi_demo {
             self.next_demo_ns.unwrap_or(now)
@@ -1168,6 +1261,7 @@ impl Core for LivePeer {
             u64::MAX
         };
         disc.min(midi)
+            .min(clock)
             .min(demo)
             .min(self.next_tx_deadline())
             .min(self.next_playout_deadline())
@@ -1231,6 +1325,9 @@ impl LivePeer {
             .discovery
             .get_or_insert_with(|| Discovery::new(self.cfg.discovery, self.own, now));
         disc.on_activity(now, PeerId(h.source));
+        if let Some(a) = self.arbiter.as_mut() {
+            let _ = a.on_heard(now, h.source);
+        }
         match msg {
             // A heartbeat's or goodbye's peer_id must be the frame's source.
             Message::Heartbeat(hb) if hb.peer_id.0 == h.source => {
@@ -1246,20 +1343,47 @@ impl LivePeer {
             }
             Message::Goodbye(g) if g.peer_id.0 == h.source => {
                 disc.on_goodbye(now, g.peer_id);
-                self.end_streams_of(g.peer_id.0);
+                if let Some(a) = self.arbiter.as_mut() {
+                    a.on_goodbye(now, g.peer_id.0);
+                }
+                self.end_streams_of(now, g.peer_id.0);
             }
-            Message::ClockPing(p) => {
-                let pong = Message::ClockPong(ClockPong {
-                    peer_id: self.own,
-                    to: p.peer_id,
+            Message::ClockPing(p) if p.peer_id.0 == h.source => {
+                let ping = crate::clock::arbiter::ClockPing {
+                    from: h.source,
                     t1: p.t1,
-                    t2: now,
-                    t3: now,
-                });
-                // Answer the pinger directly.
-                let header = self.header(MessageKind::ClockPong, FormatType::StandardJson, now, 0);
-                if let Ok(n) = pong.encode(&header, key.as_ref(), &mut self.buf[..MAX_SEND]) {
-                    self.pending_unicast.push((from, self.buf[..n].to_vec()));
+                };
+                let pong = self
+                    .arbiter
+                    .as_mut()
+                    .and_then(|a| a.on_ping(now, &ping).ok().flatten());
+                if let Some(pong) = pong {
+                    let msg = Message::ClockPong(ClockPong {
+                        peer_id: self.own,
+                        to: PeerId(pong.to),
+                        t1: pong.t1,
+                        t2: pong.t2,
+                        t3: pong.t3,
+                    });
+                    // Answer the pinger directly.
+                    let header =
+                        self.header(MessageKind::ClockPong, FormatType::StandardJson, now, 0);
+                    if let Ok(n) = msg.encode(&header, key.as_ref(), &mut self.buf[..MAX_SEND]) {
+                        self.pending_unicast.push((from, self.buf[..n].to_vec()));
+                    }
+                }
+            }
+            Message::ClockPong(p) if p.peer_id.0 == h.source => {
+                if let Some(a) = self.arbiter.as_mut() {
+                    let pong = crate::clock::arbiter::ClockPong {
+                        from: h.source,
+                        to: p.to.0,
+                        t1: p.t1,
+                        t2: p.t2,
+                        t3: p.t3,
+                    };
+                    // A rejected sample is the arbiter's business (counted there).
+                    let _ = a.on_pong(now, &pong);
                 }
             }
             Message::Jmid(ev) => self.on_midi(now, h.source, &ev, &mut link),
@@ -1411,5 +1535,106 @@ mod tests {
             s.stats
         );
         assert_eq!(s.stats.restarts, 0);
+    }
+
+    /// The plugin path: audio and MIDI pushed into one peer's audio-side
+    /// handle come out of another peer's handle, through real sockets.
+    #[test]
+    fn handle_to_handle_over_real_sockets() {
+        use crate::handle::{link, LinkConfig, MidiEvent};
+        let session = Uuid::new_v4();
+        let lc = LinkConfig {
+            channels: 1,
+            block_frames: 128,
+            ..LinkConfig::default()
+        };
+        let net = |group: bool| WorkerConfig {
+            net: NetConfig {
+                bind_ip: Ipv4Addr::LOCALHOST,
+                group: group.then(|| SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 93), 47793)),
+                multicast_interface: Ipv4Addr::LOCALHOST,
+                ..NetConfig::default()
+            },
+            ..WorkerConfig::default()
+        };
+        let (mut h_rx, l_rx) = link(lc).unwrap();
+        let (rx_core, _) = LivePeer::new(PeerConfig {
+            session,
+            name: "plugin-rx".into(),
+            ..PeerConfig::default()
+        });
+        let rx_stats = l_rx.stats().clone();
+        let rx = Worker::spawn(
+            net(true),
+            Arc::new(MonotonicClock),
+            rx_core,
+            Some(l_rx),
+            rx_stats,
+        )
+        .unwrap();
+        let (mut h_tx, l_tx) = link(lc).unwrap();
+        let (tx_core, _) = LivePeer::new(PeerConfig {
+            session,
+            name: "plugin-tx".into(),
+            audio_tx: Some((
+                AudioTxConfig {
+                    stream_id: 7,
+                    channels: 1,
+                    sample_rate: 48_000,
+                    block_frames: 128,
+                    format: SampleFormat::F32,
+                    jellie: false,
+                },
+                AudioSource::Link,
+            )),
+            ..PeerConfig::default()
+        });
+        let tx_stats = l_tx.stats().clone();
+        let tx = Worker::spawn(
+            net(true),
+            Arc::new(MonotonicClock),
+            tx_core,
+            Some(l_tx),
+            tx_stats,
+        )
+        .unwrap();
+        // Play the "host": 256-frame buffers in real time for 1.5 s.
+        let mut input = vec![0.0f32; 256];
+        let mut output = vec![0.0f32; 256];
+        let mut peak = 0.0f32;
+        let mut notes = Vec::new();
+        let t0 = Instant::now();
+        let mut frame = 0u64;
+        while t0.elapsed() < Duration::from_millis(1500) {
+            for s in input.iter_mut() {
+                *s = ((frame as f32 / 48_000.0) * 440.0 * std::f32::consts::TAU).sin() * 0.5;
+                frame += 1;
+            }
+            h_tx.push_interleaved(&input);
+            if frame % (256 * 20) == 0 {
+                h_tx.push_midi(MidiEvent::new(h_tx.input_frames(), 0, &[0x90, 64, 90]).unwrap());
+            }
+            let start = h_rx.output_frames();
+            h_rx.pull_interleaved(&mut output);
+            peak = output.iter().fold(peak, |p, s| p.max(s.abs()));
+            while let Some(ev) = h_rx.pop_midi_before(start + 256) {
+                notes.push(ev);
+            }
+            // 256 frames at 48 kHz.
+            std::thread::sleep(Duration::from_micros(5333));
+        }
+        drop(h_tx);
+        let _ = tx.join();
+        let rx_stats = h_rx.stats().snapshot();
+        drop(h_rx);
+        let _ = rx.join();
+        assert!(
+            peak > 0.4,
+            "tone did not arrive (peak {peak}), {rx_stats:?}"
+        );
+        assert!(rx_stats.audio_frames_pulled > 48_000 / 2, "{rx_stats:?}");
+        assert!(rx_stats.peers >= 1, "{rx_stats:?}");
+        assert!(notes.len() >= 5, "{} notes", notes.len());
+        assert!(notes.iter().all(|n| n.bytes() == [0x90, 64, 90]));
     }
 }
