@@ -32,6 +32,8 @@ def check(cond, what):
 
 
 def toaster():
+    if os.environ.get("JAMNET_TOASTER"):
+        return os.environ["JAMNET_TOASTER"]
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     return os.path.join(target, "debug", "toaster")
 
@@ -74,34 +76,32 @@ def main():
     stop.set()
     th.join()
 
-    decoded = [d for d in (decode(f) for f in frames) if d]
-    msgs = [d for d in decoded if d.get("message", {}).get("type") == "transport"
-            or d.get("type") == "transport" or "transport" in json.dumps(d)[:200]]
-    print(f"{len(frames)} datagrams, {len(decoded)} decoded, {len(msgs)} transport")
-    if msgs:
-        print(json.dumps(msgs[0])[:600])
-    check(len(msgs) >= 2, "Transport publishes transport frames during the render")
-
-    def body(d):
-        return d.get("message", d)
-
-    bodies = [body(d) for d in msgs]
-    plays = [b for b in bodies if b.get("command") in ("PLAY", "SEEK", "TEMPO")]
-    check(bool(plays), "a PLAY announcement was published")
-    if plays:
-        check(all(abs(b.get("bpm", 0) - BPM) < 1e-6 for b in plays), f"tempo {BPM} BPM in every announcement")
-        check(all(b.get("time_signature") == [4, 4] for b in plays), "time signature 4/4")
-        pos = [b.get("position") for b in plays]
+    decoded = [d for d in (decode(f) for f in frames) if d and d.get("valid")]
+    msgs = [d for d in decoded if d.get("payload", {}).get("type") == "transport"]
+    print(f"{len(frames)} datagrams, {len(decoded)} valid, {len(msgs)} transport")
+    check(len(msgs) >= 2, "Transport publishes valid transport frames during the render")
+    # DawDreamer may instantiate the plugin more than once (a probe instance
+    # that never plays): follow the source that announced rolling.
+    rolling = {"PLAY", "RECORD"}
+    sources = [d["header"]["source"] for d in msgs if d["payload"]["command"] in rolling]
+    check(bool(sources), "a PLAY (or RECORD: DawDreamer reports recording) announcement was published")
+    if sources:
+        src = sources[0]
+        plays = [d["payload"] for d in msgs
+                 if d["header"]["source"] == src and d["payload"]["command"] in rolling | {"SEEK", "TEMPO"}]
+        for b in plays[:3]:
+            print(json.dumps(b))
+        print(f"... {len(plays)} announcements from {src:08x}")
+        check(all(abs(b["bpm"] - BPM) < 1e-6 for b in plays), f"tempo {BPM} BPM in every announcement")
+        check(all(b["time_signature"] == [4, 4] for b in plays), "time signature 4/4")
+        pos = [b["position"] for b in plays]
         check(abs(pos[0]) < 1000.0 * BLOCK / SR + 1e-6, f"first position ~0 ms (got {pos[0]})")
-        check(all(b >= a for a, b in zip(pos, pos[1:])), "positions never go backwards")
+        check(all(y >= x for x, y in zip(pos, pos[1:])), "positions never go backwards")
         check(max(pos) > 1000.0 * (SECONDS - 1.0),
-              f"position advances with the render (last {max(pos):.0} ms of {SECONDS*1000:.0})")
-        beats = [b.get("beat") for b in plays if b.get("beat") is not None]
-        if beats:
-            # position (ms) and beat (quarter notes) agree at 133 BPM
-            b = plays[-1]
-            check(abs(b["beat"] - b["position"] / 1000.0 * BPM / 60.0) < 0.01,
-                  f"beat {b['beat']:.3f} matches position at {BPM} BPM")
+              f"position advances with the render (last {max(pos):.0f} ms of {SECONDS * 1000:.0f})")
+        b = plays[-1]
+        check(abs(b["beat"] - b["position"] / 1000.0 * BPM / 60.0) < 0.01,
+              f"beat {b['beat']:.3f} matches position {b['position']:.1f} ms at {BPM} BPM")
 
     # Send and Receive render in DawDreamer too.
     for name in ["JAMNet Send", "JAMNet Receive"]:
