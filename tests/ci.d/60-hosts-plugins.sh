@@ -9,7 +9,10 @@
 #      bundle must abort inside process() (proves the checker is armed)
 #   3. pedalboard (PyPI) loads each VST3, lists parameters, processes audio,
 #      round-trips state
-#   4. DawDreamer (PyPI) renders with a playing transport (tests/hosts/test_dawdreamer.py)
+#   4. DawDreamer (PyPI) renders JAMNet Transport with a playing transport at
+#      133 BPM; the transport frames it publishes are decoded by `toaster decode`
+#   5. (opt-in, JAMNET_STREAM_TEST=1: known to fail today, see docs/plugins.md)
+#      Send -> Receive across two pedalboard processes, correlation >= 0.99
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
@@ -17,7 +20,7 @@ PY=${JAMNET_PYTHON:-$PWD/target/pyenv/bin/python}
 export JAMNET_BUNDLE_DIR="$TARGET/bundled"
 
 cargo xtask bundle jamnet-send jamnet-receive jamnet-transport
-cargo build -p jamnet-clap-host
+cargo build -p jamnet-clap-host -p toaster
 HOST="$TARGET/debug/jamnet-clap-host"
 B="$JAMNET_BUNDLE_DIR"
 
@@ -39,7 +42,10 @@ done
 echo "--- pedalboard"
 "$PY" tests/hosts/test_pedalboard.py
 
-if [ -f tests/hosts/test_dawdreamer.py ]; then
-  echo "--- DawDreamer"
-  "$PY" tests/hosts/test_dawdreamer.py
+echo "--- DawDreamer"
+"$PY" tests/hosts/test_dawdreamer.py
+
+if [ "${JAMNET_STREAM_TEST:-0}" = 1 ]; then
+  echo "--- Send -> Receive, two pedalboard processes"
+  "$PY" tests/hosts/test_stream_pedalboard.py
 fi

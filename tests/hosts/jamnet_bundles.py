@@ -24,3 +24,16 @@ def vst3(name: str) -> str:
 
 def clap(name: str) -> str:
     return str(BUNDLE_DIR / f"{name}.clap")
+
+
+def teach_pedalboard_vst3_midi_params():
+    """VST3 has no MIDI CC events: nice-plug exposes 16 x 130 hidden
+    "MIDI Ch. N CC M" parameters for the host's MIDI mapping (JAMNet Send
+    forwards CCs). pedalboard already skips JUCE's spelling of these
+    ("MIDI CC "); teach it nice-plug's, or its O(n^2) parameter wrapping takes
+    ~50 s per load."""
+    import re
+
+    import pedalboard._pedalboard as _pb
+
+    _pb.PARAMETER_NAME_REGEXES_TO_IGNORE.add(re.compile(r"MIDI Ch\. \d+ "))

@@ -12,15 +12,10 @@ import time
 
 import numpy as np
 import pedalboard
-import pedalboard._pedalboard as _pb
 
-# VST3 has no MIDI CC events: nice-plug exposes 16 x 130 hidden "MIDI Ch. N CC M"
-# parameters for the host's MIDI mapping (JAMNet Send forwards CCs). pedalboard
-# already skips JUCE's spelling of these ("MIDI CC "); teach it nice-plug's, or
-# its O(n^2) parameter wrapping takes ~50 s per load.
-_pb.PARAMETER_NAME_REGEXES_TO_IGNORE.add(re.compile(r"MIDI Ch\. \d+ "))
+from jamnet_bundles import teach_pedalboard_vst3_midi_params, vst3
 
-from jamnet_bundles import vst3
+teach_pedalboard_vst3_midi_params()
 
 SR = 48000
 FAILED = []

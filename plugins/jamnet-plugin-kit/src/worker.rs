@@ -116,6 +116,13 @@ impl WorkerStatus {
         self.starts.load(Ordering::Relaxed)
     }
 
+    /// Report a state directly (for workers not run by a [`Supervisor`],
+    /// e.g. bridge-core's live worker started from `activate`).
+    pub fn report(&self, state: WorkerState, message: impl Into<String>) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.set(state, Some(message.into()));
+    }
+
     fn set_if_current(&self, generation: u32, state: WorkerState, message: Option<String>) {
         if self.generation.load(Ordering::Acquire) == generation {
             self.set(state, message);

@@ -136,8 +136,15 @@ impl NiceEguiApp for ReceiveEditor {
         ui.separator();
 
         let s = &self.stats;
-        let pps = self.packet_rate.update(s.packets.total());
-        let latency = s.latency_ms.get();
+        let link = s.link.lock().clone().map(|l| l.snapshot());
+        let Some(l) = link else {
+            ui.label("not receiving (plugin not activated, or the worker failed: see above)");
+            return;
+        };
+        let pps = self.packet_rate.update(l.frames_received);
+        // Latency the receiver adds after a block's arrival: playout buffer
+        // plus the handle's queued blocks; plus the measured one-way delay.
+        let latency = (l.playout_delay_us + l.one_way_delay_us) as f32 / 1000.0;
         if self.latency_history.len() == GRAPH_POINTS {
             self.latency_history.pop_front();
         }
@@ -145,27 +152,40 @@ impl NiceEguiApp for ReceiveEditor {
         egui::Grid::new("receive-stats")
             .num_columns(4)
             .show(ui, |ui| {
+                ui.label("Worker");
+                ui.label(format!("{:?}", l.worker_state));
+                ui.label("Peers");
+                ui.label(l.peers.to_string());
+                ui.end_row();
                 ui.label("Latency");
                 ui.label(format!("{latency:.2} ms"));
                 ui.label("Jitter");
-                ui.label(format!("{:.2} ms", s.jitter_ms.get()));
+                ui.label(format!("{:.2} ms", l.jitter_us as f32 / 1000.0));
                 ui.end_row();
                 ui.label("Lost");
-                ui.label(s.lost.load(Ordering::Relaxed).to_string());
+                ui.label(l.audio_blocks_lost.to_string());
                 ui.label("Late");
-                ui.label(s.late.load(Ordering::Relaxed).to_string());
+                ui.label(l.audio_blocks_late.to_string());
                 ui.end_row();
                 ui.label("JELLIE rebuilt");
-                ui.label(s.jellie_rebuilt.load(Ordering::Relaxed).to_string());
+                ui.label(l.audio_blocks_rebuilt.to_string());
                 ui.label("Concealed");
-                ui.label(s.concealed.load(Ordering::Relaxed).to_string());
+                ui.label(l.audio_blocks_concealed.to_string());
                 ui.end_row();
                 ui.label("Packets/s");
                 ui.label(format!("{pps:.0}"));
                 ui.label("MIDI out");
                 ui.label(s.midi_out.total().to_string());
                 ui.end_row();
+                ui.label("Underrun frames");
+                ui.label(l.audio_frames_underrun.to_string());
+                ui.label("Rejected");
+                ui.label(l.frames_rejected.to_string());
+                ui.end_row();
             });
+        if let Some(e) = l.error {
+            ui.colored_label(egui::Color32::from_rgb(230, 80, 80), e);
+        }
         ui.label("Latency (ms), last 12 s");
         let (hist, _) = self.latency_history.as_slices();
         let mut points: Vec<f32> = hist.to_vec();

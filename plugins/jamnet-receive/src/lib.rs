@@ -9,9 +9,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use jamnet_plugin_kit::{
-    AtomicF32Cell, PeakMeter, RateCounter, Supervisor, WorkerError, WorkerStatus,
-};
+use bridge_core::handle::{AudioHandle, LinkStats};
+use jamnet_plugin_kit::live::LiveLink;
+use jamnet_plugin_kit::{AtomicF32Cell, PeakMeter, RateCounter, WorkerState, WorkerStatus};
 use nice_plug::prelude::*;
 use nice_plug_egui::EguiEditorState;
 
@@ -53,6 +53,8 @@ pub struct ReceiveStats {
     pub settings_gen: AtomicU32,
     /// Sample rate the host activated us with (Hz).
     pub sample_rate: AtomicU32,
+    /// The live worker's counters (set on activate; the editor reads them).
+    pub link: parking_lot::Mutex<Option<Arc<LinkStats>>>,
 }
 
 /// The JAMNet Receive plugin.
@@ -61,7 +63,10 @@ pub struct ReceiveStats {
 pub struct JamnetReceive {
     params: Arc<ReceiveParams>,
     stats: Arc<ReceiveStats>,
-    supervisor: Supervisor,
+    /// Audio-thread end of the live link (made in `activate`).
+    handle: Option<AudioHandle>,
+    /// The live worker (stopped in `deactivate`).
+    live: Option<LiveLink>,
     editor_state: Arc<EguiEditorState>,
     /// Debug-only negative control for the allocation checker.
     alloc_probe: bool,
@@ -72,7 +77,8 @@ impl Default for JamnetReceive {
         let stats = Arc::new(ReceiveStats::default());
         Self {
             params: Arc::new(ReceiveParams::default()),
-            supervisor: Supervisor::new(stats.status.clone()),
+            handle: None,
+            live: None,
             stats,
             editor_state: editor::default_state(),
             alloc_probe: false,
@@ -81,20 +87,17 @@ impl Default for JamnetReceive {
 }
 
 impl JamnetReceive {
+    fn stop_live(&mut self) {
+        self.handle = None;
+        if self.live.take().is_some() {
+            self.stats.status.report(WorkerState::Stopped, "");
+        }
+    }
+
     /// Shared statistics (for tests and the editor).
     pub fn stats(&self) -> &Arc<ReceiveStats> {
         &self.stats
     }
-}
-
-fn run_worker(
-    _params: Arc<ReceiveParams>,
-    _stats: Arc<ReceiveStats>,
-    _ctl: &jamnet_plugin_kit::WorkerCtl,
-) -> Result<(), WorkerError> {
-    Err(WorkerError::EngineUnavailable(
-        "live audio receiving (bridge_core audio handle) is not in this build yet",
-    ))
 }
 
 impl Plugin for JamnetReceive {
@@ -136,39 +139,94 @@ impl Plugin for JamnetReceive {
 
     fn activate(
         &mut self,
-        _audio_io_layout: &AudioIOLayout,
+        audio_io_layout: &AudioIOLayout,
         buffer_config: &BufferConfig,
         _context: &mut impl ActivateContext<Self>,
     ) -> bool {
         self.stats
             .sample_rate
             .store(buffer_config.sample_rate as u32, Ordering::Relaxed);
-        let (params, stats) = (self.params.clone(), self.stats.clone());
-        self.supervisor
-            .start("jamnet-receive", move |ctl| run_worker(params, stats, ctl));
+        self.stop_live();
+        let channels = audio_io_layout
+            .main_output_channels
+            .map_or(2, NonZeroU32::get) as usize;
+        let settings = self.params.session.read().clone();
+        // Auto has no adaptive jitter buffer in the live core yet: it uses
+        // the default depth; Manual uses the parameter.
+        let playout_ms = match self.params.jitter_mode.value() {
+            params::JitterMode::Auto => 10.0,
+            params::JitterMode::Manual => f64::from(self.params.jitter_ms.value()),
+        };
+        match jamnet_plugin_kit::live::start(
+            &settings,
+            channels,
+            buffer_config.sample_rate as u32,
+            buffer_config.max_buffer_size as usize,
+            None,
+            playout_ms,
+            "jamnet-receive",
+        ) {
+            Ok((handle, link_stats, live)) => {
+                self.stats.status.report(
+                    WorkerState::Running,
+                    format!(
+                        "session {:?}, listening on {}, playout {playout_ms:.1} ms",
+                        settings.session, live.local
+                    ),
+                );
+                *self.stats.link.lock() = Some(link_stats);
+                self.handle = Some(handle);
+                self.live = Some(live);
+            }
+            Err(e) => self.stats.status.report(WorkerState::Failed, e.to_string()),
+        }
         self.alloc_probe = jamnet_plugin_kit::alloc_probe_requested();
         true
     }
 
     fn deactivate(&mut self) {
-        self.supervisor.stop();
+        self.stop_live();
     }
 
     fn process(
         &mut self,
         buffer: &mut Buffer,
         _aux: &mut AuxiliaryBuffers,
-        _context: &mut impl ProcessContext<Self>,
+        context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
         if self.alloc_probe {
             jamnet_plugin_kit::alloc_probe();
         }
-        // No stream yet: play silence (never stale host memory), with the
-        // gain smoother still advancing so automation stays in step.
+        let frames = buffer.samples();
+        match self.handle.as_mut() {
+            Some(handle) => {
+                let start = handle.output_frames();
+                // Received (or rebuilt/concealed) audio; silence where the
+                // worker is late (counted as underrun).
+                handle.pull_planar(buffer.as_slice());
+                let midi_out = self.params.midi_out.value();
+                while let Some(ev) = handle.pop_midi_before(start + frames as u64) {
+                    if !midi_out {
+                        continue;
+                    }
+                    let offset = ev.offset_in(start, frames).unwrap_or(0);
+                    if let Ok(note) = NoteEvent::from_midi(offset, ev.bytes()) {
+                        if context.try_send_event(note).is_ok() {
+                            self.stats.midi_out.add(1);
+                        }
+                    }
+                }
+            }
+            None => {
+                for ch in buffer.as_slice() {
+                    ch.fill(0.0);
+                }
+            }
+        }
         for mut frame in buffer.iter_samples() {
-            let _gain = self.params.gain.smoothed.next();
+            let gain = self.params.gain.smoothed.next();
             for s in frame.iter_mut() {
-                *s = 0.0;
+                *s *= gain;
             }
         }
         let out = buffer.as_slice_immutable();

@@ -118,19 +118,40 @@ impl NiceEguiApp for SendEditor {
         }
         ui.separator();
 
-        let pps = self.packet_rate.update(self.stats.packets.total());
+        let link = self.stats.link.lock().clone().map(|l| l.snapshot());
+        let Some(l) = link else {
+            ui.label("not streaming (plugin not activated, or the worker failed: see above)");
+            ui::level_meter(ui, "L", self.stats.peak_l.take());
+            ui::level_meter(ui, "R", self.stats.peak_r.take());
+            return;
+        };
+        let pps = self.packet_rate.update(l.frames_sent);
         egui::Grid::new("send-stats").num_columns(2).show(ui, |ui| {
-            ui.label("Listening peers");
-            ui.label(self.stats.listeners.load(Ordering::Relaxed).to_string());
+            ui.label("Worker");
+            ui.label(format!(
+                "{:?}{}",
+                l.worker_state,
+                l.error.map(|e| format!(": {e}")).unwrap_or_default()
+            ));
+            ui.end_row();
+            ui.label("Peers in session");
+            ui.label(l.peers.to_string());
             ui.end_row();
             ui.label("Packets/s");
-            ui.label(format!("{pps:.0}"));
+            ui.label(format!("{pps:.0}  ({} sent)", l.frames_sent));
             ui.end_row();
             ui.label("Send errors");
-            ui.label(self.stats.send_errors.load(Ordering::Relaxed).to_string());
+            ui.label(format!(
+                "{} frames dropped (worker late), {} MIDI rejected",
+                l.audio_frames_overflow, l.midi_rejected
+            ));
             ui.end_row();
-            ui.label("MIDI events in");
-            ui.label(self.stats.midi_in.total().to_string());
+            ui.label("MIDI events in / sent");
+            ui.label(format!(
+                "{} / {}",
+                self.stats.midi_in.total(),
+                l.midi_pushed
+            ));
             ui.end_row();
         });
         ui::level_meter(ui, "L", self.stats.peak_l.take());

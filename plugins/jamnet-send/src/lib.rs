@@ -8,7 +8,11 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use jamnet_plugin_kit::{PeakMeter, RateCounter, Supervisor, WorkerError, WorkerStatus};
+use bridge_core::handle::{AudioHandle, LinkStats, MidiEvent};
+use bridge_core::protocol::audio::SampleFormat;
+use jamnet_plugin_kit::live::{LiveLink, SendSpec};
+use jamnet_plugin_kit::{PeakMeter, RateCounter, WorkerState, WorkerStatus};
+use nice_plug::midi::MidiResult;
 use nice_plug::prelude::*;
 use nice_plug_egui::EguiEditorState;
 
@@ -47,6 +51,10 @@ pub struct SendStats {
     pub sample_rate: AtomicU32,
     /// Input channel count the host activated us with.
     pub channels: AtomicU32,
+    /// The live worker's counters (set on activate; the editor reads them).
+    pub link: parking_lot::Mutex<Option<Arc<LinkStats>>>,
+    /// Local unicast address of the worker's socket.
+    pub local: parking_lot::Mutex<Option<std::net::SocketAddr>>,
 }
 
 /// The JAMNet Send plugin.
@@ -56,7 +64,10 @@ pub struct SendStats {
 pub struct JamnetSend {
     params: Arc<SendParams>,
     stats: Arc<SendStats>,
-    supervisor: Supervisor,
+    /// Audio-thread end of the live link (made in `activate`).
+    handle: Option<AudioHandle>,
+    /// The live worker (stopped in `deactivate`).
+    live: Option<LiveLink>,
     editor_state: Arc<EguiEditorState>,
     /// Debug-only negative control for the allocation checker.
     alloc_probe: bool,
@@ -67,7 +78,8 @@ impl Default for JamnetSend {
         let stats = Arc::new(SendStats::default());
         Self {
             params: Arc::new(SendParams::default()),
-            supervisor: Supervisor::new(stats.status.clone()),
+            handle: None,
+            live: None,
             stats,
             editor_state: editor::default_state(),
             alloc_probe: false,
@@ -76,21 +88,17 @@ impl Default for JamnetSend {
 }
 
 impl JamnetSend {
+    fn stop_live(&mut self) {
+        self.handle = None;
+        if self.live.take().is_some() {
+            self.stats.status.report(WorkerState::Stopped, "");
+        }
+    }
+
     /// Shared statistics (for tests and the editor).
     pub fn stats(&self) -> &Arc<SendStats> {
         &self.stats
     }
-}
-
-/// The worker: owns the socket and streams what `process()` hands it.
-fn run_worker(
-    _params: Arc<SendParams>,
-    _stats: Arc<SendStats>,
-    _ctl: &jamnet_plugin_kit::WorkerCtl,
-) -> Result<(), WorkerError> {
-    Err(WorkerError::EngineUnavailable(
-        "live audio streaming (bridge_core audio handle) is not in this build yet",
-    ))
 }
 
 impl Plugin for JamnetSend {
@@ -144,15 +152,47 @@ impl Plugin for JamnetSend {
         self.stats
             .sample_rate
             .store(buffer_config.sample_rate as u32, Ordering::Relaxed);
-        let (params, stats) = (self.params.clone(), self.stats.clone());
-        self.supervisor
-            .start("jamnet-send", move |ctl| run_worker(params, stats, ctl));
+        self.stop_live();
+        let settings = self.params.session.read().clone();
+        let spec = SendSpec {
+            format: match self.params.format.value() {
+                params::WireFormat::I16 => SampleFormat::I16,
+                params::WireFormat::I24 => SampleFormat::I24,
+                params::WireFormat::F32 => SampleFormat::F32,
+            },
+            jellie: self.params.jellie.value(),
+            midi_burst: self.params.burst.value() as u8,
+        };
+        match jamnet_plugin_kit::live::start(
+            &settings,
+            channels.max(1) as usize,
+            buffer_config.sample_rate as u32,
+            buffer_config.max_buffer_size as usize,
+            Some(spec),
+            20.0,
+            "jamnet-send",
+        ) {
+            Ok((handle, link_stats, live)) => {
+                self.stats.status.report(
+                    WorkerState::Running,
+                    format!(
+                        "session {:?}, sending from {}",
+                        settings.session, live.local
+                    ),
+                );
+                *self.stats.link.lock() = Some(link_stats);
+                *self.stats.local.lock() = Some(live.local);
+                self.handle = Some(handle);
+                self.live = Some(live);
+            }
+            Err(e) => self.stats.status.report(WorkerState::Failed, e.to_string()),
+        }
         self.alloc_probe = jamnet_plugin_kit::alloc_probe_requested();
         true
     }
 
     fn deactivate(&mut self) {
-        self.supervisor.stop();
+        self.stop_live();
     }
 
     fn process(
@@ -173,15 +213,44 @@ impl Plugin for JamnetSend {
         if let Some(r) = channels.get(1) {
             self.stats.peak_r.observe(r);
         }
+        let enabled = self.params.enabled.value();
+        let send_midi = self.params.midi.value();
+        let block_start = self.handle.as_ref().map_or(0, |h| h.input_frames());
         let mut midi = 0;
-        while let Some(_event) = context.next_event() {
+        while let Some(event) = context.next_event() {
             midi += 1;
+            if !(enabled && send_midi) {
+                continue;
+            }
+            if let (Some(handle), Some(MidiResult::Basic(bytes))) =
+                (self.handle.as_mut(), event.as_midi())
+            {
+                let len = midi_len(bytes[0]);
+                if let Some(ev) =
+                    MidiEvent::new(block_start + u64::from(event.timing()), 0, &bytes[..len])
+                {
+                    handle.push_midi(ev);
+                }
+            }
+        }
+        if let Some(handle) = self.handle.as_mut() {
+            if enabled {
+                handle.push_planar(buffer.as_slice_immutable());
+            }
         }
         if midi > 0 {
             self.stats.midi_in.add(midi);
         }
         self.stats.blocks.add(1);
         ProcessStatus::Normal
+    }
+}
+
+/// Length of a channel voice message from its status byte.
+fn midi_len(status: u8) -> usize {
+    match status & 0xf0 {
+        0xc0 | 0xd0 => 2,
+        _ => 3,
     }
 }
 

@@ -100,15 +100,126 @@ impl JamnetTransport {
     }
 }
 
+/// Largest transport frame (JSON payload is ~200 bytes).
+const FRAME_BUF: usize = 1472;
+
+/// The lead worker: drains host snapshots, runs the publisher, encodes
+/// TOAST `transport` frames and sends them to the session's destination.
+/// Follow mode receives nothing yet (the session transport core and MIDI
+/// clock generator are not wired into this plugin): it says so.
 fn run_worker(
-    _params: Arc<TransportParams>,
-    _stats: Arc<TransportStats>,
-    _snapshots: rtrb::Consumer<HostSnapshot>,
-    _ctl: &jamnet_plugin_kit::WorkerCtl,
+    params: Arc<TransportParams>,
+    stats: Arc<TransportStats>,
+    mut snapshots: rtrb::Consumer<HostSnapshot>,
+    ctl: &jamnet_plugin_kit::WorkerCtl,
 ) -> Result<(), WorkerError> {
-    Err(WorkerError::EngineUnavailable(
-        "TOAST transport frames (bridge_core::protocol) are not in this build yet",
-    ))
+    use bridge_core::protocol::frame::{Flags, FormatType, Header, MessageKind, SessionKey};
+    use bridge_core::protocol::messages::{
+        Message, PeerId, TimeSignature, Transport as TransportMsg, TransportCommand,
+    };
+
+    let mut settings_gen = u32::MAX;
+    let mut socket: Option<std::net::UdpSocket> = None;
+    let mut dest = Vec::new();
+    let mut key: Option<SessionKey> = None;
+    let mut session = uuid::Uuid::nil();
+    // Random per running peer, never 0 (PROTOCOL.md section 1).
+    let source: u32 = (uuid::Uuid::new_v4().as_u128() as u32).max(1);
+    let mut sequence: u32 = 0;
+    let mut publisher =
+        publish::TransportPublisher::new(params.announce_ms.value() as u64 * 1_000_000);
+    let mut buf = vec![0u8; FRAME_BUF];
+    loop {
+        if ctl.should_stop() {
+            return Ok(());
+        }
+        let gen = stats.settings_gen.load(Ordering::Acquire);
+        if gen != settings_gen {
+            settings_gen = gen;
+            let s = params.session.read().clone();
+            let d = s.destination()?;
+            key = s.key_bytes()?.map(SessionKey);
+            session = s.session_uuid();
+            let sock = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+            sock.set_multicast_ttl_v4(1)?;
+            sock.set_multicast_loop_v4(true)?;
+            dest = d.addrs().to_vec();
+            socket = Some(sock);
+            ctl.running(format!(
+                "{} to {}",
+                if params.mode.value() == Mode::Lead {
+                    "leading"
+                } else {
+                    "follow: receiving not wired yet"
+                },
+                dest.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        publisher.set_interval_ns(params.announce_ms.value() as u64 * 1_000_000);
+        let mut any = false;
+        while let Ok(snap) = snapshots.pop() {
+            any = true;
+            let now = bridge_core::worker::clock::monotonic_ns();
+            let Some(u) = publisher.on_snapshot(&snap, now) else {
+                continue;
+            };
+            let command = match u.command {
+                publish::Command::Play => TransportCommand::Play,
+                publish::Command::Stop => TransportCommand::Stop,
+                publish::Command::Record => TransportCommand::Record,
+                publish::Command::Seek => TransportCommand::Seek,
+                publish::Command::Tempo => TransportCommand::Tempo,
+            };
+            let time_signature = TimeSignature::new(u.time_signature[0], u.time_signature[1])
+                .unwrap_or(TimeSignature {
+                    numerator: 4,
+                    denominator: 4,
+                });
+            let msg = Message::Transport(TransportMsg {
+                command,
+                timestamp: u.timestamp_ns,
+                position: u.position_ms,
+                bpm: u.bpm,
+                time_signature,
+                master_peer: PeerId(source),
+                beat: Some(u.beat.max(0.0)),
+                seq: Some(u.seq),
+            });
+            let mut header = Header::new(
+                MessageKind::Transport,
+                FormatType::StandardJson,
+                session,
+                source,
+                sequence,
+                u.timestamp_ns,
+            );
+            header.flags = Flags(0);
+            sequence = sequence.wrapping_add(1);
+            match msg.encode(&header, key.as_ref(), &mut buf) {
+                Ok(n) => {
+                    if let Some(sock) = &socket {
+                        for d in &dest {
+                            match sock.send_to(&buf[..n], d) {
+                                Ok(_) => stats.frames_sent.add(1),
+                                Err(_) => {
+                                    stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(_) => {
+                    stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !any {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
 
 /// Copy what the host says about its transport into a fixed-size record.

@@ -90,6 +90,9 @@ pub struct TransportUpdate {
 pub struct TransportPublisher {
     last: Option<HostSnapshot>,
     last_sent_ns: Option<u64>,
+    /// Host position (s) of the last update: offline renders run faster
+    /// than real time, so "due" also counts host time.
+    last_sent_pos_s: f64,
     interval_ns: u64,
     seq: u64,
 }
@@ -100,6 +103,7 @@ impl TransportPublisher {
         Self {
             last: None,
             last_sent_ns: None,
+            last_sent_pos_s: 0.0,
             interval_ns: interval_ns.max(1),
             seq: 0,
         }
@@ -146,9 +150,11 @@ impl TransportPublisher {
                 }
             }
         };
+        let host_elapsed_ns = ((snap.pos_seconds - self.last_sent_pos_s).abs() * 1e9) as u64;
         let due = self
             .last_sent_ns
-            .is_none_or(|t| now_ns.saturating_sub(t) >= self.interval_ns);
+            .is_none_or(|t| now_ns.saturating_sub(t) >= self.interval_ns)
+            || (snap.playing && host_elapsed_ns >= self.interval_ns);
         self.last = Some(*snap);
         let command = match command {
             Some(c) => {
@@ -170,6 +176,7 @@ impl TransportPublisher {
             command
         };
         self.last_sent_ns = Some(now_ns);
+        self.last_sent_pos_s = snap.pos_seconds;
         Some(TransportUpdate {
             command,
             timestamp_ns: now_ns,
@@ -211,13 +218,20 @@ mod tests {
         assert_eq!(u.command, Command::Play);
         assert_eq!(u.bpm, 133.0);
         assert_eq!(u.seq, 1);
-        // Continuous playback: nothing until the interval.
-        let mut pos = 64;
-        for t in 1..250 {
-            assert!(p.on_snapshot(&snap(true, pos), t * MS).is_none(), "t={t}");
-            pos += 64;
+        // Continuous playback at real-time speed (64 samples = 1.333 ms):
+        // nothing until the interval.
+        let block_ns = |i: u64| i * 64 * 1_000_000_000 / 48_000;
+        let mut i = 1;
+        while block_ns(i) < 250 * MS {
+            assert!(
+                p.on_snapshot(&snap(true, 64 * i as i64), block_ns(i))
+                    .is_none(),
+                "i={i}"
+            );
+            i += 1;
         }
-        let u = p.on_snapshot(&snap(true, pos), 250 * MS).unwrap();
+        let pos = 64 * i as i64;
+        let u = p.on_snapshot(&snap(true, pos), block_ns(i)).unwrap();
         assert_eq!(u.command, Command::Play);
         assert_eq!(u.seq, 1, "a re-announce is not a change");
         assert!((u.position_ms - pos as f64 / 48.0).abs() < 1e-9);
@@ -247,6 +261,23 @@ mod tests {
         assert_eq!(u.seq, 5);
         // Stopped and not moving: quiet.
         assert!(p.on_snapshot(&s, 6 * MS).is_none());
+    }
+
+    #[test]
+    fn offline_render_reannounces_by_host_time() {
+        // An offline render: host time runs 100x faster than the clock.
+        let mut p = TransportPublisher::new(250 * MS);
+        assert!(p.on_snapshot(&snap(true, 0), 0).is_some());
+        let mut sent = 0;
+        for i in 1..=1875 {
+            // 1875 blocks of 64 = 2.5 s of host time in 25 ms of real time
+            if p.on_snapshot(&snap(true, 64 * i), i as u64 * 13_333)
+                .is_some()
+            {
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 9, "one re-announce per 250 ms of host time");
     }
 
     #[test]

@@ -1,0 +1,141 @@
+//! Starting a plugin's live-session worker: bridge-core's [`LivePeer`] core
+//! on a [`Worker`] thread, linked to the plugin's audio thread by an
+//! [`AudioHandle`]. Called from `activate` (never from `process()`).
+
+use std::sync::Arc;
+
+use bridge_core::handle::{link, AudioHandle, LinkConfig, LinkStats};
+use bridge_core::net::NetConfig;
+use bridge_core::protocol::audio::SampleFormat;
+use bridge_core::protocol::frame::SessionKey;
+use bridge_core::worker::peer::{AudioSource, AudioTxConfig, LivePeer, PeerConfig};
+use bridge_core::worker::{MonotonicClock, Worker, WorkerConfig};
+
+use crate::settings::{Destination, SessionSettings};
+use crate::worker::WorkerError;
+
+/// Frames per network block. 64 frames = 1.33 ms at 48 kHz: the sender's
+/// packetisation delay stays near one host block.
+pub const BLOCK_FRAMES: usize = 64;
+
+/// Network blocks kept queued for the audio thread: one host buffer plus one
+/// block of margin.
+pub fn output_target_blocks(max_host_block: usize) -> usize {
+    max_host_block.div_ceil(BLOCK_FRAMES).max(1) + 1
+}
+
+/// What the plugin sends, if anything.
+///
+/// Thread-safe: yes (plain value). Realtime-safe: yes.
+#[derive(Debug, Clone, Copy)]
+pub struct SendSpec {
+    /// Wire format.
+    pub format: SampleFormat,
+    /// JELLIE (mono only).
+    pub jellie: bool,
+    /// Copies per MIDI event.
+    pub midi_burst: u8,
+}
+
+/// A running live worker and the audio thread's handle to it.
+///
+/// Thread-safe: no. Realtime-safe: no (dropping it joins the worker thread;
+/// do that in `deactivate`, not in `process()`).
+pub struct LiveLink {
+    /// Keeps the worker running; dropped (stopped and joined) on deactivate.
+    pub worker: Worker<LivePeer>,
+    /// Local unicast address, for the editor.
+    pub local: std::net::SocketAddr,
+}
+
+/// Start a live peer for a plugin instance: `channels` at `sample_rate`,
+/// sending if `send` is given, always receiving (received audio of every
+/// stream of the session is mixed into the handle's output; received MIDI
+/// goes to the handle too). `playout_delay_ms` is the receive buffer;
+/// `max_host_block` (the host's largest buffer) sizes the output queue so a
+/// whole host buffer is ready when `process()` pulls it.
+pub fn start(
+    settings: &SessionSettings,
+    channels: usize,
+    sample_rate: u32,
+    max_host_block: usize,
+    send: Option<SendSpec>,
+    playout_delay_ms: f64,
+    thread_name: &str,
+) -> Result<(AudioHandle, Arc<LinkStats>, LiveLink), WorkerError> {
+    let destination = settings.destination()?;
+    let key = settings.key_bytes()?.map(SessionKey);
+    let (handle, worker_link) = link(LinkConfig {
+        channels,
+        block_frames: BLOCK_FRAMES,
+        sample_rate,
+        ring_blocks: (2 * output_target_blocks(max_host_block) + 2).max(64),
+        output_target_blocks: output_target_blocks(max_host_block),
+        ..LinkConfig::default()
+    })
+    .map_err(|e| WorkerError::Io(e.to_string()))?;
+    let stats = handle.stats().clone();
+    let (group, unicast_targets) = match &destination {
+        Destination::Multicast(std::net::SocketAddr::V4(g)) => (Some(*g), Vec::new()),
+        Destination::Multicast(a) => {
+            return Err(WorkerError::Io(format!(
+                "IPv6 multicast {a} is not supported"
+            )));
+        }
+        Destination::Unicast(v) => (None, v.clone()),
+    };
+    // A unicast session listens on the port the peers send to.
+    let unicast_port = match &destination {
+        Destination::Unicast(_) if send.is_none() => destination.port(),
+        _ => 0,
+    };
+    let net = NetConfig {
+        group,
+        unicast_port,
+        ..NetConfig::default()
+    };
+    let audio_tx = send.map(|s| {
+        (
+            AudioTxConfig {
+                stream_id: 1,
+                channels: channels as u8,
+                sample_rate,
+                block_frames: BLOCK_FRAMES as u16,
+                format: s.format,
+                jellie: s.jellie && channels == 1,
+            },
+            AudioSource::Link,
+        )
+    });
+    let seed = uuid::Uuid::new_v4().as_u128() as u64;
+    let peer = PeerConfig {
+        session: settings.session_uuid(),
+        source: 0,
+        name: settings.peer_name.clone(),
+        app: concat!("jamnet-plugin/", env!("CARGO_PKG_VERSION")).into(),
+        use_group: group.is_some(),
+        unicast_targets,
+        key,
+        audio_tx,
+        midi_burst: send.map_or(3, |s| s.midi_burst.clamp(1, 8)),
+        playout_delay_ns: (playout_delay_ms.max(0.0) * 1e6) as u64,
+        // Random per instance: the source id is drawn from it.
+        seed,
+        ..PeerConfig::default()
+    };
+    let (core, _report) = LivePeer::new(peer);
+    let worker = Worker::spawn(
+        WorkerConfig {
+            net,
+            thread_name: thread_name.to_owned(),
+            ..WorkerConfig::default()
+        },
+        Arc::new(MonotonicClock),
+        core,
+        Some(worker_link),
+        stats.clone(),
+    )
+    .map_err(|e| WorkerError::Io(e.to_string()))?;
+    let local = worker.local_addr();
+    Ok((handle, stats, LiveLink { worker, local }))
+}
