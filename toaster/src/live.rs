@@ -331,20 +331,30 @@ fn run_worker(
         None,
         Arc::new(LinkStats::default()),
     )?;
+    // The worker publishes its peer id when its core starts, on its own
+    // thread: wait for it (bounded) instead of racing it.
+    let own_id = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(id) = report.lock().peer_id {
+                break Some(id);
+            }
+            if Instant::now() >= deadline || worker.is_finished() {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
     if human {
         println!(
             "local {} , peer id {}",
             worker.local_addr(),
-            report
-                .lock()
-                .peer_id
-                .map(|p| p.to_string())
-                .unwrap_or_default()
+            own_id.map(|p| p.to_string()).unwrap_or_default()
         );
     }
     let mut mdns = match mdns {
         Some((session, name, ip, targets)) => {
-            let own = report.lock().peer_id.context("peer id")?;
+            let own = own_id.context("the worker did not start within 5 s (no peer id)")?;
             let d = MdnsDiscovery::start(own, session, &name, ip, worker.local_addr().port())?;
             Some((d, targets))
         }
