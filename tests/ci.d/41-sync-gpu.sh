@@ -9,4 +9,5 @@ cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/jamnet-xdg}
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-JAMNET_REQUIRE_GPU=1 cargo test -q -p bridge-core --lib -- clock::gpu_bridge --nocapture
+# --workspace keeps the feature resolution of the main test build: no rebuild.
+JAMNET_REQUIRE_GPU=1 cargo test -q --workspace --lib -- clock::gpu_bridge --nocapture

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/jamnet-xdg}
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-cargo test -p bridge-core --lib pnbtr::tests::gpu_kernel_matches_cpu_twin_on_random_histories -- --nocapture
+# --workspace keeps the feature resolution of the main test build: no rebuild.
+cargo test --workspace --lib pnbtr::tests::gpu_kernel_matches_cpu_twin_on_random_histories -- --nocapture
 cargo build -p toaster
 TOASTER="${CARGO_TARGET_DIR:-target}/debug/toaster"
 "$TOASTER" plc-eval --gpu-bench --json > target/plc-gpu-bench.json
