@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 /// One named workload: each call of `run` does one operation and returns a
 /// value derived from it (so the optimiser cannot drop the work).
+///
+/// Thread-safe: no (owns a non-`Send` closure). Realtime-safe: no (tools only).
 pub struct Case {
     /// Group (`encode`, `decode`, `parse`, `hash`).
     pub group: &'static str,
@@ -225,6 +227,8 @@ pub fn codec_cases() -> Vec<Case> {
 }
 
 /// Timing of one case: per-operation nanoseconds over batches.
+///
+/// Thread-safe: yes. Realtime-safe: yes.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     /// Median of the batch means, ns per operation.
