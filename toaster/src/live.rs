@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bridge_core::conceal::ConcealMethod;
 use bridge_core::discovery::mdns::MdnsDiscovery;
 use bridge_core::discovery::PeerEvent;
 use bridge_core::handle::LinkStats;
@@ -150,9 +151,25 @@ pub struct RecvArgs {
     /// Write the audio played from the first received stream to this WAV file.
     #[arg(long)]
     wav: Option<PathBuf>,
-    /// Playout delay, ms.
-    #[arg(long, default_value_t = 20.0)]
+    /// Playout delay above the fastest path seen, ms; 0 = adaptive (the
+    /// jitter buffer follows measured jitter to a 1 % late rate).
+    #[arg(long, default_value_t = 0.0)]
     playout_ms: f64,
+    /// Concealment of missing audio: zero, repeat, burg, pnbtr, pnbtr-gpu
+    /// (falls back to repeat when the method cannot be built).
+    #[arg(long, default_value = "pnbtr", value_parser = parse_conceal)]
+    conceal: ConcealMethod,
+}
+
+fn parse_conceal(s: &str) -> Result<ConcealMethod, String> {
+    Ok(match s {
+        "zero" => ConcealMethod::Zero,
+        "repeat" => ConcealMethod::Repeat,
+        "burg" => ConcealMethod::Burg,
+        "pnbtr" => ConcealMethod::Pnbtr,
+        "pnbtr-gpu" => ConcealMethod::PnbtrGpu,
+        other => return Err(format!("unknown concealment method {other:?}")),
+    })
 }
 
 /// `toaster demo`.
@@ -687,7 +704,8 @@ pub fn recv(args: RecvArgs) -> anyhow::Result<ExitCode> {
     let c = &args.common;
     let net = c.net()?;
     let mut pc = c.peer(&net)?;
-    pc.playout_delay_ns = (args.playout_ms * 1e6) as u64;
+    pc.playout_delay_ns = (args.playout_ms.max(0.0) * 1e6) as u64;
+    pc.conceal = args.conceal;
     if args.wav.is_some() {
         pc.record_frames = 48_000 * 600;
     }
@@ -753,7 +771,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         session,
         name: "demo-receiver".into(),
         use_group: false,
-        playout_delay_ns: ((args.delay_ms + 2.0 * args.jitter_ms + 5.0) * 1e6) as u64,
+        // Adaptive: the jitter buffer finds the delay the link needs.
+        playout_delay_ns: 0,
         ..PeerConfig::default()
     });
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock);

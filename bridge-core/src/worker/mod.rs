@@ -137,6 +137,9 @@ pub trait Core: Send + 'static {
     /// When `on_tick` must run next (ns, same clock). The worker also ticks
     /// after every batch of datagrams.
     fn next_deadline_ns(&self, now_ns: u64) -> u64;
+    /// The driver's counters as the thread stops, after the last datagram
+    /// was handled (so final reports agree with what the core saw).
+    fn on_final_net_info(&mut self, _net: &NetInfo) {}
     /// The worker is stopping: queue last words (goodbye).
     fn on_stop(&mut self, now_ns: u64, out: &mut Outbox) {
         let _ = (now_ns, out);
@@ -352,6 +355,8 @@ impl<C: Core> LoopState<C> {
             if self.stop.load(Ordering::Relaxed)
                 || self.link.as_ref().is_some_and(|l| l.plugin_gone())
             {
+                let info = self.info();
+                self.core.on_final_net_info(&info);
                 self.core.on_stop(now, &mut self.out);
                 self.flush();
                 return Ok(());

@@ -9,34 +9,44 @@
 //! * heartbeats and goodbyes via [`Discovery`]; answers `clock_ping`;
 //! * sends one audio stream (from the plugin's link or a generator), plain
 //!   or JELLIE (mono; C/D sent one block later for time diversity);
-//! * sends MIDI as bursts of `k` copies spread over ≤ 1 ms; every frame also
-//!   carries the few most recent events (a small recovery journal), so one
-//!   surviving frame repairs earlier losses; receivers deliver each
-//!   (source, burst_id) exactly once;
-//! * receives every audio stream it hears into a fixed-delay playout that
-//!   plays each block as received, JELLIE-rebuilt or concealed (repeat with
-//!   fade), and counts lost / late / reordered / duplicated blocks.
-//!   (The adaptive jitter buffer and drift compensation of the `jitter` /
-//!   `drift` modules replace this fixed playout when they land.)
+//! * sends MIDI through [`crate::burst::BurstSender`]: `k` copies spread over
+//!   ≤ 1 ms plus the recovery journal (recent events ride along in later
+//!   frames, so one surviving frame repairs earlier losses); receives through
+//!   [`crate::burst::BurstReceiver`], which delivers each (source, burst_id)
+//!   exactly once with its original timestamp;
+//! * receives every audio stream it hears into an adaptive
+//!   [`crate::jitter::JitterBuffer`] (target delay from measured jitter, or
+//!   a manual override; JELLIE rebuild; concealment through a
+//!   [`crate::conceal::Concealer`] from [`crate::pnbtr::make_concealer`],
+//!   PNBTR by default, repeat-with-fade as fallback), followed by a
+//!   [`crate::drift::DriftCompensator`] that resamples the sender's sample
+//!   clock onto ours at the ratio a [`crate::drift::DriftEstimator`] measures.
+//!   Each stream is pulled once per block period of our clock; the plugin's
+//!   link gets the mix.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Core, Dest, NetInfo, Outbox};
+use crate::burst::wire::{encode_midi_frame, line_from_jmid};
+use crate::burst::{BurstConfig, BurstFrame, BurstReceiver, BurstSender, DedupConfig};
 use crate::clock::{ArbiterConfig, ClockDriftArbiter, ClockEstimate};
+use crate::conceal::{ConcealMethod, Concealer};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryStats, PeerEntry, PeerEvent};
+use crate::drift::{DriftCompensator, DriftConfig, DriftEstimator};
 use crate::handle::{MidiEvent, WorkerLink};
+use crate::jitter::{InsertOutcome, JitterBuffer, JitterConfig, RepeatFadeConcealer};
 use crate::net::{DriverStats, StageStats, Via};
+use crate::pnbtr::make_concealer;
 use crate::protocol::audio::{write_binary_from_f32, AudioHeader};
 use crate::protocol::frame::{Flags, FrameWriter, Header, MessageKind};
-use crate::protocol::jmid::{JmidCompact, JmidEvent, MidiMessage};
+use crate::protocol::jellie::SubStream;
+use crate::protocol::jmid::JmidEvent;
 use crate::protocol::{
     decode, ClockPing, ClockPong, FormatType, Goodbye, Heartbeat, Message, PeerId, RejectCounters,
     RejectReason, SampleFormat, SessionKey, StreamInfo, StreamKind,
@@ -126,13 +136,18 @@ pub struct PeerConfig {
     pub midi_demo_interval_ns: u64,
     /// Copies per MIDI event (1–8).
     pub midi_burst: u8,
-    /// Most recent earlier events repeated in each MIDI frame (0 = plain bursts).
-    pub midi_journal: usize,
-    /// Receive playout delay after a block's expected arrival, ns.
+    /// Carry recent events in later MIDI frames (the recovery journal of
+    /// [`crate::burst`]); `false` sends plain bursts.
+    pub midi_journal: bool,
+    /// Receive playout delay: 0 = adaptive (the [`JitterBuffer`] follows
+    /// measured jitter to a 1 % late rate); otherwise a manual target delay,
+    /// ns above the fastest path seen.
     pub playout_delay_ns: u64,
+    /// Concealment of missing audio (falls back to `repeat` if it cannot be built).
+    pub conceal: ConcealMethod,
     /// Keep played audio of the first received stream (for `--wav`), frames.
     pub record_frames: usize,
-    /// Seed for burst spacing jitter.
+    /// Seed for MIDI burst spacing and the first burst id.
     pub seed: u64,
     /// Extra unicast addresses that get our heartbeats (filled at run time,
     /// e.g. by DNS-SD); peers found there join through the heartbeat exchange.
@@ -154,8 +169,9 @@ impl Default for PeerConfig {
             midi_demo: false,
             midi_demo_interval_ns: 250 * MS,
             midi_burst: 3,
-            midi_journal: 4,
-            playout_delay_ns: 20 * MS,
+            midi_journal: true,
+            playout_delay_ns: 0,
+            conceal: ConcealMethod::Pnbtr,
             record_frames: 0,
             seed: 1,
             heartbeat_targets: None,
@@ -203,10 +219,20 @@ pub struct StreamStats {
     pub blocks_concealed: u64,
     /// Blocks whose first datagram never arrived in time (= concealed + rebuilt-from-nothing).
     pub blocks_lost: u64,
-    /// Times playout restarted after the stream paused or ended.
+    /// Times playout restarted after the stream paused, or followed a sender restart.
     pub restarts: u64,
+    /// Blocks the jitter buffer held (concealed without advancing) to grow its delay.
+    pub holds: u64,
+    /// Blocks the jitter buffer dropped to shrink its delay.
+    pub skips: u64,
     /// Interarrival jitter (RFC 3550 estimator), µs.
     pub jitter_us: f64,
+    /// Current target playout delay above the fastest path seen, µs.
+    pub target_delay_us: f64,
+    /// Estimated sender clock drift against ours, ppm (positive: sender faster).
+    pub drift_ppm: f64,
+    /// Concealment method in use (`pnbtr`, `repeat`, …).
+    pub concealer: &'static str,
 }
 
 /// Report of one received audio stream.
@@ -300,12 +326,16 @@ pub struct PeerReport {
     pub stage: Option<StageStats>,
 }
 
-struct Pending {
-    plain: Option<Vec<f32>>,
-    parts: [Option<Vec<f32>>; 4],
-    timestamp: u64,
-}
+/// Output blocks rendered per stream per tick at most (a worker that woke
+/// very late catches up this far, then skips ahead).
+const MAX_CATCH_UP_BLOCKS: u64 = 64;
+/// Sender timestamps remembered per stream (for latency), in blocks.
+const TS_RING: usize = 128;
 
+/// One received audio stream: the adaptive [`JitterBuffer`] (JELLIE rebuild,
+/// concealment through a [`Concealer`]) followed by the [`DriftCompensator`]
+/// that resamples the sender's clock onto ours, pulled once per block period
+/// of our clock.
 struct RxStream {
     source: u32,
     stream_id: u16,
@@ -313,38 +343,228 @@ struct RxStream {
     sample_rate: u32,
     block_frames: usize,
     jellie: bool,
-    pending: BTreeMap<u64, Pending>,
-    /// (sample index, local ns) the playout timeline is anchored at.
-    anchor: Option<(u64, u64)>,
+    jb: JitterBuffer,
+    concealer: Box<dyn Concealer>,
+    drift_est: DriftEstimator,
+    /// `None` if the resampler could not be built (plays without drift compensation).
+    drift: Option<DriftCompensator>,
+    /// One output block.
+    out: Vec<f32>,
+    /// Local time of output block 0 and blocks rendered since; `None` while stopped.
+    clock: Option<(u64, u64)>,
     first_played: Option<u64>,
     /// Sample index just after the last block played.
     played_end: Option<u64>,
-    next_sample: Option<u64>,
     last_arrival_ns: u64,
     /// When the sender said goodbye (its stream ends once drained).
     ended_at: Option<u64>,
-    last_seq: Option<u32>,
+    /// Stopped after idling: the next datagram restarts it from scratch.
+    stopped_idle: bool,
+    /// Highest `first_sample` received.
+    highest: Option<u64>,
+    /// Datagrams received before playout started: (arrival, first_sample, jellie, samples).
+    preroll: Vec<(u64, u64, u8, Vec<f32>)>,
+    /// JELLIE C/D that found their parity already held (by the current
+    /// buffer): expected redundancy, not duplicates.
+    redundant_unused: u64,
     last_transit: Option<i64>,
-    last_block: Vec<f32>,
-    fade: f32,
+    /// (first_sample, sender timestamp) by block index.
+    timestamps: Box<[(u64, u64); TS_RING]>,
+    /// Counters of jitter buffers replaced by restarts, and our own.
     stats: StreamStats,
     transit_us: Vec<f32>,
     latency_us: Vec<f32>,
 }
 
+/// Most datagrams kept while waiting for playout to start.
+const PREROLL_MAX: usize = 512;
 /// Bounded latency samples per stream.
 const MAX_SAMPLES: usize = 200_000;
-/// How far ahead of the playout point a block may arrive, in blocks.
-const MAX_AHEAD_BLOCKS: u64 = 2048;
 /// A stream with no datagram for this long stops playing (ends).
 const STREAM_IDLE_NS: u64 = 500 * MS;
 
 impl RxStream {
-    fn play_time(&self, sample: u64, delay: u64) -> Option<u64> {
-        let (s0, t0) = self.anchor?;
-        let ds = sample.checked_sub(s0)?;
-        Some(t0 + ds * 1_000_000_000 / self.sample_rate as u64 + delay)
+    fn new(
+        cfg: &PeerConfig,
+        source: u32,
+        a: &crate::protocol::AudioPayload<'_>,
+        block_frames: usize,
+    ) -> Self {
+        let channels = a.channels as usize;
+        let jellie = a.jellie > 0;
+        let mut s = RxStream {
+            source,
+            stream_id: a.stream_id,
+            channels,
+            sample_rate: a.sample_rate,
+            block_frames,
+            jellie,
+            jb: JitterBuffer::new(JitterConfig::new(channels, block_frames, a.sample_rate)),
+            concealer: stream_concealer(cfg.conceal, channels, a.sample_rate, block_frames),
+            drift_est: DriftEstimator::new(a.sample_rate, 1_000 * MS),
+            drift: None,
+            out: vec![0.0; block_frames * channels],
+            clock: None,
+            first_played: None,
+            played_end: None,
+            last_arrival_ns: 0,
+            ended_at: None,
+            stopped_idle: false,
+            highest: None,
+            preroll: Vec::new(),
+            redundant_unused: 0,
+            last_transit: None,
+            timestamps: Box::new([(u64::MAX, 0); TS_RING]),
+            stats: StreamStats::default(),
+            transit_us: Vec::new(),
+            latency_us: Vec::new(),
+        };
+        s.restart(cfg.playout_delay_ns);
+        s
     }
+
+    fn new_buffer(&self, manual_delay_ns: u64) -> JitterBuffer {
+        let mut jb = JitterBuffer::new(JitterConfig::new(
+            self.channels,
+            self.block_frames,
+            self.sample_rate,
+        ));
+        if manual_delay_ns > 0 {
+            jb.set_manual_delay(Some(manual_delay_ns));
+        }
+        jb
+    }
+
+    /// Insert one datagram's samples (`jellie`: 0 plain, 1–4 sub-stream).
+    ///
+    /// The buffer starts at the first block it sees and counts anything
+    /// earlier as late. Before playout starts an earlier block is not late
+    /// but overtaken (jitter, reordering): the pre-roll is kept so the
+    /// buffer can be rebuilt to start from the earliest block.
+    fn insert_block(
+        &mut self,
+        now: u64,
+        first_sample: u64,
+        jellie: u8,
+        samples: &[f32],
+        manual_delay_ns: u64,
+    ) -> InsertOutcome {
+        if self.jb.last_played().is_none() {
+            let start = self.preroll.iter().map(|p| p.1).min();
+            if start.is_some_and(|s| first_sample < s) && self.preroll.len() < PREROLL_MAX {
+                self.jb = self.new_buffer(manual_delay_ns);
+                self.redundant_unused = 0;
+                let earlier = std::mem::take(&mut self.preroll);
+                self.preroll
+                    .push((now, first_sample, jellie, samples.to_vec()));
+                let outcome = self.insert_raw(now, first_sample, jellie, samples);
+                for (t, f, j, data) in &earlier {
+                    if self.insert_raw(*t, *f, *j, data) == InsertOutcome::Duplicate && *j >= 3 {
+                        self.redundant_unused += 1;
+                    }
+                }
+                self.preroll.extend(earlier);
+                return outcome;
+            }
+            if self.preroll.len() < PREROLL_MAX {
+                self.preroll
+                    .push((now, first_sample, jellie, samples.to_vec()));
+            }
+        } else if !self.preroll.is_empty() {
+            self.preroll = Vec::new();
+        }
+        self.insert_raw(now, first_sample, jellie, samples)
+    }
+
+    fn insert_raw(
+        &mut self,
+        now: u64,
+        first_sample: u64,
+        jellie: u8,
+        samples: &[f32],
+    ) -> InsertOutcome {
+        match SubStream::from_u8(jellie) {
+            Some(sub) => self.jb.insert_jellie(now, first_sample, sub, samples),
+            None => self.jb.insert(now, first_sample, samples),
+        }
+    }
+
+    /// Fresh playout state (first start, or after the stream idled).
+    fn restart(&mut self, manual_delay_ns: u64) {
+        self.stats = self.stats_now();
+        self.jb = self.new_buffer(manual_delay_ns);
+        self.preroll = Vec::new();
+        self.concealer.reset();
+        self.drift_est = DriftEstimator::new(self.sample_rate, 1_000 * MS);
+        self.drift = DriftCompensator::new(DriftConfig::new(
+            self.channels,
+            self.block_frames,
+            self.block_frames,
+        ))
+        .ok();
+        self.clock = None;
+        self.highest = None;
+        self.redundant_unused = 0;
+        self.last_transit = None;
+        self.stopped_idle = false;
+    }
+
+    /// Counters: earlier buffers' plus the current one's.
+    fn stats_now(&self) -> StreamStats {
+        let j = self.jb.stats();
+        let b = &self.stats;
+        StreamStats {
+            frames_received: b.frames_received,
+            duplicated: b.duplicated + j.duplicated.saturating_sub(self.redundant_unused),
+            reordered: b.reordered + j.reordered,
+            late: b.late + j.late,
+            mismatched: b.mismatched + j.rejected,
+            blocks_played: b.blocks_played + j.played_received,
+            blocks_rebuilt: b.blocks_rebuilt + j.rebuilt + j.interpolated,
+            blocks_concealed: b.blocks_concealed + j.concealed,
+            blocks_lost: b.blocks_lost + j.lost,
+            restarts: b.restarts + j.resyncs,
+            holds: b.holds + j.holds,
+            skips: b.skips + j.skips,
+            jitter_us: b.jitter_us.max(j.jitter_ns / 1000.0),
+            target_delay_us: j.target_delay_ns as f64 / 1000.0,
+            drift_ppm: self.drift_est.ppm(),
+            concealer: b.concealer,
+        }
+    }
+
+    /// Whether everything received has been played.
+    fn drained(&self) -> bool {
+        match (self.highest, self.jb.last_played()) {
+            (Some(h), Some(p)) => p >= h,
+            (None, _) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The concealer for a new stream: `method`, falling back to PNBTR on the
+/// CPU when the GPU is unavailable, then to repeat-with-fade.
+fn stream_concealer(
+    method: ConcealMethod,
+    channels: usize,
+    sample_rate: u32,
+    block_frames: usize,
+) -> Box<dyn Concealer> {
+    let mut chain = vec![method];
+    if method == ConcealMethod::PnbtrGpu {
+        chain.push(ConcealMethod::Pnbtr);
+    }
+    chain.push(ConcealMethod::Repeat);
+    chain
+        .into_iter()
+        .find_map(|m| make_concealer(m, channels, sample_rate).ok())
+        .unwrap_or_else(|| {
+            Box::new(RepeatFadeConcealer::new(
+                channels,
+                block_frames * channels.max(1),
+            ))
+        })
 }
 
 struct TxState {
@@ -355,38 +575,6 @@ struct TxState {
     block: Vec<f32>,
     /// JELLIE C/D of the previous block, sent with the next one.
     delayed: Option<(u64, Vec<f32>, Vec<f32>, u64)>,
-}
-
-struct MidiCopy {
-    due_ns: u64,
-    event: JmidEvent,
-}
-
-/// Duplicate filter for (source, burst_id): bounded memory and time.
-struct Dedup {
-    seen: HashMap<(u32, u64), u64>,
-    order: VecDeque<(u64, (u32, u64))>,
-    keep_ns: u64,
-    cap: usize,
-}
-
-impl Dedup {
-    fn insert(&mut self, now: u64, key: (u32, u64)) -> bool {
-        while let Some(&(t, k)) = self.order.front() {
-            if now.saturating_sub(t) > self.keep_ns || self.order.len() >= self.cap {
-                self.order.pop_front();
-                self.seen.remove(&k);
-            } else {
-                break;
-            }
-        }
-        if self.seen.contains_key(&key) {
-            return false;
-        }
-        self.seen.insert(key, now);
-        self.order.push_back((now, key));
-        true
-    }
 }
 
 /// The live peer core.
@@ -402,13 +590,19 @@ pub struct LivePeer {
     buf: Vec<u8>,
     tx: Option<TxState>,
     rx: Vec<RxStream>,
-    dedup: Dedup,
-    midi_copies: Vec<MidiCopy>,
-    midi_recent: VecDeque<(u64, JmidEvent)>,
-    next_burst_id: u64,
+    /// Decoded samples of the datagram being handled.
+    scratch: Vec<f32>,
+    /// Output blocks mixed across streams this tick.
+    mix: Vec<f32>,
+    /// MIDI bursts + recovery journal (sans-IO, [`crate::burst`]).
+    midi_tx: BurstSender,
+    /// Exactly-once MIDI delivery per (source, burst_id).
+    midi_rx: BurstReceiver,
+    midi_frame: BurstFrame,
+    /// MIDI lines that parsed but do not fit a burst line (SysEx over 64 bytes).
+    midi_unusable: u64,
     next_demo_ns: Option<u64>,
     demo_count: u64,
-    rng: ChaCha8Rng,
     report: PeerReport,
     shared: Arc<Mutex<PeerReport>>,
     next_publish_ns: u64,
@@ -425,7 +619,6 @@ impl LivePeer {
     /// A peer with `cfg`. The returned `Arc` is refreshed with a
     /// [`PeerReport`] ten times a second (for status lines and editors).
     pub fn new(mut cfg: PeerConfig) -> (Self, SharedReport) {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         if cfg.source == 0 {
             cfg.source = loop {
                 let s: u32 = rand::random();
@@ -445,7 +638,15 @@ impl LivePeer {
         });
         let shared = Arc::new(Mutex::new(PeerReport::default()));
         let own = PeerId(cfg.source);
-        let first_burst = rng.random::<u32>() as u64;
+        // k is what the user asked for (`--burst`); the journal repairs the rest.
+        let midi_tx = BurstSender::new(BurstConfig {
+            burst_size: cfg.midi_burst,
+            min_burst: cfg.midi_burst,
+            max_burst: cfg.midi_burst,
+            journal: cfg.midi_journal,
+            seed: cfg.seed,
+            ..BurstConfig::default()
+        });
         (
             Self {
                 own,
@@ -456,18 +657,14 @@ impl LivePeer {
                 buf: vec![0u8; 65_536],
                 tx,
                 rx: Vec::new(),
-                dedup: Dedup {
-                    seen: HashMap::new(),
-                    order: VecDeque::new(),
-                    keep_ns: 10_000 * MS,
-                    cap: 100_000,
-                },
-                midi_copies: Vec::new(),
-                midi_recent: VecDeque::new(),
-                next_burst_id: first_burst << 16,
+                scratch: Vec::new(),
+                mix: Vec::new(),
+                midi_tx,
+                midi_rx: BurstReceiver::new(DedupConfig::default()),
+                midi_frame: BurstFrame::default(),
+                midi_unusable: 0,
                 next_demo_ns: None,
                 demo_count: 0,
-                rng,
                 report: PeerReport {
                     peer_id: Some(own),
                     name: cfg.name.clone(),
@@ -523,6 +720,7 @@ impl LivePeer {
             .map(|r| (r.as_str().to_string(), self.rejects.get(*r)))
             .collect();
         drops.insert("other_session".into(), self.other_session);
+        drops.insert("midi_too_long".into(), self.midi_unusable);
         self.report.drops = drops;
         if let (Some(a), Some(now)) = (&self.arbiter, self.last_now) {
             self.report.clock = Some(SessionClockReport {
@@ -751,34 +949,8 @@ impl LivePeer {
 
     /// Queue one MIDI event (`bytes`, sounding at `timestamp`) as a burst.
     fn queue_midi(&mut self, now: u64, timestamp: u64, bytes: &[u8]) {
-        let Ok(message) = MidiMessage::from_bytes(bytes) else {
-            return;
-        };
-        let k = self.cfg.midi_burst;
-        let id = self.next_burst_id;
-        self.next_burst_id = self.next_burst_id.wrapping_add(1);
-        // Copies spread over at most 1 ms with jitter, so one loss burst
-        // rarely takes them all.
-        let spacing = MS / k as u64;
-        for i in 0..k {
-            let jitter = if i == 0 {
-                0
-            } else {
-                self.rng.random_range(0..=spacing / 2)
-            };
-            self.midi_copies.push(MidiCopy {
-                due_ns: (now + i as u64 * spacing + jitter).min(now + MS),
-                event: JmidEvent {
-                    message: message.clone(),
-                    timestamp,
-                    burst_id: id,
-                    burst_index: i,
-                    burst_size: k,
-                },
-            });
-        }
-        self.midi_copies.sort_by_key(|c| c.due_ns);
-        self.report.midi_sent += 1;
+        // Refusals (not MIDI, journal full) are counted by the sender.
+        let _ = self.midi_tx.push(now, timestamp, bytes);
     }
 
     fn tick_midi_tx(&mut self, now: u64, link: Option<&mut WorkerLink>, out: &mut Outbox) {
@@ -808,33 +980,34 @@ impl LivePeer {
                 self.next_demo_ns = Some(due + self.cfg.midi_demo_interval_ns);
             }
         }
-        while self.midi_copies.first().is_some_and(|c| c.due_ns <= now) {
-            let copy = self.midi_copies.remove(0);
-            let mut events = Vec::with_capacity(1 + self.cfg.midi_journal);
-            events.push(copy.event.clone());
-            // Journal: the most recent other events (last 200 ms) ride along.
-            for (t, e) in self.midi_recent.iter().rev() {
-                if events.len() > self.cfg.midi_journal || now.saturating_sub(*t) > 200 * MS {
-                    break;
-                }
-                if e.burst_id != copy.event.burst_id {
-                    events.push(e.clone());
-                }
-            }
-            let flags = if copy.event.burst_index > 0 {
-                Flags::REDUNDANT
-            } else {
-                0
+        self.flush_midi(now, now, out);
+    }
+
+    /// Send every MIDI frame the burst sender has due at `due` (`now` is the
+    /// clock reading stamped on the frames).
+    fn flush_midi(&mut self, now: u64, due: u64, out: &mut Outbox) {
+        let mut frame = std::mem::take(&mut self.midi_frame);
+        while self.midi_tx.poll(due, &mut frame) {
+            let seq = self.next_seq(MessageKind::Jmid);
+            let stamp = self.session_now(now);
+            let key = self.cfg.key.clone();
+            let Ok((n, _lines)) = encode_midi_frame(
+                &frame,
+                self.cfg.session,
+                self.own.0,
+                seq,
+                stamp,
+                key.as_ref(),
+                &mut self.buf[..MAX_SEND],
+            ) else {
+                continue;
             };
-            let msg = Message::JmidCompact(JmidCompact { events });
-            self.send_message(now, &msg, flags, out);
-            if copy.event.burst_index == 0 {
-                self.midi_recent.push_back((now, copy.event));
-                while self.midi_recent.len() > 16 {
-                    self.midi_recent.pop_front();
-                }
+            for d in self.destinations() {
+                out.send(d, &self.buf[..n]);
             }
         }
+        self.midi_frame = frame;
+        self.report.midi_sent = self.midi_tx.stats().events;
     }
 
     // ---------------------------------------------------------------- RX
@@ -846,12 +1019,17 @@ impl LivePeer {
         ev: &JmidEvent,
         link: &mut Option<&mut WorkerLink>,
     ) {
-        if !self.dedup.insert(now, (source, ev.burst_id)) {
-            self.report.midi_duplicates += 1;
+        let Ok(line) = line_from_jmid(ev) else {
+            self.midi_unusable += 1;
+            return;
+        };
+        let delivered = self.midi_rx.on_line(now, source, &line);
+        self.report.midi_duplicates = self.midi_rx.stats().duplicates;
+        if delivered.is_none() {
             return;
         }
-        let mut bytes = [0u8; 512];
-        let n = ev.message.write_bytes(&mut bytes).unwrap_or(0);
+        let bytes = line.event.bytes.as_slice();
+        let n = bytes.len();
         if self.report.midi_delivered.len() < 100_000 {
             self.report.midi_delivered.push(DeliveredMidi {
                 source: PeerId(source),
@@ -883,31 +1061,12 @@ impl LivePeer {
         {
             Some(i) => i,
             None => {
-                if self.rx.len() >= 64 || block_frames == 0 {
+                if self.rx.len() >= 64 || block_frames == 0 || a.channels == 0 {
                     return;
                 }
-                self.rx.push(RxStream {
-                    source: h.source,
-                    stream_id: a.stream_id,
-                    channels: a.channels as usize,
-                    sample_rate: a.sample_rate,
-                    block_frames,
-                    jellie: a.jellie > 0,
-                    pending: BTreeMap::new(),
-                    anchor: None,
-                    first_played: None,
-                    played_end: None,
-                    next_sample: None,
-                    last_arrival_ns: now,
-                    ended_at: None,
-                    last_seq: None,
-                    last_transit: None,
-                    last_block: vec![0.0; block_frames * a.channels as usize],
-                    fade: 1.0,
-                    stats: StreamStats::default(),
-                    transit_us: Vec::new(),
-                    latency_us: Vec::new(),
-                });
+                let mut r = RxStream::new(&self.cfg, h.source, a, block_frames);
+                r.stats.concealer = r.concealer.name();
+                self.rx.push(r);
                 if self.record_source.is_none() && self.cfg.record_frames > 0 {
                     self.record_source = Some((h.source, a.stream_id));
                 }
@@ -915,6 +1074,7 @@ impl LivePeer {
             }
         };
         let session_now = self.session_now(now);
+        let manual = self.cfg.playout_delay_ns;
         let r = &mut self.rx[idx];
         if r.channels != a.channels as usize
             || r.sample_rate != a.sample_rate
@@ -927,166 +1087,118 @@ impl LivePeer {
         r.stats.frames_received += 1;
         // `ended_at` stays set: a peer that said goodbye and returns is a new
         // source id; stragglers (reordered JELLIE C/D) must not revive it.
-        r.last_arrival_ns = now;
-        // Sequence order (per source and stream type: fine for one stream per sender).
-        if let Some(last) = r.last_seq {
-            if (h.sequence.wrapping_sub(last) as i32) < 0 {
-                r.stats.reordered += 1;
-            } else {
-                r.last_seq = Some(h.sequence);
-            }
-        } else {
-            r.last_seq = Some(h.sequence);
-        }
-        // Jitter (RFC 3550): smoothed change of transit time; and transit itself.
-        let transit = session_now as i64 - h.timestamp as i64;
-        if !redundant_jellie {
-            if let Some(prev) = r.last_transit {
-                let d = (transit - prev).unsigned_abs() as f64 / 1000.0;
-                r.stats.jitter_us += (d - r.stats.jitter_us) / 16.0;
-            }
-            r.last_transit = Some(transit);
-            if r.transit_us.len() < MAX_SAMPLES {
-                r.transit_us.push(transit as f32 / 1000.0);
-            }
-        }
-        if r.anchor.is_none() {
-            r.anchor = Some((a.first_sample, now));
-            r.next_sample = Some(a.first_sample);
-            if r.first_played.is_some() {
-                r.stats.restarts += 1;
-            }
-        }
-        // Before anything played, an earlier block that was overtaken (jitter,
-        // or a worker that woke late) moves the start back instead of being late.
-        if let (None, Some((s0, t0))) = (r.first_played, r.anchor) {
-            if a.first_sample < s0 {
-                let back = (s0 - a.first_sample) * 1_000_000_000 / r.sample_rate as u64;
-                r.anchor = Some((a.first_sample, t0.saturating_sub(back)));
-                r.next_sample = Some(a.first_sample);
-            }
-        }
-        let next = r.next_sample.unwrap_or(a.first_sample);
-        if a.first_sample < next {
+        if r.ended_at.is_some() && r.clock.is_none() {
             r.stats.late += 1;
             return;
         }
-        if (a.first_sample - next) / r.block_frames as u64 > MAX_AHEAD_BLOCKS {
-            r.stats.mismatched += 1;
-            return;
+        if r.stopped_idle {
+            r.restart(manual);
+            r.stats.restarts += 1;
         }
-        let mut samples = vec![0.0f32; a.sample_count()];
-        a.read_into(&mut samples);
-        let p = r.pending.entry(a.first_sample).or_insert_with(|| Pending {
-            plain: None,
-            parts: [None, None, None, None],
-            timestamp: h.timestamp,
-        });
-        p.timestamp = p.timestamp.min(h.timestamp);
-        let slot = if a.jellie == 0 {
-            &mut p.plain
+        r.last_arrival_ns = now;
+        // Transit (arrival − sender timestamp, session time) for the report.
+        let transit = session_now as i64 - h.timestamp as i64;
+        if !redundant_jellie && r.transit_us.len() < MAX_SAMPLES {
+            r.transit_us.push(transit as f32 / 1000.0);
+        }
+        let samples = &mut self.scratch;
+        samples.clear();
+        samples.resize(a.sample_count(), 0.0);
+        a.read_into(samples);
+        let outcome = r.insert_block(now, a.first_sample, a.jellie, samples, manual);
+        match outcome {
+            InsertOutcome::Rejected => return,
+            InsertOutcome::Duplicate if redundant_jellie => r.redundant_unused += 1,
+            _ => {}
+        }
+        if !redundant_jellie {
+            r.drift_est.on_arrival(now, a.first_sample);
+        }
+        r.highest = Some(r.highest.map_or(a.first_sample, |h| h.max(a.first_sample)));
+        let slot = &mut r.timestamps[(a.first_sample / block_frames as u64) as usize % TS_RING];
+        if slot.0 != a.first_sample {
+            *slot = (a.first_sample, h.timestamp);
         } else {
-            &mut p.parts[a.jellie as usize - 1]
-        };
-        if slot.is_some() {
-            r.stats.duplicated += 1;
-        } else {
-            *slot = Some(samples);
+            slot.1 = slot.1.min(h.timestamp);
+        }
+        // Play from the first datagram on: the buffer stays idle until its
+        // target delay is reached.
+        if r.clock.is_none() {
+            r.clock = Some((now, 0));
         }
     }
 
     fn tick_playout(&mut self, now: u64, link: Option<&mut WorkerLink>) {
-        let delay = self.cfg.playout_delay_ns;
         // Play times are local; sender timestamps are session time.
         let session_offset = self.session_now(now) as i64 - now as i64;
-        let mut mix: Vec<f32> = Vec::new();
+        let want = link.as_ref().map(|l| l.config().block_samples());
+        let mut mixed = 0usize;
+        self.mix.clear();
         for i in 0..self.rx.len() {
             let record = self.record_source == Some((self.rx[i].source, self.rx[i].stream_id));
             let r = &mut self.rx[i];
-            while let Some(next) = r.next_sample {
-                let Some(t) = r.play_time(next, delay) else {
-                    break;
-                };
+            let mut rendered = 0;
+            while let Some((t0, n)) = r.clock {
+                let block_ns = r.block_frames as u64 * 1_000_000_000 / r.sample_rate as u64;
+                let t = t0 + n * block_ns;
                 if t > now {
                     break;
                 }
-                // The stream ended or paused: stop instead of concealing forever.
-                if r.pending.is_empty() {
-                    // After a goodbye, wait (neither play nor conceal) for
-                    // stragglers the goodbye overtook, for one playout delay.
-                    let wait_over = r.ended_at.map(|e| now >= e + delay);
-                    if wait_over == Some(false) {
-                        break;
-                    }
-                    if wait_over == Some(true)
-                        || now.saturating_sub(r.last_arrival_ns) > STREAM_IDLE_NS
-                    {
-                        r.anchor = None;
-                        r.next_sample = None;
-                        break;
-                    }
+                // The sender left: stop once what it sent has played.
+                if r.ended_at.is_some() && r.drained() {
+                    r.clock = None;
+                    break;
                 }
-                let n = r.block_frames * r.channels;
-                let mut block = vec![0.0f32; n];
-                let mut lat_ts = None;
-                match r.pending.remove(&next) {
-                    Some(p) if p.plain.is_some() => {
-                        block.copy_from_slice(&p.plain.unwrap_or_default()[..n]);
-                        r.stats.blocks_played += 1;
-                        lat_ts = Some(p.timestamp);
+                // The stream paused or ended without a goodbye: stop instead
+                // of concealing forever.
+                if now.saturating_sub(r.last_arrival_ns) > STREAM_IDLE_NS {
+                    r.clock = None;
+                    r.stopped_idle = true;
+                    break;
+                }
+                if rendered >= MAX_CATCH_UP_BLOCKS {
+                    // Woke far too late: restart the output clock now.
+                    r.clock = Some((now, 0));
+                    break;
+                }
+                let before = r.jb.last_played();
+                let ok = match r.drift.as_mut() {
+                    Some(dc) => {
+                        let ratio = r.drift_est.ratio();
+                        dc.render(t, &mut r.jb, r.concealer.as_mut(), Some(ratio), &mut r.out)
+                            .is_ok()
                     }
-                    Some(p) if r.jellie => {
-                        let [a, b, c, d] = &p.parts;
-                        let outcome = crate::protocol::jellie::merge(
-                            a.as_deref(),
-                            b.as_deref(),
-                            c.as_deref(),
-                            d.as_deref(),
-                            &mut block,
-                        );
-                        use crate::protocol::jellie::MergeOutcome as M;
-                        match outcome {
-                            M::Exact if a.is_some() && b.is_some() => {
-                                r.stats.blocks_played += 1;
-                                lat_ts = Some(p.timestamp);
-                            }
-                            M::NeedConcealment => conceal(r, &mut block),
-                            _ => {
-                                r.stats.blocks_rebuilt += 1;
-                                lat_ts = Some(p.timestamp);
-                            }
+                    None => false,
+                };
+                if !ok {
+                    r.drift = None;
+                    r.jb.pull(t, &mut r.out, r.concealer.as_mut());
+                }
+                r.clock = Some((t0, n + 1));
+                rendered += 1;
+                if let Some(p) = r.jb.last_played() {
+                    r.first_played.get_or_insert(p);
+                    r.played_end = Some(p + r.block_frames as u64);
+                    if before != Some(p) && r.latency_us.len() < MAX_SAMPLES {
+                        let (s, ts) = r.timestamps[(p / r.block_frames as u64) as usize % TS_RING];
+                        if s == p {
+                            let t_session = t as i64 + session_offset;
+                            r.latency_us.push((t_session - ts as i64) as f32 / 1000.0);
                         }
-                    }
-                    _ => conceal(r, &mut block),
-                }
-                if let Some(ts) = lat_ts {
-                    r.fade = 1.0;
-                    r.last_block.copy_from_slice(&block);
-                    if r.latency_us.len() < MAX_SAMPLES {
-                        let t_session = t as i64 + session_offset;
-                        r.latency_us.push((t_session - ts as i64) as f32 / 1000.0);
-                    }
-                }
-                r.first_played.get_or_insert(next);
-                r.next_sample = Some(next + r.block_frames as u64);
-                r.played_end = r.next_sample;
-                // Anything now behind the playout point can never play.
-                while let Some((&k, _)) = r.pending.first_key_value() {
-                    if k < next + r.block_frames as u64 {
-                        r.pending.pop_first();
-                        r.stats.late += 1;
-                    } else {
-                        break;
                     }
                 }
                 if record && self.recorded.len() < self.cfg.record_frames * r.channels {
-                    self.recorded.extend_from_slice(&block);
+                    self.recorded.extend_from_slice(&r.out);
                 }
-                if link.is_some() {
-                    if mix.is_empty() {
-                        mix = block;
-                    } else if mix.len() == block.len() {
-                        for (m, s) in mix.iter_mut().zip(&block) {
+                // Block k of every stream this tick mixes into output block k.
+                if want == Some(r.out.len()) {
+                    let len = r.out.len();
+                    let k = rendered as usize - 1;
+                    if k >= mixed {
+                        self.mix.extend_from_slice(&r.out);
+                        mixed += 1;
+                    } else {
+                        for (m, s) in self.mix[k * len..(k + 1) * len].iter_mut().zip(&r.out) {
                             *m += s;
                         }
                     }
@@ -1094,8 +1206,10 @@ impl LivePeer {
             }
         }
         if let Some(l) = link {
-            if !mix.is_empty() && mix.len() == l.config().block_samples() {
-                l.push_output_block(&mix);
+            if let Some(len) = want.filter(|&n| n > 0) {
+                for block in self.mix.chunks_exact(len) {
+                    l.push_output_block(block);
+                }
             }
         }
     }
@@ -1112,14 +1226,9 @@ impl LivePeer {
         self.rx
             .iter()
             .filter_map(|r| {
-                let due = r
-                    .next_sample
-                    .and_then(|s| r.play_time(s, self.cfg.playout_delay_ns))?;
-                // An ended stream waiting for stragglers wakes at the end of its wait.
-                match r.ended_at {
-                    Some(e) if r.pending.is_empty() => Some(due.max(e + self.cfg.playout_delay_ns)),
-                    _ => Some(due),
-                }
+                let (t0, n) = r.clock?;
+                let block_ns = r.block_frames as u64 * 1_000_000_000 / r.sample_rate as u64;
+                Some(t0 + n * block_ns)
             })
             .min()
             .unwrap_or(u64::MAX)
@@ -1137,21 +1246,18 @@ impl LivePeer {
             s.peers.store(self.report.peers.len() as u32, Relaxed);
             s.frames_rejected
                 .store(self.rejects.total_rejected() + self.other_session, Relaxed);
-            let sum = |f: fn(&StreamStats) -> u64| self.rx.iter().map(|r| f(&r.stats)).sum::<u64>();
+            let stats: Vec<StreamStats> = self.rx.iter().map(|r| r.stats_now()).collect();
+            let sum = |f: fn(&StreamStats) -> u64| stats.iter().map(f).sum::<u64>();
             s.audio_blocks_lost.store(sum(|s| s.blocks_lost), Relaxed);
             s.audio_blocks_late.store(sum(|s| s.late), Relaxed);
             s.audio_blocks_rebuilt
                 .store(sum(|s| s.blocks_rebuilt), Relaxed);
             s.audio_blocks_concealed
                 .store(sum(|s| s.blocks_concealed), Relaxed);
-            let jitter = self
-                .rx
-                .iter()
-                .map(|r| r.stats.jitter_us)
-                .fold(0.0, f64::max);
+            let jitter = stats.iter().map(|s| s.jitter_us).fold(0.0, f64::max);
             s.jitter_us.store(jitter as u64, Relaxed);
-            s.playout_delay_us
-                .store(self.cfg.playout_delay_ns / 1000, Relaxed);
+            let target = stats.iter().map(|s| s.target_delay_us).fold(0.0, f64::max);
+            s.playout_delay_us.store(target as u64, Relaxed);
         }
         *self.shared.lock() = self.report.clone();
     }
@@ -1159,16 +1265,6 @@ impl LivePeer {
 
 /// Send buffer limit for audio (one MTU; larger blocks are the caller's error).
 const MAX_DATAGRAM_OUT: usize = MAX_SEND;
-
-fn conceal(r: &mut RxStream, block: &mut [f32]) {
-    // Repeat the last good block, fading by half each time (PNBTR plugs in here).
-    r.fade *= 0.5;
-    for (o, s) in block.iter_mut().zip(&r.last_block) {
-        *o = s * r.fade;
-    }
-    r.stats.blocks_concealed += 1;
-    r.stats.blocks_lost += 1;
-}
 
 fn percentile(v: &[f32], p: f64) -> Option<f64> {
     if v.is_empty() {
@@ -1190,7 +1286,7 @@ fn stream_report(r: &RxStream) -> StreamReport {
         jellie: r.jellie,
         first_sample: r.first_played,
         next_sample: r.played_end,
-        stats: r.stats,
+        stats: r.stats_now(),
         transit_p50_us: percentile(&r.transit_us, 0.5),
         transit_p99_us: percentile(&r.transit_us, 0.99),
         latency_p50_us: percentile(&r.latency_us, 0.5),
@@ -1254,7 +1350,7 @@ impl Core for LivePeer {
             .as_ref()
             .map_or(now, |d| d.next_deadline_ns());
         let clock = self.arbiter.as_ref().map_or(u64::MAX, |a| a.next_poll_at());
-        let midi = self.midi_copies.first().map_or(u64::MAX, |c| c.due_ns);
+        let midi = self.midi_tx.poll_at().unwrap_or(u64::MAX);
         let demo = if self.cfg.midi_demo {
             self.next_demo_ns.unwrap_or(now)
         } else {
@@ -1269,16 +1365,21 @@ impl Core for LivePeer {
             .max(now)
     }
 
+    fn on_final_net_info(&mut self, net: &NetInfo) {
+        self.report.driver = net.driver;
+        self.report.stage = net.stage;
+    }
+
     fn on_stop(&mut self, now: u64, out: &mut Outbox) {
         if self.stopped {
             return;
         }
         self.stopped = true;
         // Flush queued MIDI copies and delayed JELLIE redundancy, then say goodbye.
-        for c in &mut self.midi_copies {
-            c.due_ns = now;
-        }
+        // Every copy is due within the spread (≤ 1 ms): send them now.
         self.tick_midi_tx(now, None, out);
+        let spread = self.midi_tx.config().spread_ns;
+        self.flush_midi(now, now + spread, out);
         if let Some((first, e, o, _)) = self.tx.as_mut().and_then(|t| t.delayed.take()) {
             self.send_audio_payload(now, first, 3, &e, Flags::REDUNDANT, out);
             self.send_audio_payload(now, first, 4, &o, Flags::REDUNDANT, out);
@@ -1535,6 +1636,16 @@ mod tests {
             s.stats
         );
         assert_eq!(s.stats.restarts, 0);
+        // The adaptive jitter buffer followed the 5 ± 2 ms stage: a target
+        // delay above zero (jitter plus the later C/D), well under its cap.
+        assert!(
+            s.stats.target_delay_us > 1000.0 && s.stats.target_delay_us < 30_000.0,
+            "{:?}",
+            s.stats
+        );
+        assert_eq!(s.stats.concealer, "pnbtr");
+        // Burst copies and journal repeats reached the receiver and were dropped there.
+        assert!(r.midi_duplicates > n as u64, "{}", r.midi_duplicates);
     }
 
     /// The plugin path: audio and MIDI pushed into one peer's audio-side
@@ -1623,9 +1734,11 @@ mod tests {
             // 256 frames at 48 kHz.
             std::thread::sleep(Duration::from_micros(5333));
         }
+        // Snapshot before the sender leaves: its goodbye removes it from the
+        // receiver's peer table (racing the snapshot otherwise).
+        let rx_stats = h_rx.stats().snapshot();
         drop(h_tx);
         let _ = tx.join();
-        let rx_stats = h_rx.stats().snapshot();
         drop(h_rx);
         let _ = rx.join();
         assert!(

@@ -151,10 +151,10 @@ impl Plugin for JamnetReceive {
             .main_output_channels
             .map_or(2, NonZeroU32::get) as usize;
         let settings = self.params.session.read().clone();
-        // Auto has no adaptive jitter buffer in the live core yet: it uses
-        // the default depth; Manual uses the parameter.
+        // Auto: 0 asks the live core's adaptive jitter buffer to follow the
+        // measured jitter; Manual fixes the target delay.
         let playout_ms = match self.params.jitter_mode.value() {
-            params::JitterMode::Auto => 10.0,
+            params::JitterMode::Auto => 0.0,
             params::JitterMode::Manual => f64::from(self.params.jitter_ms.value()),
         };
         match jamnet_plugin_kit::live::start(
@@ -170,8 +170,14 @@ impl Plugin for JamnetReceive {
                 self.stats.status.report(
                     WorkerState::Running,
                     format!(
-                        "session {:?}, listening on {}, playout {playout_ms:.1} ms",
-                        settings.session, live.local
+                        "session {:?}, listening on {}, playout {}",
+                        settings.session,
+                        live.local,
+                        if playout_ms > 0.0 {
+                            format!("{playout_ms:.1} ms")
+                        } else {
+                            "adaptive".to_owned()
+                        }
                     ),
                 );
                 *self.stats.link.lock() = Some(link_stats);
