@@ -358,6 +358,10 @@ pub struct AudioHandle {
     transport_from_net: Consumer<TransportSnapshot>,
     input_frames: u64,
     output_frames: u64,
+    /// The output ring holds a cushion: whole host buffers are played from
+    /// it. Cleared by a shortfall; set again once a buffer plus one network
+    /// block is queued (see [`AudioHandle::pull_planar`]).
+    output_primed: bool,
     stats: Arc<LinkStats>,
 }
 
@@ -413,6 +417,7 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             transport_from_net,
             input_frames: 0,
             output_frames: 0,
+            output_primed: false,
             stats: stats.clone(),
         },
         WorkerLink {
@@ -449,6 +454,11 @@ impl AudioHandle {
     /// Index of the next frame [`Self::pull_interleaved`] / [`Self::pull_planar`] will pull.
     pub fn output_frames(&self) -> u64 {
         self.output_frames
+    }
+
+    /// Frames the worker has queued for [`Self::pull_planar`] right now.
+    pub fn output_frames_queued(&self) -> usize {
+        self.audio_from_net.slots() / self.config.channels
     }
 
     /// Push interleaved frames (any count; `samples.len()` must be a multiple
@@ -506,31 +516,57 @@ impl AudioHandle {
         }
     }
 
+    /// How many frames a pull of `frames` takes from the output ring: all of
+    /// them or none. A partial buffer would put a gap *inside* the host's
+    /// buffer and leave the ring empty, so every later buffer would tear
+    /// again whenever the host's callback timing and the worker's block
+    /// timing disagree by a block (pedalboard pacing 10 ms buffers did,
+    /// every other buffer). Instead a shortfall plays one whole buffer of
+    /// silence and keeps what is queued: the next buffer then finds a
+    /// cushion of up to one host buffer, which absorbs the host's timing
+    /// jitter from then on. After a shortfall (and at start) the cushion
+    /// must also cover one network block before playing resumes.
+    fn output_take(&mut self, frames: usize) -> usize {
+        let avail = self.audio_from_net.slots() / self.config.channels;
+        let need = if self.output_primed {
+            frames
+        } else {
+            frames + self.config.block_frames
+        };
+        if frames == 0 {
+            return 0;
+        }
+        if avail >= need {
+            self.output_primed = true;
+            frames
+        } else {
+            self.output_primed = false;
+            bump(&self.stats.audio_frames_underrun, frames as u64);
+            0
+        }
+    }
+
     /// Pull interleaved frames into `out` (its length a multiple of
-    /// `channels`). Frames the worker has not produced yet are written as
-    /// silence and counted in `audio_frames_underrun`. Returns the number of
-    /// frames that were real (received, rebuilt or concealed by the worker).
+    /// `channels`). All or nothing: if the worker has not queued the whole
+    /// buffer (plus, after a shortfall, one block of cushion) the buffer is
+    /// silence, counted in `audio_frames_underrun`, and the queued audio
+    /// waits for the next call. Returns the number of real frames (received,
+    /// rebuilt or concealed by the worker): `frames` or 0.
     pub fn pull_interleaved(&mut self, out: &mut [f32]) -> usize {
         let ch = self.config.channels;
         let frames = out.len() / ch;
-        let n = frames * ch;
-        let avail = (self.audio_from_net.slots() / ch) * ch;
-        let take = avail.min(n);
-        let (got, _) = self.audio_from_net.pop_partial_slice(&mut out[..take]);
-        let got = got.len();
-        out[got..].fill(0.0);
-        let real = got / ch;
+        let real = self.output_take(frames);
+        let (got, _) = self.audio_from_net.pop_partial_slice(&mut out[..real * ch]);
+        debug_assert_eq!(got.len(), real * ch);
+        out[real * ch..].fill(0.0);
         self.output_frames += real as u64;
         bump(&self.stats.audio_frames_pulled, real as u64);
-        if real < frames {
-            bump(&self.stats.audio_frames_underrun, (frames - real) as u64);
-        }
         real
     }
 
     /// Pull into planar channels (`&mut [&mut [f32]]` as hosts hand them out).
     /// Channels beyond the link's get silence; the link's channels beyond the
-    /// slices are discarded. Shortfall is silence, counted as underrun.
+    /// slices are discarded. All or nothing, as [`Self::pull_interleaved`].
     /// Returns the number of real frames.
     pub fn pull_planar<S: AsMut<[f32]>>(&mut self, channels: &mut [S]) -> usize {
         let ch = self.config.channels;
@@ -539,8 +575,7 @@ impl AudioHandle {
             .map(|c| c.as_mut().len())
             .min()
             .unwrap_or(0);
-        let avail = self.audio_from_net.slots() / ch;
-        let real = avail.min(frames);
+        let real = self.output_take(frames);
         if let Ok(chunk) = self.audio_from_net.read_chunk(real * ch) {
             let (a, b) = chunk.as_slices();
             for (i, &s) in a.iter().chain(b.iter()).enumerate() {
@@ -561,9 +596,6 @@ impl AudioHandle {
         }
         self.output_frames += real as u64;
         bump(&self.stats.audio_frames_pulled, real as u64);
-        if real < frames {
-            bump(&self.stats.audio_frames_underrun, (frames - real) as u64);
-        }
         real
     }
 
@@ -787,16 +819,64 @@ mod tests {
         assert!(w.push_output_block(&block));
         assert_eq!(w.output_blocks_queued(), 1);
         assert_eq!(w.output_blocks_wanted(), 1);
-        let mut ol = [9.0; 20];
-        let mut or = [9.0; 20];
-        let mut outs = [&mut ol[..], &mut or[..]];
-        assert_eq!(h.pull_planar(&mut outs), 16);
-        assert_eq!(ol[..16], l[..]);
-        assert_eq!(or[..16], r[..]);
-        assert_eq!(&ol[16..], &[0.0; 4]);
+        // 16 frames queued: a 12-frame buffer needs 12 + one block (16) of
+        // cushion before the first play, so it is silence and keeps the audio.
+        let mut ol = [9.0; 12];
+        let mut or = [9.0; 12];
+        assert_eq!(h.pull_planar(&mut [&mut ol[..], &mut or[..]]), 0);
+        assert_eq!(ol, [0.0; 12]);
+        assert_eq!(h.stats().snapshot().audio_frames_underrun, 12);
+        assert_eq!(h.output_frames(), 0);
+        assert!(w.push_output_block(&block));
+        // 32 queued >= 12 + 16: plays whole buffers, in order, from the cushion.
+        assert_eq!(h.pull_planar(&mut [&mut ol[..], &mut or[..]]), 12);
+        assert_eq!(ol[..], l[..12]);
+        assert_eq!(or[..], r[..12]);
+        assert_eq!(h.pull_planar(&mut [&mut ol[..], &mut or[..]]), 12);
+        assert_eq!(ol[..4], l[12..]);
+        assert_eq!(ol[4..], l[..8]);
+        // 8 left, primed: a 12-frame buffer is short, so silence, nothing taken.
+        assert_eq!(h.pull_planar(&mut [&mut ol[..], &mut or[..]]), 0);
+        assert_eq!(ol, [0.0; 12]);
         let s = h.stats().snapshot();
-        assert_eq!(s.audio_frames_underrun, 4);
-        assert_eq!(h.output_frames(), 16);
+        assert_eq!(s.audio_frames_underrun, 24);
+        assert_eq!(s.audio_frames_pulled, 24);
+        assert_eq!(h.output_frames(), 24);
+    }
+
+    #[test]
+    fn jittery_host_pulls_do_not_tear_the_stream() {
+        // The worker queues a 16-frame block every "tick"; the host pulls 40
+        // frames every 2.5 ticks on average but with jitter (2 or 3 ticks).
+        // Played audio must be the queued sequence without gaps once playing
+        // started, except whole silent buffers.
+        let (mut h, mut w) = link(LinkConfig {
+            ring_blocks: 64,
+            ..cfg()
+        })
+        .unwrap();
+        let mut next = 0.0f32;
+        let mut played = Vec::new();
+        let mut interleaved = vec![0.0f32; 80];
+        let pattern = [2usize, 3, 3, 2, 2, 3, 2, 3, 3, 2];
+        for (i, &ticks) in pattern.iter().cycle().take(400).enumerate() {
+            for _ in 0..ticks {
+                let block: Vec<f32> = (0..16)
+                    .flat_map(|_| {
+                        next += 1.0;
+                        [next, -next]
+                    })
+                    .collect();
+                assert!(w.push_output_block(&block), "ring overflow at {i}");
+            }
+            if h.pull_interleaved(&mut interleaved) == 40 {
+                played.extend(interleaved.chunks(2).map(|f| f[0]));
+            }
+        }
+        assert!(played.len() > 390 * 40, "{} frames played", played.len());
+        for w in played.windows(2) {
+            assert_eq!(w[1], w[0] + 1.0, "gap in played audio");
+        }
     }
 
     #[test]

@@ -86,6 +86,37 @@ pub fn shared_targets() -> SharedTargets {
     Arc::new(Mutex::new(Vec::new()))
 }
 
+/// Which received streams a peer plays into its link (the plugin's
+/// output). Every stream is still received, measured and reported; the
+/// filter only decides what is mixed.
+///
+/// Thread-safe: yes (plain value; share it as [`SharedStreamFilter`]).
+/// Realtime-safe: no.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StreamFilter {
+    /// Only streams from peers with this display name (`None`: any peer).
+    pub peer_name: Option<String>,
+    /// Only this stream id (`None`: any stream of the matching peers).
+    pub stream_id: Option<u16>,
+}
+
+impl StreamFilter {
+    /// Whether a stream `stream_id` of a peer called `peer_name` (if known)
+    /// is played. A stream whose peer has not been heard from by name yet
+    /// does not match a name filter.
+    pub fn matches(&self, peer_name: Option<&str>, stream_id: u16) -> bool {
+        let name_ok = match (&self.peer_name, peer_name) {
+            (None, _) => true,
+            (Some(want), Some(got)) => want == got,
+            (Some(_), None) => false,
+        };
+        name_ok && self.stream_id.is_none_or(|id| id == stream_id)
+    }
+}
+
+/// A [`StreamFilter`] the editor thread changes while the worker runs.
+pub type SharedStreamFilter = Arc<Mutex<StreamFilter>>;
+
 /// Fills one interleaved block given the index of its first frame.
 pub type AudioGenerator = Box<dyn FnMut(u64, &mut [f32]) + Send>;
 
@@ -152,6 +183,15 @@ pub struct PeerConfig {
     /// Extra unicast addresses that get our heartbeats (filled at run time,
     /// e.g. by DNS-SD); peers found there join through the heartbeat exchange.
     pub heartbeat_targets: Option<SharedTargets>,
+    /// Which received streams are mixed into the link (`None`: all).
+    pub play_filter: Option<SharedStreamFilter>,
+    /// Per stream, how many transit/latency samples the report keeps for its
+    /// percentiles. A long-running plugin wants few (the report is rebuilt
+    /// ten times a second); a measuring `toaster recv` wants them all.
+    pub keep_latency_samples: usize,
+    /// How many delivered MIDI events the report lists (0 for plugins: the
+    /// events go to the link, the list is for `toaster recv --json`).
+    pub keep_midi_log: usize,
 }
 
 impl Default for PeerConfig {
@@ -175,6 +215,9 @@ impl Default for PeerConfig {
             record_frames: 0,
             seed: 1,
             heartbeat_targets: None,
+            play_filter: None,
+            keep_latency_samples: MAX_SAMPLES,
+            keep_midi_log: 100_000,
         }
     }
 }
@@ -211,6 +254,9 @@ pub struct StreamStats {
     pub late: u64,
     /// Datagrams with a different shape than the stream's (dropped).
     pub mismatched: u64,
+    /// Played blocks not mixed into the plugin's output because the
+    /// stream's block length differs from the link's.
+    pub unmixable_blocks: u64,
     /// Blocks played from received audio.
     pub blocks_played: u64,
     /// Blocks rebuilt from JELLIE redundancy or parity interpolation.
@@ -380,6 +426,8 @@ struct RxStream {
 const PREROLL_MAX: usize = 512;
 /// Bounded latency samples per stream.
 const MAX_SAMPLES: usize = 200_000;
+/// Peer join/leave events kept in the report.
+const MAX_PEER_EVENTS: usize = 1_000;
 /// A stream with no datagram for this long stops playing (ends).
 const STREAM_IDLE_NS: u64 = 500 * MS;
 
@@ -519,6 +567,7 @@ impl RxStream {
             reordered: b.reordered + j.reordered,
             late: b.late + j.late,
             mismatched: b.mismatched + j.rejected,
+            unmixable_blocks: b.unmixable_blocks,
             blocks_played: b.blocks_played + j.played_received,
             blocks_rebuilt: b.blocks_rebuilt + j.rebuilt + j.interpolated,
             blocks_concealed: b.blocks_concealed + j.concealed,
@@ -713,6 +762,11 @@ impl LivePeer {
             self.report.peers = d.peers().cloned().collect();
             self.report.discovery = d.stats();
             self.report.peer_events.extend(d.drain_events());
+            // Bounded over hours of peers coming and going: keep the newest.
+            let n = self.report.peer_events.len();
+            if n > MAX_PEER_EVENTS {
+                self.report.peer_events.drain(..n - MAX_PEER_EVENTS);
+            }
         }
         self.report.streams = self.rx.iter().map(stream_report).collect();
         let mut drops: BTreeMap<String, u64> = RejectReason::ALL
@@ -1030,7 +1084,7 @@ impl LivePeer {
         }
         let bytes = line.event.bytes.as_slice();
         let n = bytes.len();
-        if self.report.midi_delivered.len() < 100_000 {
+        if self.report.midi_delivered.len() < self.cfg.keep_midi_log {
             self.report.midi_delivered.push(DeliveredMidi {
                 source: PeerId(source),
                 burst_id: ev.burst_id,
@@ -1098,7 +1152,7 @@ impl LivePeer {
         r.last_arrival_ns = now;
         // Transit (arrival − sender timestamp, session time) for the report.
         let transit = session_now as i64 - h.timestamp as i64;
-        if !redundant_jellie && r.transit_us.len() < MAX_SAMPLES {
+        if !redundant_jellie && r.transit_us.len() < self.cfg.keep_latency_samples {
             r.transit_us.push(transit as f32 / 1000.0);
         }
         let samples = &mut self.scratch;
@@ -1132,10 +1186,25 @@ impl LivePeer {
         // Play times are local; sender timestamps are session time.
         let session_offset = self.session_now(now) as i64 - now as i64;
         let want = link.as_ref().map(|l| l.config().block_samples());
+        // The link's shape: streams with the same block length mix in,
+        // whatever their channel count (mono JELLIE into a stereo Receive).
+        let (link_ch, link_frames) = link
+            .as_ref()
+            .map_or((0, 0), |l| (l.config().channels, l.config().block_frames));
         let mut mixed = 0usize;
         self.mix.clear();
+        // Held for this tick only (the editor thread rarely takes it).
+        let filter = self.cfg.play_filter.as_ref().map(|f| f.lock());
         for i in 0..self.rx.len() {
             let record = self.record_source == Some((self.rx[i].source, self.rx[i].stream_id));
+            let play = filter.as_ref().is_none_or(|f| {
+                let name = self
+                    .discovery
+                    .as_ref()
+                    .and_then(|d| d.peer(PeerId(self.rx[i].source)))
+                    .map(|p| p.name.as_str());
+                f.matches(name, self.rx[i].stream_id)
+            });
             let r = &mut self.rx[i];
             let mut rendered = 0;
             while let Some((t0, n)) = r.clock {
@@ -1179,7 +1248,7 @@ impl LivePeer {
                 if let Some(p) = r.jb.last_played() {
                     r.first_played.get_or_insert(p);
                     r.played_end = Some(p + r.block_frames as u64);
-                    if before != Some(p) && r.latency_us.len() < MAX_SAMPLES {
+                    if before != Some(p) && r.latency_us.len() < self.cfg.keep_latency_samples {
                         let (s, ts) = r.timestamps[(p / r.block_frames as u64) as usize % TS_RING];
                         if s == p {
                             let t_session = t as i64 + session_offset;
@@ -1191,17 +1260,21 @@ impl LivePeer {
                     self.recorded.extend_from_slice(&r.out);
                 }
                 // Block k of every stream this tick mixes into output block k.
-                if want == Some(r.out.len()) {
-                    let len = r.out.len();
+                if play && link_ch > 0 && r.block_frames == link_frames {
+                    let len = link_ch * link_frames;
                     let k = rendered as usize - 1;
                     if k >= mixed {
-                        self.mix.extend_from_slice(&r.out);
-                        mixed += 1;
-                    } else {
-                        for (m, s) in self.mix[k * len..(k + 1) * len].iter_mut().zip(&r.out) {
-                            *m += s;
-                        }
+                        self.mix.resize((k + 1) * len, 0.0);
+                        mixed = k + 1;
                     }
+                    mix_into(
+                        &mut self.mix[k * len..(k + 1) * len],
+                        link_ch,
+                        &r.out,
+                        r.channels,
+                    );
+                } else if play && link_ch > 0 {
+                    r.stats.unmixable_blocks += 1;
                 }
             }
         }
@@ -1263,6 +1336,29 @@ impl LivePeer {
     }
 }
 
+/// Add one interleaved block of `src_ch` channels into `dst` of `dst_ch`
+/// channels (same frame count): equal shapes add; mono goes to every
+/// output channel; several channels into mono are averaged; otherwise
+/// channel `c` takes source channel `c % src_ch`.
+fn mix_into(dst: &mut [f32], dst_ch: usize, src: &[f32], src_ch: usize) {
+    if dst_ch == src_ch {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+        return;
+    }
+    let scale = 1.0 / src_ch as f32;
+    for (d, s) in dst.chunks_exact_mut(dst_ch).zip(src.chunks_exact(src_ch)) {
+        if dst_ch == 1 {
+            d[0] += s.iter().sum::<f32>() * scale;
+        } else {
+            for (c, x) in d.iter_mut().enumerate() {
+                *x += s[c % src_ch];
+            }
+        }
+    }
+}
+
 /// Send buffer limit for audio (one MTU; larger blocks are the caller's error).
 const MAX_DATAGRAM_OUT: usize = MAX_SEND;
 
@@ -1271,9 +1367,10 @@ fn percentile(v: &[f32], p: f64) -> Option<f64> {
         return None;
     }
     let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
     let i = ((s.len() - 1) as f64 * p).round() as usize;
-    Some(s[i] as f64)
+    // Selection, not a sort: the report is rebuilt ten times a second.
+    let (_, x, _) = s.select_nth_unstable_by(i, |a, b| a.total_cmp(b));
+    Some(*x as f64)
 }
 
 fn stream_report(r: &RxStream) -> StreamReport {
@@ -1507,6 +1604,175 @@ mod tests {
     use crate::worker::{MonotonicClock, Worker, WorkerConfig};
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::time::{Duration, Instant};
+
+    /// Energy of `x` at `hz` (Goertzel), per sample.
+    fn tone_power(x: &[f32], hz: f32) -> f32 {
+        let w = std::f32::consts::TAU * hz / 48_000.0;
+        let (mut s1, mut s2) = (0.0f32, 0.0f32);
+        for &v in x {
+            let s0 = v + 2.0 * w.cos() * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) / (x.len() as f32).powi(2)
+    }
+
+    #[test]
+    fn receiver_plays_only_the_chosen_stream_and_switches_live() {
+        // Two mono senders ("low" 440 Hz, "high" 1000 Hz) on real sockets;
+        // a stereo receiver link with a filter: only the chosen peer's
+        // stream reaches the output (on both channels), and changing the
+        // shared filter switches streams while running.
+        use crate::handle::{link, LinkConfig};
+        let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 94), 47794);
+        let session = Uuid::new_v4();
+        let filter: SharedStreamFilter = Arc::new(Mutex::new(StreamFilter {
+            peer_name: Some("high".into()),
+            stream_id: Some(1),
+        }));
+        let (mut h_rx, l_rx) = link(LinkConfig {
+            channels: 2,
+            block_frames: 128,
+            ring_blocks: 64,
+            output_target_blocks: 4,
+            ..LinkConfig::default()
+        })
+        .unwrap();
+        let (rx_core, _) = LivePeer::new(PeerConfig {
+            session,
+            name: "rx".into(),
+            play_filter: Some(filter.clone()),
+            playout_delay_ns: 10 * MS,
+            ..PeerConfig::default()
+        });
+        let rx_stats = l_rx.stats().clone();
+        let rx = Worker::spawn(
+            worker_cfg(group, None),
+            Arc::new(MonotonicClock),
+            rx_core,
+            Some(l_rx),
+            rx_stats,
+        )
+        .unwrap();
+        let sender = |name: &str, hz: f32| {
+            let (core, _) = LivePeer::new(PeerConfig {
+                session,
+                name: name.into(),
+                audio_tx: Some((
+                    AudioTxConfig {
+                        stream_id: 1,
+                        channels: 1,
+                        sample_rate: 48_000,
+                        block_frames: 128,
+                        format: SampleFormat::F32,
+                        jellie: false,
+                    },
+                    tone(hz),
+                )),
+                ..PeerConfig::default()
+            });
+            Worker::spawn(
+                worker_cfg(group, None),
+                Arc::new(MonotonicClock),
+                core,
+                None,
+                Arc::new(LinkStats::default()),
+            )
+            .unwrap()
+        };
+        let low = sender("low", 440.0);
+        let high = sender("high", 1000.0);
+        // Pull like a host: 256-frame buffers in real time.
+        let mut buf = vec![0.0f32; 512];
+        let mut pull_for = |ms: u64, keep: &mut Vec<[f32; 2]>| {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_millis(ms) {
+                if h_rx.pull_interleaved(&mut buf) > 0 {
+                    keep.extend(buf.chunks(2).map(|f| [f[0], f[1]]));
+                }
+                std::thread::sleep(Duration::from_micros(5333));
+            }
+        };
+        let mut first = Vec::new();
+        pull_for(1500, &mut first);
+        filter.lock().peer_name = Some("low".into());
+        let mut skip = Vec::new();
+        pull_for(300, &mut skip);
+        let mut second = Vec::new();
+        pull_for(800, &mut second);
+        drop(low.join());
+        drop(high.join());
+        drop(h_rx);
+        drop(rx.join());
+        let tail = |v: &[[f32; 2]], ch: usize| -> Vec<f32> {
+            v[v.len().saturating_sub(24_000)..]
+                .iter()
+                .map(|f| f[ch])
+                .collect()
+        };
+        for ch in 0..2 {
+            let a = tail(&first, ch);
+            let b = tail(&second, ch);
+            assert!(
+                a.len() > 12_000 && b.len() > 12_000,
+                "{} / {} frames",
+                a.len(),
+                b.len()
+            );
+            let (a_hi, a_lo) = (tone_power(&a, 1000.0), tone_power(&a, 440.0));
+            let (b_hi, b_lo) = (tone_power(&b, 1000.0), tone_power(&b, 440.0));
+            assert!(
+                a_hi > 100.0 * a_lo && a_hi > 0.01,
+                "ch {ch} 'high' chosen: 1 kHz {a_hi}, 440 Hz {a_lo}"
+            );
+            assert!(
+                b_lo > 100.0 * b_hi && b_lo > 0.01,
+                "ch {ch} 'low' chosen: 1 kHz {b_hi}, 440 Hz {b_lo}"
+            );
+        }
+    }
+
+    #[test]
+    fn mix_maps_channels() {
+        // mono into stereo: both channels
+        let mut d = vec![0.5f32; 4];
+        mix_into(&mut d, 2, &[1.0, 2.0], 1);
+        assert_eq!(d, [1.5, 1.5, 2.5, 2.5]);
+        // stereo into mono: average
+        let mut d = vec![0.0f32; 2];
+        mix_into(&mut d, 1, &[1.0, 3.0, -2.0, 0.0], 2);
+        assert_eq!(d, [2.0, -1.0]);
+        // same shape: add
+        let mut d = vec![1.0f32; 4];
+        mix_into(&mut d, 2, &[1.0, 2.0, 3.0, 4.0], 2);
+        assert_eq!(d, [2.0, 3.0, 4.0, 5.0]);
+        // stereo into 4 channels: wrap
+        let mut d = vec![0.0f32; 4];
+        mix_into(&mut d, 4, &[1.0, 2.0], 2);
+        assert_eq!(d, [1.0, 2.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn stream_filter_matches_by_name_and_id() {
+        let any = StreamFilter::default();
+        assert!(any.matches(None, 7));
+        let guitar = StreamFilter {
+            peer_name: Some("guitar".into()),
+            stream_id: None,
+        };
+        assert!(guitar.matches(Some("guitar"), 3));
+        assert!(!guitar.matches(Some("bass"), 3));
+        assert!(
+            !guitar.matches(None, 3),
+            "unknown name must not match a name filter"
+        );
+        let g1 = StreamFilter {
+            stream_id: Some(1),
+            ..guitar
+        };
+        assert!(g1.matches(Some("guitar"), 1));
+        assert!(!g1.matches(Some("guitar"), 2));
+    }
 
     fn worker_cfg(group: SocketAddrV4, stage: Option<StageConfig>) -> WorkerConfig {
         WorkerConfig {

@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
+use bridge_core::conceal::ConcealMethod;
 use bridge_core::handle::{link, AudioHandle, LinkConfig, LinkStats};
 use bridge_core::net::NetConfig;
 use bridge_core::protocol::audio::SampleFormat;
 use bridge_core::protocol::frame::SessionKey;
-use bridge_core::worker::peer::{AudioSource, AudioTxConfig, LivePeer, PeerConfig};
+use bridge_core::worker::peer::{
+    AudioSource, AudioTxConfig, LivePeer, PeerConfig, SharedReport, SharedStreamFilter,
+};
 use bridge_core::worker::{MonotonicClock, Worker, WorkerConfig};
 
 use crate::settings::{Destination, SessionSettings};
@@ -37,6 +40,30 @@ pub struct SendSpec {
     pub midi_burst: u8,
 }
 
+/// How the plugin plays what it receives.
+///
+/// Thread-safe: yes. Realtime-safe: no (holds an `Arc`).
+#[derive(Debug, Clone)]
+pub struct ReceiveSpec {
+    /// Jitter buffer target delay, ms; 0 = adaptive (follows measured jitter).
+    pub playout_delay_ms: f64,
+    /// Concealment of missing audio.
+    pub conceal: ConcealMethod,
+    /// Which streams are played (`None`: all, mixed); the editor may change
+    /// it while the worker runs.
+    pub filter: Option<SharedStreamFilter>,
+}
+
+impl Default for ReceiveSpec {
+    fn default() -> Self {
+        Self {
+            playout_delay_ms: 0.0,
+            conceal: ConcealMethod::Pnbtr,
+            filter: None,
+        }
+    }
+}
+
 /// A running live worker and the audio thread's handle to it.
 ///
 /// Thread-safe: no. Realtime-safe: no (dropping it joins the worker thread;
@@ -46,12 +73,16 @@ pub struct LiveLink {
     pub worker: Worker<LivePeer>,
     /// Local unicast address, for the editor.
     pub local: std::net::SocketAddr,
+    /// The worker's report (peers and their streams, per-stream counters),
+    /// refreshed ten times a second; for the editor thread only.
+    pub report: SharedReport,
 }
 
 /// Start a live peer for a plugin instance: `channels` at `sample_rate`,
-/// sending if `send` is given, always receiving (received audio of every
-/// stream of the session is mixed into the handle's output; received MIDI
-/// goes to the handle too). `playout_delay_ms` is the receive buffer;
+/// sending if `send` is given, always receiving (received audio of the
+/// streams `recv.filter` lets through is mixed into the handle's output;
+/// received MIDI goes to the handle too). `recv` sets the jitter buffer and
+/// concealment;
 /// `max_host_block` (the host's largest buffer) sizes the output queue so a
 /// whole host buffer is ready when `process()` pulls it.
 pub fn start(
@@ -60,7 +91,7 @@ pub fn start(
     sample_rate: u32,
     max_host_block: usize,
     send: Option<SendSpec>,
-    playout_delay_ms: f64,
+    recv: ReceiveSpec,
     thread_name: &str,
 ) -> Result<(AudioHandle, Arc<LinkStats>, LiveLink), WorkerError> {
     let destination = settings.destination()?;
@@ -118,12 +149,20 @@ pub fn start(
         key,
         audio_tx,
         midi_burst: send.map_or(3, |s| s.midi_burst.clamp(1, 8)),
-        playout_delay_ns: (playout_delay_ms.max(0.0) * 1e6) as u64,
+        playout_delay_ns: (recv.playout_delay_ms.max(0.0) * 1e6) as u64,
+        conceal: recv.conceal,
+        play_filter: recv.filter,
+        // The report is rebuilt ten times a second for the editor: keep it
+        // small over hours (counters stay exact; the report's latency
+        // percentiles cover the first 4096 blocks only; the editor shows the
+        // live jitter and target delay instead).
+        keep_latency_samples: 4_096,
+        keep_midi_log: 0,
         // Random per instance: the source id is drawn from it.
         seed,
         ..PeerConfig::default()
     };
-    let (core, _report) = LivePeer::new(peer);
+    let (core, report) = LivePeer::new(peer);
     let worker = Worker::spawn(
         WorkerConfig {
             net,
@@ -137,5 +176,13 @@ pub fn start(
     )
     .map_err(|e| WorkerError::Io(e.to_string()))?;
     let local = worker.local_addr();
-    Ok((handle, stats, LiveLink { worker, local }))
+    Ok((
+        handle,
+        stats,
+        LiveLink {
+            worker,
+            local,
+            report,
+        },
+    ))
 }

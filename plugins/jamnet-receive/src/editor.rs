@@ -66,6 +66,52 @@ pub fn create(
     )
 }
 
+impl ReceiveEditor {
+    /// Streams heard in the session (from the worker's report), the choice
+    /// applied at once (the worker reads the filter every block period) and
+    /// remembered in the plugin's state.
+    fn stream_picker(&mut self, ui: &mut egui::Ui) {
+        let mut options = vec![StreamChoice::default()];
+        if let Some(report) = self.stats.report.lock().clone() {
+            let r = report.lock();
+            for p in &r.peers {
+                let ids = r
+                    .streams
+                    .iter()
+                    .filter(|s| s.source == p.peer_id)
+                    .map(|s| s.stream_id);
+                for stream_id in ids {
+                    let c = StreamChoice {
+                        peer_name: p.name.clone(),
+                        stream_id: Some(stream_id),
+                    };
+                    if !options.contains(&c) {
+                        options.push(c);
+                    }
+                }
+            }
+        }
+        if !options.contains(&self.stream_draft) {
+            // Remembered but not heard (yet): keep it selectable.
+            options.push(self.stream_draft.clone());
+        }
+        let before = self.stream_draft.clone();
+        egui::ComboBox::from_label("Stream")
+            .selected_text(self.stream_draft.label())
+            .width(260.0)
+            .show_ui(ui, |ui| {
+                for o in options {
+                    let label = o.label();
+                    ui.selectable_value(&mut self.stream_draft, o, label);
+                }
+            });
+        if self.stream_draft != before {
+            *self.params.stream.write() = self.stream_draft.clone();
+            *self.stats.filter.lock() = self.stream_draft.filter();
+        }
+    }
+}
+
 impl NiceEguiApp for ReceiveEditor {
     fn build(
         &mut self,
@@ -87,28 +133,12 @@ impl NiceEguiApp for ReceiveEditor {
         ui::worker_status(ui, &self.stats.status);
         ui.separator();
 
-        let mut apply = ui::session_settings_form(ui, &mut self.draft, true);
-        egui::Grid::new("stream-choice")
-            .num_columns(2)
-            .show(ui, |ui| {
-                ui.label("From peer");
-                ui.add(
-                    egui::TextEdit::singleline(&mut self.stream_draft.peer_name).hint_text("any"),
-                );
-                ui.end_row();
-                ui.label("Stream");
-                ui.add(
-                    egui::TextEdit::singleline(&mut self.stream_draft.stream_name)
-                        .hint_text("first audio stream"),
-                );
-                ui.end_row();
-            });
-        apply |= ui.button("Use this stream").clicked();
+        let apply = ui::session_settings_form(ui, &mut self.draft, true);
         if apply {
             *self.params.session.write() = self.draft.clone();
-            *self.params.stream.write() = self.stream_draft.clone();
             self.stats.settings_gen.fetch_add(1, Ordering::Release);
         }
+        self.stream_picker(ui);
         ui.separator();
 
         if let Some(gui) = &self.gui {

@@ -9,7 +9,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bridge_core::conceal::ConcealMethod;
 use bridge_core::handle::{AudioHandle, LinkStats};
+use bridge_core::worker::peer::{SharedReport, SharedStreamFilter};
 use jamnet_plugin_kit::live::LiveLink;
 use jamnet_plugin_kit::{AtomicF32Cell, PeakMeter, RateCounter, WorkerState, WorkerStatus};
 use nice_plug::prelude::*;
@@ -55,6 +57,11 @@ pub struct ReceiveStats {
     pub sample_rate: AtomicU32,
     /// The live worker's counters (set on activate; the editor reads them).
     pub link: parking_lot::Mutex<Option<Arc<LinkStats>>>,
+    /// The live worker's report: discovered peers and their streams, per
+    /// stream counters (set on activate; the editor lists streams from it).
+    pub report: parking_lot::Mutex<Option<SharedReport>>,
+    /// Which streams the worker plays; the editor changes it live.
+    pub filter: SharedStreamFilter,
 }
 
 /// The JAMNet Receive plugin.
@@ -151,6 +158,14 @@ impl Plugin for JamnetReceive {
             .main_output_channels
             .map_or(2, NonZeroU32::get) as usize;
         let settings = self.params.session.read().clone();
+        *self.stats.filter.lock() = self.params.stream.read().filter();
+        let conceal = match self.params.concealment.value() {
+            params::Concealment::Auto | params::Concealment::Pnbtr => ConcealMethod::Pnbtr,
+            params::Concealment::PnbtrGpu => ConcealMethod::PnbtrGpu,
+            params::Concealment::Burg => ConcealMethod::Burg,
+            params::Concealment::Repeat => ConcealMethod::Repeat,
+            params::Concealment::Zero => ConcealMethod::Zero,
+        };
         // Auto: 0 asks the live core's adaptive jitter buffer to follow the
         // measured jitter; Manual fixes the target delay.
         let playout_ms = match self.params.jitter_mode.value() {
@@ -163,7 +178,11 @@ impl Plugin for JamnetReceive {
             buffer_config.sample_rate as u32,
             buffer_config.max_buffer_size as usize,
             None,
-            playout_ms,
+            jamnet_plugin_kit::live::ReceiveSpec {
+                playout_delay_ms: playout_ms,
+                conceal,
+                filter: Some(self.stats.filter.clone()),
+            },
             "jamnet-receive",
         ) {
             Ok((handle, link_stats, live)) => {
@@ -181,6 +200,7 @@ impl Plugin for JamnetReceive {
                     ),
                 );
                 *self.stats.link.lock() = Some(link_stats);
+                *self.stats.report.lock() = Some(live.report.clone());
                 self.handle = Some(handle);
                 self.live = Some(live);
             }
@@ -207,11 +227,19 @@ impl Plugin for JamnetReceive {
         match self.handle.as_mut() {
             Some(handle) => {
                 let start = handle.output_frames();
-                // Received (or rebuilt/concealed) audio; silence where the
-                // worker is late (counted as underrun).
-                handle.pull_planar(buffer.as_slice());
+                // Received (or rebuilt/concealed) audio, a whole buffer or
+                // silence (counted as underrun; the audio waits as cushion).
+                let real = handle.pull_planar(buffer.as_slice());
+                // MIDI rides the audio's timeline: while the audio waits,
+                // its events wait too. With no audio queued at all (a
+                // MIDI-only stream) events play at once.
+                let horizon = if real > 0 || handle.output_frames_queued() == 0 {
+                    start + frames as u64
+                } else {
+                    start
+                };
                 let midi_out = self.params.midi_out.value();
-                while let Some(ev) = handle.pop_midi_before(start + frames as u64) {
+                while let Some(ev) = handle.pop_midi_before(horizon) {
                     if !midi_out {
                         continue;
                     }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bridge_core::worker::peer::StreamFilter;
 use jamnet_plugin_kit::SessionSettings;
 use nice_plug::prelude::*;
 use parking_lot::RwLock;
@@ -24,7 +25,9 @@ pub enum JitterMode {
 /// Concealment method for missing audio.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Concealment {
-    /// The best available: PNBTR on the GPU, else PNBTR on the CPU, else repeat.
+    /// The project's best method at one stream: PNBTR on the CPU (the GPU
+    /// path pays off when many streams share a dispatch, and a plugin must
+    /// not depend on a GPU being free); repeat if it cannot be built.
     #[id = "auto"]
     #[name = "Auto (best available)"]
     Auto,
@@ -51,8 +54,9 @@ pub enum Concealment {
 }
 
 /// Which stream this instance plays: chosen in the editor from those
-/// discovered, remembered by peer name and stream name (ids change between
-/// runs, names do not).
+/// discovered, remembered by the sending peer's name and the stream id
+/// (peer ids change between runs, names do not; JAMNet Send sends stream 1).
+/// Empty name and no id: every stream of the session, mixed.
 ///
 /// Thread-safe: yes (plain value). Realtime-safe: no.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,8 +64,28 @@ pub enum Concealment {
 pub struct StreamChoice {
     /// Sending peer's name (empty: any).
     pub peer_name: String,
-    /// Stream name (empty: the peer's first audio stream).
-    pub stream_name: String,
+    /// Stream id within that peer (`None`: all of its streams).
+    pub stream_id: Option<u16>,
+}
+
+impl StreamChoice {
+    /// The live core's filter for this choice.
+    pub fn filter(&self) -> StreamFilter {
+        StreamFilter {
+            peer_name: (!self.peer_name.is_empty()).then(|| self.peer_name.clone()),
+            stream_id: self.stream_id,
+        }
+    }
+
+    /// How the editor shows it.
+    pub fn label(&self) -> String {
+        match (self.peer_name.is_empty(), self.stream_id) {
+            (true, None) => "all streams (mixed)".into(),
+            (true, Some(id)) => format!("stream {id} of any peer"),
+            (false, None) => format!("{}: all streams", self.peer_name),
+            (false, Some(id)) => format!("{}: stream {id}", self.peer_name),
+        }
+    }
 }
 
 /// Parameters and persisted settings of one JAMNet Receive instance.

@@ -169,7 +169,14 @@ impl Plugin for JamnetSend {
             buffer_config.sample_rate as u32,
             buffer_config.max_buffer_size as usize,
             Some(spec),
-            20.0,
+            // Send passes its input through and never plays what it hears
+            // (it listens for peers and their receive reports only): the
+            // cheapest concealment keeps the worker light.
+            jamnet_plugin_kit::live::ReceiveSpec {
+                playout_delay_ms: 20.0,
+                conceal: bridge_core::conceal::ConcealMethod::Zero,
+                filter: None,
+            },
             "jamnet-send",
         ) {
             Ok((handle, link_stats, live)) => {
