@@ -99,12 +99,14 @@ e:set_range(0, export_samples)
 local preset_ok = e:set_preset("75969a1c-3133-4694-864b-a1fa50e43348") -- "WAV @ session-rate"
 print("JAMNET PRESET " .. tostring(preset_ok))
 assert(e:check_outputs(), "simple_export: no outputs to export")
-local t0 = os.clock()
 local ok = e:run_export()
 print(string.format("JAMNET EXPORT %d|%d|%d|%s", ok and 1 or 0, 0, export_samples, export_dir))
 assert(ok, "run_export failed")
 
-ARDOUR.LuaAPI.wait_for_process_callback(4, 2000)
+print(string.format("JAMNET AFTER rolling=%s sample=%d", tostring(s:transport_rolling()), s:transport_sample()))
+-- Keep the engine running (stopped) ~0.5 s so the Transport plugin
+-- publishes the STOP that follows the export.
+ARDOUR.LuaAPI.wait_for_process_callback(48, 4000)
 assert(s:save_state("", false, false, false, false, false) == 0, "save_state failed")
 print("JAMNET SAVED " .. dir)
 close_session()
