@@ -47,6 +47,9 @@ for p in "JAMNet Send" "JAMNet Receive" "JAMNet Transport"; do
   cp -r "$TARGET/bundled/$p.vst3" "$WORK/vst3/"
 done
 cp "$TARGET/debug/toaster" "$WORK/toaster"
+# The export format session.lua uses (32-bit float WAV, no analysis).
+mkdir -p "$WORK/xdg/config/ardour7/export"
+cp tests/hosts/ardour/export/jamnet-f32.format tests/hosts/ardour/export/jamnet-f32.preset "$WORK/xdg/config/ardour7/export/"
 export XDG_CONFIG_HOME="$WORK/xdg/config" XDG_CACHE_HOME="$WORK/xdg/cache" VST3_PATH="$WORK/vst3"
 export JAMNET_ARDOUR_WORK="$WORK" JAMNET_TOASTER="$WORK/toaster"
 
