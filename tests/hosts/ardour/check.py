@@ -182,7 +182,7 @@ def main():
         del frames[:]
         t_start = time.monotonic()
 
-    attempts = int(os.environ.get("JAMNET_ARDOUR_ATTEMPTS", "3"))
+    attempts = int(os.environ.get("JAMNET_ARDOUR_ATTEMPTS", "5"))
     out, wall1 = run_lua("session.lua", env, work / "session.log", attempts, fresh_attempt)
     time.sleep(0.3)  # the last datagrams in flight
     stop.set()
