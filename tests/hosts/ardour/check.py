@@ -100,8 +100,14 @@ def run_lua(script, env, log, attempts=1, before_attempt=lambda: None):
     for attempt in range(1, attempts + 1):
         before_attempt()
         t0 = time.monotonic()
-        r = subprocess.run(["ardour7-lua", str(HERE / script)], env=env, capture_output=True,
-                           text=True, timeout=120)
+        try:
+            r = subprocess.run(["ardour7-lua", str(HERE / script)], env=env, capture_output=True,
+                               text=True, timeout=120)
+        except subprocess.TimeoutExpired as e:
+            partial = e.stdout or b""
+            partial = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+            r = subprocess.CompletedProcess(e.cmd, 124, partial,
+                                            "Error: ardour7-lua did not finish within 120 s (hung?)\n")
         wall = time.monotonic() - t0
         out = r.stdout + r.stderr
         pathlib.Path(log).write_text(out)
