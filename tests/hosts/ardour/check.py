@@ -27,7 +27,9 @@ and the ratio (the freewheel speed-up) is printed.
 Exit status 0 only if every check passed; each check prints `ok` or `FAIL`
 with what was expected and what was seen.
 """
+import array
 import json
+import math
 import os
 import pathlib
 import re
@@ -132,12 +134,13 @@ def run_lua(script, env, log, attempts=1, before_attempt=lambda: None):
 
 
 def wav_info(path):
-    """(format tag, channels, rate, bits), frame count of a RIFF WAV (the
-    stdlib `wave` module reads integer PCM only; the export is float)."""
+    """(format tag, channels, rate, bits), frame count and, for 32-bit float,
+    the samples of a RIFF WAV (the stdlib `wave` module reads integer PCM
+    only; the export is float)."""
     data = pathlib.Path(path).read_bytes()
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return None, 0
-    fmt, frames_n, off = None, 0, 12
+        return None, 0, []
+    fmt, frames_n, samples, off = None, 0, [], 12
     while off + 8 <= len(data):
         cid, size = data[off:off + 4], struct.unpack("<I", data[off + 4:off + 8])[0]
         body = data[off + 8:off + 8 + size]
@@ -146,8 +149,10 @@ def wav_info(path):
             fmt = (tag, ch, rate, bits)
         elif cid == b"data" and fmt:
             frames_n = size // (fmt[1] * fmt[3] // 8)
+            if fmt[0] == 3 and fmt[3] == 32:
+                samples = array.array("f", body[:size - size % 4])
         off += 8 + size + (size & 1)
-    return fmt, frames_n
+    return fmt, frames_n, samples
 
 
 def jamnet_lines(out, kind):
@@ -295,10 +300,17 @@ def main():
     wavs = list(export_dir.glob("*.wav"))
     check(len(wavs) == 1, f"one exported WAV in {export_dir} (got {[w.name for w in wavs]})")
     if wavs:
-        fmt, frames_n = wav_info(wavs[0])
+        fmt, frames_n, samples = wav_info(wavs[0])
         check(fmt is not None and fmt[0] == 3 and fmt[2] == RATE and frames_n == EXPORT_SAMPLES,
               f"export is float WAV with {EXPORT_SAMPLES} frames at {RATE} Hz "
               f"(got format/channels/rate/bits {fmt}, {frames_n} frames)")
+        bad = sum(1 for x in samples if not math.isfinite(x))
+        peak = max((abs(x) for x in samples if math.isfinite(x)), default=0.0)
+        check(bool(samples) and bad == 0,
+              f"exported mix (through Send and Receive) is finite: {bad} NaN/inf of {len(samples)} samples")
+        # session.lua monitors the Dummy backend's sine on the Send track.
+        check(peak > 0.05, f"the Send track's input (Dummy sine) passed through JAMNet Send into the export "
+                           f"(peak {peak:.3f}, expected > 0.05)")
 
     print("--- reload the saved session in a new ardour7-lua process")
     out2, wall2 = run_lua("reload.lua", env, work / "reload.log")  # no export: never retried

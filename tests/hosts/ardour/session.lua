@@ -46,6 +46,9 @@ local PLAN = {
 assert(AudioEngine:set_backend("None (Dummy)", "", ""), "cannot select the Dummy backend")
 AudioEngine:set_sample_rate(RATE)
 AudioEngine:set_buffer_size(512)
+-- The Dummy backend's capture ports generate a sine: the Send track
+-- monitors its input, so the export carries audio through JAMNet Send.
+assert(AudioEngine:set_device_name("Sine Wave") == 0, "Dummy backend has no 'Sine Wave' device")
 assert(AudioEngine:start(false) == 0, "AudioEngine:start failed")
 
 local s = create_session(dir, name, RATE)
@@ -71,6 +74,9 @@ for _, t in ipairs(PLAN) do
   local tl = s:new_audio_track(2, 2, nil, 1, t.track, ARDOUR.PresentationInfo.max_order, ARDOUR.TrackMode.Normal, true)
   assert(tl:size() == 1, "new_audio_track failed: " .. t.track)
   local route = tl:front()
+  if t.track == "Send" then
+    route:monitoring_control():set_value(ARDOUR.MonitorChoice.MonitorInput, PBD.GroupControlDisposition.NoGroup)
+  end
   local p = ARDOUR.LuaAPI.new_plugin(s, t.plugin, ARDOUR.PluginType.VST3, "")
   assert(not p:isnil(), "Ardour does not know VST3 '" .. t.plugin .. "' (scan failed?)")
   assert(route:add_processor_by_index(p, 0, nil, true) == 0, "add_processor failed: " .. t.plugin)
