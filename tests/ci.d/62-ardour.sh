@@ -12,8 +12,8 @@
 #      Receive Manual jitter 42 ms + Burg + -6 dB, Send 32-bit float, ...),
 #      the Send track monitoring the Dummy backend's sine input, a 4 s
 #      freewheel export (float WAV, no analysis: tests/hosts/ardour/export/),
-#      save. Meanwhile check.py listens on the default group 239.255.77.77:47700 and decodes the Transport plugin's
-#      frames with `toaster decode`: 133 BPM, 4/4, PLAY from position 0,
+#      save. Meanwhile check.py listens on the default group
+#      239.255.77.77:47700 and decodes the Transport plugin's frames with `toaster decode`: 133 BPM, 4/4, PLAY from position 0,
 #      positions advancing sample-exactly to the export's end, re-announced
 #      every 100 ms of *host* time (freewheel runs ~10-40x real time, so
 #      the frames' wall-clock timestamps only have to be ordered), a STOP
@@ -39,6 +39,11 @@ SCANNER=/usr/lib/ardour7/ardour-vst3-scanner
 if ! command -v ardour7-lua >/dev/null || [ ! -x "$SCANNER" ]; then
   echo "FAIL: Ardour 7 is not installed (need ardour7-lua and $SCANNER):" \
        "apt-get install --no-install-recommends ardour (tests/deps/apt-ardour.txt)"
+  exit 1
+fi
+
+if ! unshare --net true 2>/dev/null; then
+  echo "FAIL: cannot create a network namespace (unshare --net): run as root, as CI does"
   exit 1
 fi
 
