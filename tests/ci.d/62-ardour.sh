@@ -13,8 +13,9 @@
 #      the Send track monitoring the Dummy backend's sine input, a 4 s
 #      freewheel export (float WAV, no analysis: tests/hosts/ardour/export/),
 #      save. Meanwhile check.py listens on the default group
-#      239.255.77.77:47700 and decodes the Transport plugin's frames with `toaster decode`: 133 BPM, 4/4, PLAY from position 0,
-#      positions advancing sample-exactly to the export's end, re-announced
+#      239.255.77.77:47700 and decodes the Transport plugin's frames with
+#      `toaster decode`: 133 BPM, 4/4, PLAY from position 0, positions
+#      advancing sample-exactly to the export's end, re-announced
 #      every 100 ms of *host* time (freewheel runs ~10-40x real time, so
 #      the frames' wall-clock timestamps only have to be ordered), a STOP
 #      after the export; the exported WAV has the exported length, is
