@@ -244,7 +244,8 @@ fn run_worker(
         if gen != settings_gen || now_mode != mode || link.is_none() {
             settings_gen = gen;
             mode = now_mode;
-            link = None;
+            // Close the old sockets before binding the new ones (same port).
+            drop(link.take());
             let s = params.session.read().clone();
             let d = s.destination()?;
             key = s.key_bytes()?.map(SessionKey);

@@ -8,6 +8,13 @@
 //!                                         round-trip, all instances alive at once
 //! jamnet-clap-host bench [--blocks N] BUNDLE.clap...
 //!                                         process() cost per 64-sample block
+//! jamnet-clap-host follow TRANSPORT.clap
+//!                                         JAMNet Transport in follow mode, fed
+//!                                         real UDP `transport` frames (play at
+//!                                         120 BPM, seek, stop) on loopback,
+//!                                         processed in real time: checks MIDI
+//!                                         Clock rate and spacing, Start, SPP,
+//!                                         Continue, Stop
 //! jamnet-clap-host alloc-probe BUNDLE.clap
 //!                                         negative control: with
 //!                                         JAMNET_DEBUG_ALLOC_IN_PROCESS=1 a debug
@@ -28,8 +35,11 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use clack_extensions::audio_ports::{AudioPortInfoBuffer, PluginAudioPorts};
 use clack_extensions::params::{ParamInfoBuffer, ParamInfoFlags, PluginParams};
 use clack_extensions::state::{HostState, HostStateImpl, PluginState};
-use clack_host::events::event_types::{ParamValueEvent, TransportEvent, TransportFlags};
-use clack_host::events::EventFlags;
+use clack_host::events::event_types::{
+    MidiSysExEvent, ParamValueEvent, TransportEvent, TransportFlags,
+};
+use clack_host::events::io::{OutputEventBuffer, TryPushError};
+use clack_host::events::{EventFlags, UnknownEvent};
 use clack_host::prelude::*;
 use clack_host::utils::{BeatTime, SecondsTime};
 
@@ -277,7 +287,59 @@ struct Io {
     in_ports: AudioPorts,
     out_ports: AudioPorts,
     in_events: EventBuffer,
-    out_events: EventBuffer,
+    out_events: Captured,
+}
+
+/// Output events of one block. The MIDI SysEx events' bytes are copied
+/// inside `try_push`: CLAP only guarantees the plugin's buffer pointer during
+/// that call (nice-plug points it at a stack buffer). Fixed capacity, so the
+/// copy never allocates inside the plugin's `process()` (which runs under
+/// `assert_process_allocs`).
+struct Captured {
+    sysex: Vec<(u32, [u8; 16], u8)>,
+    other: usize,
+    overflow: usize,
+}
+
+impl Captured {
+    const CAPACITY: usize = 1024;
+
+    fn new() -> Self {
+        Self {
+            sysex: Vec::with_capacity(Self::CAPACITY),
+            other: 0,
+            overflow: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.sysex.clear();
+        self.other = 0;
+        self.overflow = 0;
+    }
+}
+
+impl OutputEventBuffer for Captured {
+    fn try_push(&mut self, event: &UnknownEvent) -> std::result::Result<(), TryPushError> {
+        match event.as_event::<MidiSysExEvent>() {
+            Some(m) => {
+                // SAFETY: CLAP guarantees the event's buffer for the duration
+                // of this try_push call; it is copied before returning.
+                let data = unsafe { m.data() };
+                if self.sysex.len() == Self::CAPACITY || data.len() > 16 {
+                    // Counted; the check fails on any overflow.
+                    self.overflow += 1;
+                    return Ok(());
+                }
+                let mut bytes = [0u8; 16];
+                bytes[..data.len()].copy_from_slice(data);
+                self.sysex
+                    .push((event.header().time(), bytes, data.len() as u8));
+            }
+            None => self.other += 1,
+        }
+        Ok(())
+    }
 }
 
 impl Io {
@@ -288,7 +350,7 @@ impl Io {
             in_ports: AudioPorts::with_capacity(inputs, 1),
             out_ports: AudioPorts::with_capacity(outputs, 1),
             in_events: EventBuffer::with_capacity(64),
-            out_events: EventBuffer::with_capacity(1024),
+            out_events: Captured::new(),
         }
     }
 
@@ -561,6 +623,258 @@ fn bench(paths: &[PathBuf], blocks: usize) -> Result<()> {
     Ok(())
 }
 
+/// Sends TOAST `transport` frames the way a lead peer does.
+struct Lead {
+    socket: std::net::UdpSocket,
+    dest: std::net::SocketAddr,
+    session: uuid::Uuid,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Lead {
+    fn send(
+        &mut self,
+        command: bridge_core::protocol::messages::TransportCommand,
+        timestamp: u64,
+        position_ms: f64,
+        bpm: f64,
+        change: u64,
+    ) -> Result<()> {
+        use bridge_core::protocol::frame::{FormatType, Header, MessageKind};
+        use bridge_core::protocol::messages::{Message, PeerId, TimeSignature, Transport};
+        const SOURCE: u32 = 0x1EAD_0001;
+        let msg = Message::Transport(Transport {
+            command,
+            timestamp,
+            position: position_ms,
+            bpm,
+            time_signature: TimeSignature {
+                numerator: 4,
+                denominator: 4,
+            },
+            master_peer: PeerId(SOURCE),
+            beat: Some(position_ms * bpm / 60_000.0),
+            seq: Some(change),
+        });
+        let header = Header::new(
+            MessageKind::Transport,
+            FormatType::StandardJson,
+            self.session,
+            SOURCE,
+            self.seq,
+            timestamp,
+        );
+        self.seq += 1;
+        let n = msg
+            .encode(&header, None, &mut self.buf)
+            .map_err(|e| anyhow!("encode: {e:?}"))?;
+        self.socket.send_to(&self.buf[..n], self.dest)?;
+        Ok(())
+    }
+}
+
+/// JAMNet Transport in follow mode fed real UDP transport frames.
+fn follow(path: &Path) -> Result<()> {
+    use bridge_core::protocol::messages::TransportCommand as Cmd;
+    use bridge_core::worker::clock::monotonic_ns;
+    const BPM: f64 = 120.0;
+    let entry = load_entry(path)?;
+    let mut p = instantiate(&entry)?;
+    let params = list_params(&mut p)?;
+    let mode = params
+        .iter()
+        .find(|d| d.name == "Mode")
+        .ok_or_else(|| anyhow!("{}: no Mode parameter", p.name))?;
+    let (mode_id, follow_value) = (mode.id, mode.max);
+
+    // A private unicast port and session, set through the persisted settings
+    // the way a saved project restores them.
+    let listener = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    drop(listener);
+    let session = uuid::Uuid::from_u128(0x5e55_1011_f011_0000_0000_0000_0000_0001);
+    let mut json = state_json(&save_state(&mut p)?)?;
+    let fields = json["fields"]
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("no fields"))?;
+    let mut settings: serde_json::Value = serde_json::from_str(
+        fields
+            .get("session")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| anyhow!("no session settings"))?,
+    )?;
+    settings["session"] = session.to_string().into();
+    settings["destination"] = format!("127.0.0.1:{port}").into();
+    fields.insert("session".into(), settings.to_string().into());
+    load_state(&mut p, &json_state(&json)?)?;
+
+    let mut proc = activate(&mut p)?;
+    let mut io = Io::new(p.inputs, p.outputs);
+    let mut lead = Lead {
+        socket: std::net::UdpSocket::bind("127.0.0.1:0")?,
+        dest: format!("127.0.0.1:{port}").parse()?,
+        session,
+        seq: 0,
+        buf: vec![0u8; 1472],
+    };
+    // Session timeline (local CLOCK_MONOTONIC; same host): play from 0 at
+    // 120 BPM 0.5 s in, re-announce every 250 ms, seek to 8 s at +1.5 s,
+    // stop at +3 s; run to +3.5 s.
+    let origin_ns = monotonic_ns() + 20_000_000;
+    let t_play = origin_ns + 500_000_000;
+    let t_seek = t_play + 1_500_000_000;
+    let t_stop = t_play + 3_000_000_000;
+    let t_end = t_stop + 500_000_000;
+    let block_ns = BLOCK as f64 * 1e9 / SAMPLE_RATE;
+    let mut sent_play = false;
+    let mut sent_seek = false;
+    let mut sent_stop = false;
+    let mut next_announce = t_play + 250_000_000;
+    let mut garbage_sent = false;
+    let mut midi: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut other_events = 0usize;
+    let mut block_start_ns: Vec<(u64, u64)> = Vec::new();
+    let mut b = 0u64;
+    loop {
+        let sample = b * BLOCK as u64;
+        let due = origin_ns + (b as f64 * block_ns) as u64;
+        let now = monotonic_ns();
+        if due > now {
+            std::thread::sleep(std::time::Duration::from_nanos(due - now));
+        }
+        let now = monotonic_ns();
+        if now >= t_end {
+            break;
+        }
+        // The lead sends each command 50 ms ahead of its effect (DESIGN.md).
+        if !sent_play && now + 50_000_000 >= t_play {
+            lead.send(Cmd::Play, t_play, 0.0, BPM, 1)?;
+            sent_play = true;
+        }
+        if sent_play && !sent_seek && now >= next_announce && next_announce < t_seek {
+            // A re-announce of the unchanged state.
+            let pos = (next_announce - t_play) as f64 / 1e6;
+            lead.send(Cmd::Play, next_announce, pos, BPM, 1)?;
+            next_announce += 250_000_000;
+        }
+        if !garbage_sent && now >= t_play {
+            // Untrusted input: junk and a truncated frame must be counted, not crash.
+            lead.socket.send_to(b"not a toast frame", lead.dest)?;
+            lead.socket.send_to(&[0u8; 3], lead.dest)?;
+            garbage_sent = true;
+        }
+        if !sent_seek && now + 50_000_000 >= t_seek {
+            lead.send(Cmd::Seek, t_seek, 8000.0, BPM, 2)?;
+            sent_seek = true;
+        }
+        if !sent_stop && now + 50_000_000 >= t_stop {
+            let pos = 8000.0 + (t_stop - t_seek) as f64 / 1e6;
+            lead.send(Cmd::Stop, t_stop, pos, BPM, 3)?;
+            sent_stop = true;
+        }
+        if b == 0 {
+            io.in_events.push(&ParamValueEvent::new(
+                0,
+                mode_id,
+                Pckn::match_all(),
+                follow_value,
+            ));
+        }
+        block_start_ns.push((sample, now));
+        io.fill_input(sample);
+        io.run(&mut proc, sample, &transport_at(sample, false))
+            .with_context(|| format!("{}: process block {b}", p.name))?;
+        for (t, bytes, len) in &io.out_events.sysex {
+            midi.push((sample + *t as u64, bytes[..*len as usize].to_vec()));
+        }
+        other_events += io.out_events.other + io.out_events.overflow;
+        pump_main_thread(&mut p);
+        b += 1;
+    }
+    p.instance.deactivate(proc.stop_processing());
+    let end_sample = b * BLOCK as u64;
+
+    // Where the harness's clock says each session instant fell (block start
+    // times it measured, interpolated): the reference for landing errors.
+    let sample_at = |t: u64| -> f64 {
+        let i = block_start_ns.partition_point(|&(_, bt)| bt <= t).max(1) - 1;
+        let (s, bt) = block_start_ns[i];
+        s as f64 + (t as f64 - bt as f64) * SAMPLE_RATE / 1e9
+    };
+    let find = |bytes: &[u8]| -> Vec<u64> {
+        midi.iter()
+            .filter(|m| m.1 == bytes)
+            .map(|m| m.0)
+            .collect()
+    };
+    let starts = find(&[0xFA]);
+    let stops = find(&[0xFC]);
+    let conts = find(&[0xFB]);
+    let spps: Vec<&(u64, Vec<u8>)> = midi.iter().filter(|m| m.1.first() == Some(&0xF2)).collect();
+    let ticks = find(&[0xF8]);
+    ensure!(other_events == 0, "{other_events} non-MIDI-SysEx output events");
+    ensure!(starts.len() == 1, "want one Start (FA), got {starts:?}");
+    // Seek while playing: Stop, SPP, Continue on one sample; then the final Stop.
+    ensure!(stops.len() == 2, "want Stop at the seek and at the end, got {stops:?}");
+    ensure!(conts.len() == 1, "want one Continue (after the seek), got {conts:?}");
+    ensure!(spps.len() == 1, "want one SPP (the seek), got {spps:?}");
+    // 8 s at 120 BPM = 16 quarter notes = 64 sixteenths = LSB 64, MSB 0.
+    ensure!(
+        spps[0].1 == [0xF2, 64, 0] && spps[0].0 == conts[0] && stops[0] == conts[0],
+        "seek messages: SPP {:?}, Stop {}, Continue {}",
+        spps[0],
+        stops[0],
+        conts[0]
+    );
+    let (s_start, s_seek, s_stop) = (starts[0], conts[0], stops[1]);
+    let land_err = |got: u64, t: u64| got as f64 - sample_at(t);
+    let (e_start, e_seek, e_stop) = (
+        land_err(s_start, t_play),
+        land_err(s_seek, t_seek),
+        land_err(s_stop, t_stop),
+    );
+    ensure!(
+        ticks.iter().all(|&t| t >= s_start && t < s_stop),
+        "clocks outside the playing span"
+    );
+    let secs = (s_stop - s_start) as f64 / SAMPLE_RATE;
+    let want = secs * BPM / 60.0 * 24.0;
+    // The seek lands on a beat boundary: one extra tick at most.
+    ensure!(
+        (ticks.len() as f64 - want).abs() <= 2.0,
+        "{} clocks in {secs:.3} s, want {want:.1} (48/s at 120 BPM)",
+        ticks.len()
+    );
+    // Between the events, consecutive clocks are one 1/24 beat apart
+    // (1000 samples at 120 BPM, 48 kHz) within 1 ms.
+    let mut gaps: Vec<i64> = ticks
+        .windows(2)
+        .filter(|w| !(w[0] < s_seek && w[1] >= s_seek))
+        .map(|w| w[1] as i64 - w[0] as i64)
+        .collect();
+    gaps.sort_unstable();
+    let (gmin, gmed, gmax) = (gaps[0], gaps[gaps.len() / 2], gaps[gaps.len() - 1]);
+    ensure!(
+        gmed == 1000 && (952..=1048).contains(&gmin) && (952..=1048).contains(&gmax),
+        "clock spacing min/median/max {gmin}/{gmed}/{gmax} samples, want 1000 ± 48"
+    );
+    let per_s = ticks.len() as f64 / secs;
+    println!(
+        "{{\"plugin\":\"{}\",\"check\":\"follow\",\"blocks\":{b},\"samples\":{end_sample},\"clocks\":{},\"playing_s\":{secs:.4},\"clocks_per_s\":{per_s:.3},\"want_per_s\":48.0,\"gap_min\":{gmin},\"gap_median\":{gmed},\"gap_max\":{gmax},\"start_sample\":{s_start},\"start_err_samples\":{e_start:.1},\"seek_err_samples\":{e_seek:.1},\"stop_err_samples\":{e_stop:.1},\"midi_messages\":{}}}",
+        p.name,
+        ticks.len(),
+        midi.len()
+    );
+    // Landing: the DAW clock fit maps session time to samples; on a paced
+    // (not hard real-time) harness allow 5 ms.
+    for (what, e) in [("start", e_start), ("seek", e_seek), ("stop", e_stop)] {
+        ensure!(e.abs() <= 240.0, "{what} landed {e:.1} samples off");
+    }
+    println!("follow ok");
+    Ok(())
+}
+
 fn alloc_probe(path: &Path) -> Result<()> {
     let entry = load_entry(path)?;
     let mut p = instantiate(&entry)?;
@@ -582,7 +896,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, rest) = args
         .split_first()
-        .ok_or_else(|| anyhow!("usage: check|bench|alloc-probe BUNDLE.clap..."))?;
+        .ok_or_else(|| anyhow!("usage: check|bench|follow|alloc-probe BUNDLE.clap..."))?;
     match cmd.as_str() {
         "check" => check(&rest.iter().map(PathBuf::from).collect::<Vec<_>>()),
         "bench" => {
@@ -598,6 +912,7 @@ fn main() -> Result<()> {
             }
             bench(&paths, blocks)
         }
+        "follow" => follow(Path::new(rest.first().ok_or_else(|| anyhow!("bundle"))?)),
         "alloc-probe" => alloc_probe(Path::new(rest.first().ok_or_else(|| anyhow!("bundle"))?)),
         _ => bail!("unknown command {cmd}"),
     }
