@@ -8,13 +8,14 @@
 //!                                         round-trip, all instances alive at once
 //! jamnet-clap-host bench [--blocks N] BUNDLE.clap...
 //!                                         process() cost per 64-sample block
-//! jamnet-clap-host follow TRANSPORT.clap
+//! jamnet-clap-host follow [--multicast] TRANSPORT.clap
 //!                                         JAMNet Transport in follow mode, fed
 //!                                         real UDP `transport` frames (play at
 //!                                         120 BPM, seek, stop) on loopback,
 //!                                         processed in real time: checks MIDI
 //!                                         Clock rate and spacing, Start, SPP,
-//!                                         Continue, Stop
+//!                                         Continue, Stop, MTC quarter frames
+//!                                         (unicast, or a loopback multicast group)
 //! jamnet-clap-host alloc-probe BUNDLE.clap
 //!                                         negative control: with
 //!                                         JAMNET_DEBUG_ALLOC_IN_PROCESS=1 a debug
@@ -675,7 +676,7 @@ impl Lead {
 }
 
 /// JAMNet Transport in follow mode fed real UDP transport frames.
-fn follow(path: &Path) -> Result<()> {
+fn follow(path: &Path, multicast: bool) -> Result<()> {
     use bridge_core::protocol::messages::TransportCommand as Cmd;
     use bridge_core::worker::clock::monotonic_ns;
     const BPM: f64 = 120.0;
@@ -687,12 +688,24 @@ fn follow(path: &Path) -> Result<()> {
         .find(|d| d.name == "Mode")
         .ok_or_else(|| anyhow!("{}: no Mode parameter", p.name))?;
     let (mode_id, follow_value) = (mode.id, mode.max);
+    let mtc_id = params
+        .iter()
+        .find(|d| d.name == "MTC out")
+        .ok_or_else(|| anyhow!("{}: no MTC out parameter", p.name))?
+        .id;
 
     // A private unicast port and session, set through the persisted settings
     // the way a saved project restores them.
     let listener = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     drop(listener);
+    // Multicast: a group of our own on loopback (the plugin shares the
+    // port with SO_REUSEADDR/SO_REUSEPORT like every JAMNet peer).
+    let dest = if multicast {
+        format!("239.255.77.{}:{port}", 100 + port % 100)
+    } else {
+        format!("127.0.0.1:{port}")
+    };
     let session = uuid::Uuid::from_u128(0x5e55_1011_f011_0000_0000_0000_0000_0001);
     let mut json = state_json(&save_state(&mut p)?)?;
     let fields = json["fields"]
@@ -705,15 +718,18 @@ fn follow(path: &Path) -> Result<()> {
             .ok_or_else(|| anyhow!("no session settings"))?,
     )?;
     settings["session"] = session.to_string().into();
-    settings["destination"] = format!("127.0.0.1:{port}").into();
+    settings["destination"] = dest.clone().into();
     fields.insert("session".into(), settings.to_string().into());
     load_state(&mut p, &json_state(&json)?)?;
 
     let mut proc = activate(&mut p)?;
     let mut io = Io::new(p.inputs, p.outputs);
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_multicast_ttl_v4(0)?;
     let mut lead = Lead {
-        socket: std::net::UdpSocket::bind("127.0.0.1:0")?,
-        dest: format!("127.0.0.1:{port}").parse()?,
+        socket,
+        dest: dest.parse()?,
         session,
         seq: 0,
         buf: vec![0u8; 1472],
@@ -780,6 +796,8 @@ fn follow(path: &Path) -> Result<()> {
                 Pckn::match_all(),
                 follow_value,
             ));
+            io.in_events
+                .push(&ParamValueEvent::new(0, mtc_id, Pckn::match_all(), 1.0));
         }
         block_start_ns.push((sample, now));
         io.fill_input(sample);
@@ -839,13 +857,19 @@ fn follow(path: &Path) -> Result<()> {
         "clocks outside the playing span"
     );
     let secs = (s_stop - s_start) as f64 / SAMPLE_RATE;
-    let want = secs * BPM / 60.0 * 24.0;
-    // The seek lands on a beat boundary: one extra tick at most.
-    ensure!(
-        (ticks.len() as f64 - want).abs() <= 2.0,
-        "{} clocks in {secs:.3} s, want {want:.1} (48/s at 120 BPM)",
-        ticks.len()
-    );
+    // Per piece of the timeline (start → seek, seek → stop): a tick every
+    // 1/24 beat from the piece's first sample = 48 per second at 120 BPM,
+    // so ceil(frames / 1000) ticks (± 1 for landing rounding).
+    let samples_per_tick = SAMPLE_RATE * 60.0 / BPM / 24.0;
+    for (what, a, z) in [("start→seek", s_start, s_seek), ("seek→stop", s_seek, s_stop)] {
+        let got = ticks.iter().filter(|&&t| t >= a && t < z).count() as f64;
+        let want = ((z - a) as f64 / samples_per_tick).ceil();
+        ensure!(
+            (got - want).abs() <= 1.0,
+            "{what}: {got} clocks over {} samples, want {want} (48/s at 120 BPM)",
+            z - a
+        );
+    }
     // Between the events, consecutive clocks are one 1/24 beat apart
     // (1000 samples at 120 BPM, 48 kHz) within 1 ms.
     let mut gaps: Vec<i64> = ticks
@@ -859,9 +883,21 @@ fn follow(path: &Path) -> Result<()> {
         gmed == 1000 && (952..=1048).contains(&gmin) && (952..=1048).contains(&gmax),
         "clock spacing min/median/max {gmin}/{gmed}/{gmax} samples, want 1000 ± 48"
     );
+    // MTC (default 25 fps): 4 quarter frames per frame = 100/s while
+    // playing, and a full-frame SysEx at the start and at the seek.
+    let qf = midi.iter().filter(|m| m.1.len() == 2 && m.1[0] == 0xF1).count();
+    let full = midi
+        .iter()
+        .filter(|m| m.1.len() == 10 && m.1[..5] == [0xF0, 0x7F, 0x7F, 0x01, 0x01])
+        .count();
+    let want_qf = secs * 100.0;
+    ensure!(
+        (qf as f64 - want_qf).abs() <= 4.0 && full == 2,
+        "MTC: {qf} quarter frames (want {want_qf:.0} ± 4), {full} full frames (want 2)"
+    );
     let per_s = ticks.len() as f64 / secs;
     println!(
-        "{{\"plugin\":\"{}\",\"check\":\"follow\",\"blocks\":{b},\"samples\":{end_sample},\"clocks\":{},\"playing_s\":{secs:.4},\"clocks_per_s\":{per_s:.3},\"want_per_s\":48.0,\"gap_min\":{gmin},\"gap_median\":{gmed},\"gap_max\":{gmax},\"start_sample\":{s_start},\"start_err_samples\":{e_start:.1},\"seek_err_samples\":{e_seek:.1},\"stop_err_samples\":{e_stop:.1},\"midi_messages\":{}}}",
+        "{{\"plugin\":\"{}\",\"check\":\"follow\",\"blocks\":{b},\"samples\":{end_sample},\"clocks\":{},\"playing_s\":{secs:.4},\"clocks_per_s\":{per_s:.3},\"want_per_s\":48.0,\"gap_min\":{gmin},\"gap_median\":{gmed},\"gap_max\":{gmax},\"start_sample\":{s_start},\"start_err_samples\":{e_start:.1},\"seek_err_samples\":{e_seek:.1},\"stop_err_samples\":{e_stop:.1},\"mtc_quarter_frames\":{qf},\"destination\":\"{dest}\",\"midi_messages\":{}}}",
         p.name,
         ticks.len(),
         midi.len()
@@ -912,7 +948,14 @@ fn main() -> Result<()> {
             }
             bench(&paths, blocks)
         }
-        "follow" => follow(Path::new(rest.first().ok_or_else(|| anyhow!("bundle"))?)),
+        "follow" => {
+            let multicast = rest.iter().any(|a| a == "--multicast");
+            let bundle = rest
+                .iter()
+                .find(|a| !a.starts_with("--"))
+                .ok_or_else(|| anyhow!("follow [--multicast] BUNDLE.clap"))?;
+            follow(Path::new(bundle), multicast)
+        }
         "alloc-probe" => alloc_probe(Path::new(rest.first().ok_or_else(|| anyhow!("bundle"))?)),
         _ => bail!("unknown command {cmd}"),
     }
