@@ -157,7 +157,10 @@ impl FollowSession {
         if self.last_block.is_none() {
             return;
         }
-        while let Some(cmd) = self.queue.pop_due(now_ns.saturating_add(HAND_OFF_HORIZON_NS)) {
+        while let Some(cmd) = self
+            .queue
+            .pop_due(now_ns.saturating_add(HAND_OFF_HORIZON_NS))
+        {
             self.state.apply(&cmd);
             self.master = cmd.master_peer;
             let Some(sample) = self.sample_at(cmd.timestamp) else {
@@ -375,7 +378,13 @@ mod tests {
 
     const SR: f64 = 48_000.0;
 
-    fn cmd(kind: TransportCommandKind, t_ns: u64, pos_ms: f64, bpm: f64, seq: u64) -> TransportCommand {
+    fn cmd(
+        kind: TransportCommandKind,
+        t_ns: u64,
+        pos_ms: f64,
+        bpm: f64,
+        seq: u64,
+    ) -> TransportCommand {
         TransportCommand {
             kind,
             timestamp: t_ns,
@@ -428,10 +437,9 @@ mod tests {
                 let core = &mut self.core;
                 self.session.poll(now, |a| core.push(a));
                 let midi = &mut self.midi;
-                views.push(
-                    self.core
-                        .process_block(self.block, SR, opts, |m| midi.push((s + m.offset as u64, m.data().to_vec()))),
-                );
+                views.push(self.core.process_block(self.block, SR, opts, |m| {
+                    midi.push((s + m.offset as u64, m.data().to_vec()))
+                }));
             }
             views
         }
@@ -451,7 +459,12 @@ mod tests {
         let starts: Vec<_> = rig.midi.iter().filter(|m| m.1 == [0xFA]).collect();
         assert_eq!(starts.len(), 1);
         assert_eq!(starts[0].0, 48_000, "Start lands on its sample");
-        let ticks: Vec<u64> = rig.midi.iter().filter(|m| m.1 == [0xF8]).map(|m| m.0).collect();
+        let ticks: Vec<u64> = rig
+            .midi
+            .iter()
+            .filter(|m| m.1 == [0xF8])
+            .map(|m| m.0)
+            .collect();
         // Samples 48_000 ..= 144_639: ticks at 48_000 + 1000·k for k = 0..=96.
         assert_eq!(ticks.len(), 97, "{:?}", &ticks[..4]);
         for (k, t) in ticks.iter().enumerate() {
@@ -482,7 +495,11 @@ mod tests {
             .unwrap();
         rig.run_blocks(600, OPTS); // to sample 604·128 = 77_312
         let at = |bytes: &[u8]| -> Vec<u64> {
-            rig.midi.iter().filter(|m| m.1 == bytes).map(|m| m.0).collect()
+            rig.midi
+                .iter()
+                .filter(|m| m.1 == bytes)
+                .map(|m| m.0)
+                .collect()
         };
         assert_eq!(at(&[0xFA]), vec![1_000]);
         // The seek: Stop, SPP(48 sixteenths), Continue, all on sample 49_000.
@@ -520,7 +537,13 @@ mod tests {
             .unwrap();
         let t2 = rig.local_ns(20_000);
         rig.session
-            .on_command(cmd(TransportCommandKind::Stop, t2, 2000.0 + 20_000.0 / 48.0, 120.0, 2))
+            .on_command(cmd(
+                TransportCommandKind::Stop,
+                t2,
+                2000.0 + 20_000.0 / 48.0,
+                120.0,
+                2,
+            ))
             .unwrap();
         let no_spp = MidiOptions { spp: false, ..OPTS };
         rig.run_blocks(600, no_spp);
@@ -533,7 +556,11 @@ mod tests {
         let stop: Vec<_> = rig.midi.iter().filter(|m| m.1 == [0xFC]).collect();
         assert_eq!(stop.len(), 1);
         assert_eq!(stop[0].0, 20_000);
-        assert!(rig.midi.iter().filter(|m| m.1 == [0xF8]).all(|m| m.0 < 20_000));
+        assert!(rig
+            .midi
+            .iter()
+            .filter(|m| m.1 == [0xF8])
+            .all(|m| m.0 < 20_000));
     }
 
     #[test]
@@ -548,7 +575,11 @@ mod tests {
         // Block 10 starts at sample 2560: 2304 samples after the anchor.
         let last = views.last().unwrap().state.unwrap();
         let want = 1000.0 + (2560.0 - 256.0) / 48.0;
-        assert!((last.position_ms - want).abs() < 1e-6, "{}", last.position_ms);
+        assert!(
+            (last.position_ms - want).abs() < 1e-6,
+            "{}",
+            last.position_ms
+        );
         assert_eq!(views.last().unwrap().master, 7);
     }
 }

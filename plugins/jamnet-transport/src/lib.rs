@@ -200,7 +200,7 @@ enum Link {
         dest: Vec<std::net::SocketAddr>,
     },
     Follow {
-        driver: bridge_core::net::UdpDriver,
+        driver: Box<bridge_core::net::UdpDriver>,
     },
 }
 
@@ -283,7 +283,9 @@ fn run_worker(
                     .local_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_default();
-                link = Some(Link::Follow { driver });
+                link = Some(Link::Follow {
+                    driver: Box::new(driver),
+                });
                 ctl.running(match group {
                     Some(g) => format!("following: group {g} (unicast {at})"),
                     None => format!("following: listening on {at}"),

@@ -820,22 +820,27 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
         let (s, bt) = block_start_ns[i];
         s as f64 + (t as f64 - bt as f64) * SAMPLE_RATE / 1e9
     };
-    let find = |bytes: &[u8]| -> Vec<u64> {
-        midi.iter()
-            .filter(|m| m.1 == bytes)
-            .map(|m| m.0)
-            .collect()
-    };
+    let find =
+        |bytes: &[u8]| -> Vec<u64> { midi.iter().filter(|m| m.1 == bytes).map(|m| m.0).collect() };
     let starts = find(&[0xFA]);
     let stops = find(&[0xFC]);
     let conts = find(&[0xFB]);
     let spps: Vec<&(u64, Vec<u8>)> = midi.iter().filter(|m| m.1.first() == Some(&0xF2)).collect();
     let ticks = find(&[0xF8]);
-    ensure!(other_events == 0, "{other_events} non-MIDI-SysEx output events");
+    ensure!(
+        other_events == 0,
+        "{other_events} non-MIDI-SysEx output events"
+    );
     ensure!(starts.len() == 1, "want one Start (FA), got {starts:?}");
     // Seek while playing: Stop, SPP, Continue on one sample; then the final Stop.
-    ensure!(stops.len() == 2, "want Stop at the seek and at the end, got {stops:?}");
-    ensure!(conts.len() == 1, "want one Continue (after the seek), got {conts:?}");
+    ensure!(
+        stops.len() == 2,
+        "want Stop at the seek and at the end, got {stops:?}"
+    );
+    ensure!(
+        conts.len() == 1,
+        "want one Continue (after the seek), got {conts:?}"
+    );
     ensure!(spps.len() == 1, "want one SPP (the seek), got {spps:?}");
     // 8 s at 120 BPM = 16 quarter notes = 64 sixteenths = LSB 64, MSB 0.
     ensure!(
@@ -861,7 +866,10 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
     // 1/24 beat from the piece's first sample = 48 per second at 120 BPM,
     // so ceil(frames / 1000) ticks (± 1 for landing rounding).
     let samples_per_tick = SAMPLE_RATE * 60.0 / BPM / 24.0;
-    for (what, a, z) in [("start→seek", s_start, s_seek), ("seek→stop", s_seek, s_stop)] {
+    for (what, a, z) in [
+        ("start→seek", s_start, s_seek),
+        ("seek→stop", s_seek, s_stop),
+    ] {
         let got = ticks.iter().filter(|&&t| t >= a && t < z).count() as f64;
         let want = ((z - a) as f64 / samples_per_tick).ceil();
         ensure!(
@@ -885,7 +893,10 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
     );
     // MTC (default 25 fps): 4 quarter frames per frame = 100/s while
     // playing, and a full-frame SysEx at the start and at the seek.
-    let qf = midi.iter().filter(|m| m.1.len() == 2 && m.1[0] == 0xF1).count();
+    let qf = midi
+        .iter()
+        .filter(|m| m.1.len() == 2 && m.1[0] == 0xF1)
+        .count();
     let full = midi
         .iter()
         .filter(|m| m.1.len() == 10 && m.1[..5] == [0xF0, 0x7F, 0x7F, 0x01, 0x01])
