@@ -207,7 +207,9 @@ enum Link {
 /// The worker: drains host snapshots; in lead mode runs the publisher and
 /// sends TOAST `transport` frames; in follow mode receives them, runs the
 /// [`follow::FollowSession`] and hands anchors to `process()`.
+/// `mode` reads the Mode parameter (a closure so tests can drive it).
 fn run_worker(
+    mode_of: impl Fn() -> Mode,
     params: Arc<TransportParams>,
     stats: Arc<TransportStats>,
     mut snapshots: rtrb::Consumer<HostSnapshot>,
@@ -222,7 +224,7 @@ fn run_worker(
     };
 
     let mut settings_gen = u32::MAX;
-    let mut mode = params.mode.value();
+    let mut mode = mode_of();
     let mut link: Option<Link> = None;
     let mut key: Option<SessionKey> = None;
     let mut session = uuid::Uuid::nil();
@@ -240,7 +242,7 @@ fn run_worker(
             return Ok(());
         }
         let gen = stats.settings_gen.load(Ordering::Acquire);
-        let now_mode = params.mode.value();
+        let now_mode = mode_of();
         if gen != settings_gen || now_mode != mode || link.is_none() {
             settings_gen = gen;
             mode = now_mode;
@@ -487,7 +489,15 @@ impl Plugin for JamnetTransport {
         self.follow = FollowCore::new();
         let (params, stats) = (self.params.clone(), self.stats.clone());
         self.supervisor.start("jamnet-transport", move |ctl| {
-            run_worker(params, stats, consumer, anchor_tx, ctl)
+            let p = params.clone();
+            run_worker(
+                move || p.mode.value(),
+                params,
+                stats,
+                consumer,
+                anchor_tx,
+                ctl,
+            )
         });
         self.alloc_probe = jamnet_plugin_kit::alloc_probe_requested();
         true
@@ -607,3 +617,128 @@ impl Vst3Plugin for JamnetTransport {
 
 nice_export_clap!(JamnetTransport);
 nice_export_vst3!(JamnetTransport);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_core::protocol::frame::{FormatType, Header, MessageKind};
+    use bridge_core::protocol::messages::{
+        Message, PeerId, TimeSignature, Transport as TransportMsg, TransportCommand,
+    };
+    use bridge_core::worker::clock::monotonic_ns;
+
+    fn frame(session: uuid::Uuid, source: u32, timestamp: u64, buf: &mut [u8]) -> usize {
+        let msg = Message::Transport(TransportMsg {
+            command: TransportCommand::Play,
+            timestamp,
+            position: 1500.0,
+            bpm: 120.0,
+            time_signature: TimeSignature {
+                numerator: 3,
+                denominator: 4,
+            },
+            master_peer: PeerId(source),
+            beat: None,
+            seq: Some(1),
+        });
+        let header = Header::new(
+            MessageKind::Transport,
+            FormatType::StandardJson,
+            session,
+            source,
+            0,
+            timestamp,
+        );
+        msg.encode(&header, None, buf).unwrap()
+    }
+
+    /// The follow worker on real loopback UDP: a valid frame becomes an
+    /// anchor bound to the running sample the host clock says; junk is
+    /// counted as rejected, another session's frame as ignored.
+    #[test]
+    fn follow_worker_receives_real_udp_and_counts_rejects() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let params = Arc::new(TransportParams::default());
+        {
+            let mut s = params.session.write();
+            s.session = "follow-worker-test".into();
+            s.destination = format!("127.0.0.1:{port}");
+        }
+        let session = params.session.read().session_uuid();
+        let stats = Arc::new(TransportStats::default());
+        stats.sample_rate.store(48_000, Ordering::Relaxed);
+        let (mut snap_tx, snap_rx) = rtrb::RingBuffer::new(SNAPSHOT_RING);
+        let (anchor_tx, mut anchor_rx) = rtrb::RingBuffer::new(ANCHOR_RING);
+        let mut sup = Supervisor::new(stats.status.clone());
+        let (p, s) = (params.clone(), stats.clone());
+        sup.start("follow-test", move |ctl| {
+            run_worker(|| Mode::Follow, p, s, snap_rx, anchor_tx, ctl)
+        });
+
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dest = format!("127.0.0.1:{port}");
+        let mut buf = vec![0u8; 1472];
+        // Blocks of 64 samples at 48 kHz, paced in real time from t0.
+        let t0 = monotonic_ns();
+        let mut running = 0u64;
+        let mut sent = false;
+        let mut t_play = 0;
+        let mut got = None;
+        while monotonic_ns() < t0 + 2_000_000_000 && got.is_none() {
+            let now = monotonic_ns();
+            while t0 + running * 1_000_000_000 / 48_000 <= now {
+                let snap = HostSnapshot {
+                    playing: false,
+                    recording: false,
+                    tempo: 120.0,
+                    ts_num: 4,
+                    ts_den: 4,
+                    pos_samples: 0,
+                    pos_seconds: 0.0,
+                    pos_beats: 0.0,
+                    block_len: 64,
+                    sample_rate: 48_000.0,
+                    running_sample: running,
+                    local_ns: t0 + running * 1_000_000_000 / 48_000,
+                };
+                let _ = snap_tx.push(snap);
+                running += 64;
+            }
+            if !sent && now > t0 + 200_000_000 {
+                tx.send_to(b"junk", &dest).unwrap();
+                let n = frame(uuid::Uuid::from_u128(99), 5, now, &mut buf);
+                tx.send_to(&buf[..n], &dest).unwrap();
+                t_play = now + 50_000_000;
+                let n = frame(session, 7, t_play, &mut buf);
+                tx.send_to(&buf[..n], &dest).unwrap();
+                sent = true;
+            }
+            if let Ok(a) = anchor_rx.pop() {
+                got = Some(a);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        sup.stop();
+        let a = got.expect("no anchor from the follow worker");
+        assert_eq!(a.kind, bridge_core::transport::TransportCommandKind::Play);
+        assert_eq!((a.from, a.master), (7, 7));
+        assert!(a.state.playing);
+        assert_eq!(a.state.bpm, 120.0);
+        assert_eq!(a.state.time_signature.numerator, 3);
+        assert!((a.state.beat - 3.0).abs() < 1e-9, "beat from position");
+        let want = (t_play - t0) as f64 * 48_000.0 / 1e9;
+        assert!(
+            (a.sample - want).abs() < 2.0,
+            "anchor at sample {} want {want}",
+            a.sample
+        );
+        assert_eq!(stats.frames_received.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.frames_ignored.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.rejects.total_rejected(), 1);
+        assert_eq!(stats.master.load(Ordering::Relaxed), 7);
+    }
+}
