@@ -750,7 +750,8 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
     let mut garbage_sent = false;
     let mut midi: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut other_events = 0usize;
-    let mut block_start_ns: Vec<(u64, u64)> = Vec::new();
+    let mut block_start_ns: Vec<(u64, u64)> = Vec::with_capacity(4096);
+    let mut process_ns: Vec<u64> = Vec::with_capacity(4096);
     let mut b = 0u64;
     loop {
         let sample = b * BLOCK as u64;
@@ -801,8 +802,10 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
         }
         block_start_ns.push((sample, now));
         io.fill_input(sample);
-        io.run(&mut proc, sample, &transport_at(sample, false))
+        let (_, took) = io
+            .run(&mut proc, sample, &transport_at(sample, false))
             .with_context(|| format!("{}: process block {b}", p.name))?;
+        process_ns.push(took.as_nanos() as u64);
         for (t, bytes, len) in &io.out_events.sysex {
             midi.push((sample + *t as u64, bytes[..*len as usize].to_vec()));
         }
@@ -907,11 +910,15 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
         "MTC: {qf} quarter frames (want {want_qf:.0} ± 4), {full} full frames (want 2)"
     );
     let per_s = ticks.len() as f64 / secs;
+    process_ns.sort_unstable();
+    let pq = |f: f64| process_ns[((process_ns.len() - 1) as f64 * f) as usize];
     println!(
-        "{{\"plugin\":\"{}\",\"check\":\"follow\",\"blocks\":{b},\"samples\":{end_sample},\"clocks\":{},\"playing_s\":{secs:.4},\"clocks_per_s\":{per_s:.3},\"want_per_s\":48.0,\"gap_min\":{gmin},\"gap_median\":{gmed},\"gap_max\":{gmax},\"start_sample\":{s_start},\"start_err_samples\":{e_start:.1},\"seek_err_samples\":{e_seek:.1},\"stop_err_samples\":{e_stop:.1},\"mtc_quarter_frames\":{qf},\"destination\":\"{dest}\",\"midi_messages\":{}}}",
+        "{{\"plugin\":\"{}\",\"check\":\"follow\",\"blocks\":{b},\"samples\":{end_sample},\"clocks\":{},\"playing_s\":{secs:.4},\"clocks_per_s\":{per_s:.3},\"want_per_s\":48.0,\"gap_min\":{gmin},\"gap_median\":{gmed},\"gap_max\":{gmax},\"start_sample\":{s_start},\"start_err_samples\":{e_start:.1},\"seek_err_samples\":{e_seek:.1},\"stop_err_samples\":{e_stop:.1},\"mtc_quarter_frames\":{qf},\"destination\":\"{dest}\",\"midi_messages\":{},\"process_median_ns\":{},\"process_p99_ns\":{}}}",
         p.name,
         ticks.len(),
-        midi.len()
+        midi.len(),
+        pq(0.5),
+        pq(0.99)
     );
     // Landing: the DAW clock fit maps session time to samples; on a paced
     // (not hard real-time) harness allow 5 ms.
