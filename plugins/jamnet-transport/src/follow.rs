@@ -582,4 +582,36 @@ mod tests {
         );
         assert_eq!(views.last().unwrap().master, 7);
     }
+
+    #[test]
+    fn mtc_quarter_frames_every_480_samples_at_25_fps() {
+        let mut rig = Rig::new(64);
+        rig.run_blocks(1, OPTS);
+        let t = rig.local_ns(4_800);
+        rig.session
+            .on_command(cmd(TransportCommandKind::Play, t, 0.0, 120.0, 1))
+            .unwrap();
+        let opts = MidiOptions {
+            clock: false,
+            spp: true,
+            mtc: Some(MtcRate::Fps25),
+        };
+        rig.run_blocks(48_000 / 64, opts); // to sample 48_064
+        assert!(rig.midi.iter().all(|m| m.1[0] != 0xF8 && m.1[0] != 0xFA));
+        let full: Vec<_> = rig.midi.iter().filter(|m| m.1[0] == 0xF0).collect();
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].0, 4_800);
+        // 25 fps rate code 1 in the hours byte, 00:00:00:00.
+        assert_eq!(
+            full[0].1,
+            [0xF0, 0x7F, 0x7F, 0x01, 0x01, 0x20, 0, 0, 0, 0xF7]
+        );
+        let qf: Vec<_> = rig.midi.iter().filter(|m| m.1[0] == 0xF1).collect();
+        // Samples 4_800 ..< 48_064: one every 480 = 91 quarter frames.
+        assert_eq!(qf.len(), 91);
+        for (k, m) in qf.iter().enumerate() {
+            assert_eq!(m.0, 4_800 + 480 * k as u64, "quarter frame {k}");
+            assert_eq!(m.1[1] >> 4, (k % 8) as u8, "piece order");
+        }
+    }
 }
