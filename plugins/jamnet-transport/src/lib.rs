@@ -170,6 +170,8 @@ pub struct JamnetTransport {
 impl Default for JamnetTransport {
     fn default() -> Self {
         let stats = Arc::new(TransportStats::default());
+        // No clock model runs in this plugin: the quality is unknown, not 0.
+        stats.sync_quality.set(-1.0);
         Self {
             params: Arc::new(TransportParams::default()),
             supervisor: Supervisor::new(stats.status.clone()),
@@ -236,6 +238,9 @@ fn run_worker(
     let sample_rate = f64::from(stats.sample_rate.load(Ordering::Relaxed).max(1));
     let mut follower = follow::FollowSession::new(sample_rate);
     let mut received: Vec<bridge_core::transport::TransportCommand> = Vec::with_capacity(64);
+    // Transport senders heard: (source, last heard ns); "peers" = heard in
+    // the last 5 s. Bounded: a flood of fake sources cannot grow it.
+    let mut senders: [(u32, u64); 16] = [(0, 0); 16];
     let mut buf = vec![0u8; FRAME_BUF];
     loop {
         if ctl.should_stop() {
@@ -397,12 +402,25 @@ fn run_worker(
                         }
                     })
                     .map_err(|e| WorkerError::Io(e.to_string()))?;
+                let now = bridge_core::worker::clock::monotonic_ns();
+                for cmd in &received {
+                    let slot = senders
+                        .iter()
+                        .position(|&(src, _)| src == cmd.from)
+                        .or_else(|| senders.iter().position(|&(_, t)| t + 5_000_000_000 < now))
+                        .unwrap_or(0);
+                    senders[slot] = (cmd.from, now);
+                }
+                let heard = senders
+                    .iter()
+                    .filter(|&&(src, t)| src != 0 && t + 5_000_000_000 >= now)
+                    .count();
+                stats.peers.store(heard as u32, Ordering::Relaxed);
                 for cmd in received.drain(..) {
                     if follower.on_command(cmd).is_err() {
                         stats.commands_refused.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                let now = bridge_core::worker::clock::monotonic_ns();
                 follower.poll(now, |a| {
                     if anchors.push(a).is_err() {
                         stats.anchor_ring_full.fetch_add(1, Ordering::Relaxed);
@@ -740,5 +758,6 @@ mod tests {
         assert_eq!(stats.frames_ignored.load(Ordering::Relaxed), 1);
         assert_eq!(stats.rejects.total_rejected(), 1);
         assert_eq!(stats.master.load(Ordering::Relaxed), 7);
+        assert_eq!(stats.peers.load(Ordering::Relaxed), 1);
     }
 }
