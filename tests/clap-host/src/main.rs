@@ -6,7 +6,7 @@
 //! jamnet-clap-host check BUNDLE.clap...   load, activate, process with a moving
 //!                                         transport, check output, params, state
 //!                                         round-trip, all instances alive at once
-//! jamnet-clap-host bench [--blocks N] BUNDLE.clap...
+//! jamnet-clap-host bench [--blocks N] [--paced] [--follow] BUNDLE.clap...
 //!                                         process() cost per 64-sample block
 //! jamnet-clap-host follow [--multicast] TRANSPORT.clap
 //!                                         JAMNet Transport in follow mode, fed
@@ -593,32 +593,90 @@ fn check(paths: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-fn bench(paths: &[PathBuf], blocks: usize) -> Result<()> {
+/// `paced`: sleep so blocks come at the real-time rate (as in a DAW and in
+/// `follow`), instead of back to back (hot caches).
+/// `follow`: JAMNet Transport in follow mode with a session playing at
+/// 120 BPM (one PLAY frame over loopback UDP before the run), MTC on.
+fn bench(paths: &[PathBuf], blocks: usize, paced: bool, follow: bool) -> Result<()> {
     for path in paths {
         let entry = load_entry(path)?;
         let mut p = instantiate(&entry)?;
+        let follow_setup = if follow {
+            Some(configure_follow(&mut p, false)?)
+        } else {
+            None
+        };
         let mut proc = activate(&mut p)?;
         let mut io = Io::new(p.inputs, p.outputs);
+        if let Some((mode_id, follow_value, mtc_id, _, _)) = &follow_setup {
+            io.in_events.push(&ParamValueEvent::new(
+                0,
+                *mode_id,
+                Pckn::match_all(),
+                *follow_value,
+            ));
+            io.in_events
+                .push(&ParamValueEvent::new(0, *mtc_id, Pckn::match_all(), 1.0));
+        }
+        let mut lead = match &follow_setup {
+            Some((_, _, _, dest, session)) => Some(Lead {
+                socket: std::net::UdpSocket::bind("127.0.0.1:0")?,
+                dest: dest.parse()?,
+                session: *session,
+                seq: 0,
+                buf: vec![0u8; 1472],
+            }),
+            None => None,
+        };
+        let mut midi_out = 0usize;
         let mut times = Vec::with_capacity(blocks);
+        let t0 = Instant::now();
         for b in 0..(blocks + 1000) as u64 {
             let sample = b * BLOCK as u64;
+            if paced {
+                let due = std::time::Duration::from_secs_f64(sample as f64 / SAMPLE_RATE);
+                if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
             let transport = transport_at(sample, true);
             io.fill_input(sample);
             let (_, dt) = io.run(&mut proc, sample, &transport)?;
+            midi_out += io.out_events.sysex.len();
+            if let (1, Some(lead)) = (b, lead.as_mut()) {
+                // Warm-up (not measured): let the worker switch to follow
+                // and bind, then start the session and let it hand over.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let now = bridge_core::worker::clock::monotonic_ns();
+                lead.send(
+                    bridge_core::protocol::messages::TransportCommand::Play,
+                    now,
+                    0.0,
+                    120.0,
+                    1,
+                )?;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             if b >= 1000 {
                 times.push(dt.as_nanos() as u64);
             }
         }
         p.instance.deactivate(proc.stop_processing());
+        let argmax = times
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, t)| **t)
+            .map_or(0, |(i, _)| i);
         times.sort_unstable();
         let q = |f: f64| times[((times.len() - 1) as f64 * f) as usize];
         println!(
-            "{{\"plugin\":\"{}\",\"block\":{BLOCK},\"blocks\":{},\"median_ns\":{},\"p99_ns\":{},\"max_ns\":{}}}",
+            "{{\"plugin\":\"{}\",\"paced\":{paced},\"follow\":{follow},\"midi_out\":{midi_out},\"block\":{BLOCK},\"blocks\":{},\"median_ns\":{},\"p99_ns\":{},\"max_ns\":{},\"max_at_block\":{}}}",
             p.name,
             times.len(),
             q(0.5),
             q(0.99),
-            times[times.len() - 1]
+            times[times.len() - 1],
+            argmax + 1000
         );
     }
     Ok(())
@@ -675,14 +733,16 @@ impl Lead {
     }
 }
 
-/// JAMNet Transport in follow mode fed real UDP transport frames.
-fn follow(path: &Path, multicast: bool) -> Result<()> {
-    use bridge_core::protocol::messages::TransportCommand as Cmd;
-    use bridge_core::worker::clock::monotonic_ns;
-    const BPM: f64 = 120.0;
-    let entry = load_entry(path)?;
-    let mut p = instantiate(&entry)?;
-    let params = list_params(&mut p)?;
+/// Follow-mode set-up shared by `follow` and `bench --follow`: finds the
+/// Mode and MTC parameters and points the instance at a private unicast port
+/// (or loopback multicast group) and session through restored state, the way
+/// a saved project does. Returns (mode id, follow value, MTC id, destination,
+/// session).
+fn configure_follow(
+    p: &mut Loaded,
+    multicast: bool,
+) -> Result<(ClapId, f64, ClapId, String, uuid::Uuid)> {
+    let params = list_params(p)?;
     let mode = params
         .iter()
         .find(|d| d.name == "Mode")
@@ -707,7 +767,7 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
         format!("127.0.0.1:{port}")
     };
     let session = uuid::Uuid::from_u128(0x5e55_1011_f011_0000_0000_0000_0000_0001);
-    let mut json = state_json(&save_state(&mut p)?)?;
+    let mut json = state_json(&save_state(p)?)?;
     let fields = json["fields"]
         .as_object_mut()
         .ok_or_else(|| anyhow!("no fields"))?;
@@ -720,7 +780,18 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
     settings["session"] = session.to_string().into();
     settings["destination"] = dest.clone().into();
     fields.insert("session".into(), settings.to_string().into());
-    load_state(&mut p, &json_state(&json)?)?;
+    load_state(p, &json_state(&json)?)?;
+    Ok((mode_id, follow_value, mtc_id, dest, session))
+}
+
+/// JAMNet Transport in follow mode fed real UDP transport frames.
+fn follow(path: &Path, multicast: bool) -> Result<()> {
+    use bridge_core::protocol::messages::TransportCommand as Cmd;
+    use bridge_core::worker::clock::monotonic_ns;
+    const BPM: f64 = 120.0;
+    let entry = load_entry(path)?;
+    let mut p = instantiate(&entry)?;
+    let (mode_id, follow_value, mtc_id, dest, session) = configure_follow(&mut p, multicast)?;
 
     let mut proc = activate(&mut p)?;
     let mut io = Io::new(p.inputs, p.outputs);
@@ -956,15 +1027,21 @@ fn main() -> Result<()> {
         "bench" => {
             let mut blocks = 20_000;
             let mut paths = Vec::new();
+            let mut paced = false;
+            let mut follow = false;
             let mut it = rest.iter();
             while let Some(a) = it.next() {
-                if a == "--blocks" {
+                if a == "--paced" {
+                    paced = true;
+                } else if a == "--follow" {
+                    follow = true;
+                } else if a == "--blocks" {
                     blocks = it.next().ok_or_else(|| anyhow!("--blocks N"))?.parse()?;
                 } else {
                     paths.push(PathBuf::from(a));
                 }
             }
-            bench(&paths, blocks)
+            bench(&paths, blocks, paced, follow)
         }
         "follow" => {
             let multicast = rest.iter().any(|a| a == "--multicast");
