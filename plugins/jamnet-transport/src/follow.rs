@@ -177,6 +177,14 @@ impl FollowSession {
     }
 }
 
+/// The host's offset from the session at one sample: host song position
+/// minus session position, in ms and in samples (positive: the host is
+/// ahead). Realtime-safe: yes.
+pub fn host_offset(host_pos_s: f64, session_pos_ms: f64, sample_rate: f64) -> (f64, f64) {
+    let ms = host_pos_s * 1000.0 - session_pos_ms;
+    (ms, ms * sample_rate / 1000.0)
+}
+
 /// Which messages the audio thread emits.
 ///
 /// Thread-safe: yes. Realtime-safe: yes.
@@ -561,6 +569,12 @@ mod tests {
             .iter()
             .filter(|m| m.1 == [0xF8])
             .all(|m| m.0 < 20_000));
+    }
+
+    #[test]
+    fn host_offset_is_host_minus_session() {
+        assert_eq!(host_offset(2.0, 1990.0, 48_000.0), (10.0, 480.0));
+        assert_eq!(host_offset(0.0, 250.0, 44_100.0), (-250.0, -11_025.0));
     }
 
     #[test]

@@ -600,11 +600,10 @@ impl Plugin for JamnetTransport {
             stats.session_playing.store(st.playing, Ordering::Relaxed);
             stats.session_bpm.set(st.bpm as f32);
             stats.session_pos_s.set((st.position_ms / 1000.0) as f32);
-            let offset_ms = snap.pos_seconds * 1000.0 - st.position_ms;
+            let (offset_ms, offset_samples) =
+                follow::host_offset(snap.pos_seconds, st.position_ms, sample_rate);
             stats.offset_ms.set(offset_ms as f32);
-            stats
-                .offset_samples
-                .set((offset_ms * sample_rate / 1000.0) as f32);
+            stats.offset_samples.set(offset_samples as f32);
         }
         if view.master != 0 {
             stats.master.store(view.master, Ordering::Relaxed);
