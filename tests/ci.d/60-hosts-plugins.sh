@@ -5,6 +5,10 @@
 #   1. jamnet-clap-host check: every .clap loaded, activated, 3000 blocks
 #      processed with a moving transport, output checked, a parameter changed
 #      through process(), state saved/edited/restored, 6 instances at once
+#   1b. jamnet-clap-host follow: JAMNet Transport in follow mode fed real UDP
+#      `transport` frames (unicast, then a loopback multicast group): MIDI
+#      Clock 48/s at 120 BPM, Start/SPP/Continue/Stop, MTC quarter frames,
+#      landing sample, all under assert_process_allocs
 #   2. negative control: with JAMNET_DEBUG_ALLOC_IN_PROCESS=1 each debug
 #      bundle must abort inside process() (proves the checker is armed)
 #   3. pedalboard (PyPI) loads each VST3, lists parameters, processes audio,
@@ -26,6 +30,10 @@ B="$JAMNET_BUNDLE_DIR"
 
 echo "--- CLAP harness (debug bundles: process() runs under assert_process_allocs)"
 RUST_BACKTRACE=0 "$HOST" check "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap" "$B/JAMNet Transport.clap"
+
+echo "--- CLAP harness: JAMNet Transport follow mode fed real UDP transport frames"
+RUST_BACKTRACE=0 "$HOST" follow "$B/JAMNet Transport.clap"
+RUST_BACKTRACE=0 "$HOST" follow --multicast "$B/JAMNet Transport.clap"
 
 echo "--- negative control: an allocation in process() must abort the host"
 for p in "JAMNet Send" "JAMNet Receive" "JAMNet Transport"; do

@@ -106,6 +106,12 @@ impl NiceEguiApp for TransportEditor {
                     ui.label("Host transport control");
                     ui.add(ParamSlider::for_param(&self.params.host_control, &setter));
                     ui.end_row();
+                    ui.label("");
+                    ui.label(
+                        "not available through nice-plug (it exposes no CLAP \
+                         transport-control): the setting is kept, nothing is asked of the host",
+                    );
+                    ui.end_row();
                 });
         }
         ui.separator();
@@ -134,16 +140,54 @@ impl NiceEguiApp for TransportEditor {
                     ui.end_row();
                 } else {
                     ui.label("Session");
+                    if s.session_known.load(Ordering::Relaxed) {
+                        ui.label(format!(
+                            "{}  {:.2} BPM  {:.3} s",
+                            play(s.session_playing.load(Ordering::Relaxed)),
+                            s.session_bpm.get(),
+                            s.session_pos_s.get()
+                        ));
+                    } else {
+                        ui.label("nothing received yet");
+                    }
+                    ui.end_row();
+                    ui.label("Host offset");
                     ui.label(format!(
-                        "{}  {:.2} BPM",
-                        play(s.session_playing.load(Ordering::Relaxed)),
-                        s.session_bpm.get()
+                        "{:+.2} ms ({:+.0} samples)",
+                        s.offset_ms.get(),
+                        s.offset_samples.get()
                     ));
                     ui.end_row();
-                    let sr = s.sample_rate.load(Ordering::Relaxed) as f32;
-                    let off = s.offset_ms.get();
-                    ui.label("Host offset");
-                    ui.label(format!("{off:+.2} ms ({:+.0} samples)", off * sr / 1000.0));
+                    ui.label("Received");
+                    ui.label(format!(
+                        "{} transport frames, {} rejected, {} ignored, {} refused",
+                        s.frames_received.load(Ordering::Relaxed),
+                        s.rejects.total_rejected(),
+                        s.frames_ignored.load(Ordering::Relaxed),
+                        s.commands_refused.load(Ordering::Relaxed)
+                    ));
+                    ui.end_row();
+                    ui.label("Applied");
+                    ui.label(format!(
+                        "{} commands, {} late",
+                        s.commands_applied.load(Ordering::Relaxed),
+                        s.commands_late.load(Ordering::Relaxed)
+                    ));
+                    ui.end_row();
+                    ui.label("MIDI out");
+                    ui.label(format!(
+                        "{} messages ({} clocks), {} refused by host",
+                        s.midi_sent.load(Ordering::Relaxed),
+                        s.midi_clocks.load(Ordering::Relaxed),
+                        s.midi_dropped.load(Ordering::Relaxed)
+                    ));
+                    ui.end_row();
+                    ui.label("");
+                    ui.label(
+                        "Clock/SPP/MTC go out as raw bytes in MIDI SysEx events \
+                         (nice-plug has no system-message event); hosts that pass \
+                         only F0…F7 SysEx drop them, VST3 has no MIDI Clock event",
+                    );
                     ui.end_row();
                 }
                 ui.label("Peers");

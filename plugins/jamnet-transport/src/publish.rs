@@ -30,6 +30,11 @@ pub struct HostSnapshot {
     pub block_len: u32,
     /// Host sample rate.
     pub sample_rate: f32,
+    /// The plugin's running sample counter at the block's first sample
+    /// (sum of block lengths since activation; never jumps).
+    pub running_sample: u64,
+    /// Local `CLOCK_MONOTONIC` (ns) when `process()` started the block.
+    pub local_ns: u64,
 }
 
 /// What a transport update says (PROTOCOL.md 3.4 `command`).
@@ -206,6 +211,8 @@ mod tests {
             pos_beats: pos as f64 / 48_000.0 * 133.0 / 60.0,
             block_len: 64,
             sample_rate: 48_000.0,
+            running_sample: 0,
+            local_ns: 0,
         }
     }
 
