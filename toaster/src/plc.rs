@@ -22,9 +22,7 @@ use bridge_core::conceal::{ConcealMethod, Concealer};
 use bridge_core::pnbtr::core::{
     self as pcore, PnbtrModel, PnbtrScratch, HISTORY, N_CAND, N_STATIC, N_TIME, N_WEIGHTS,
 };
-use bridge_core::pnbtr::{
-    fade_gain, make_concealer, PredictiveConcealer, Predictor, CROSSFADE, MAX_GAP,
-};
+use bridge_core::pnbtr::{fade_gain, make_concealer, PredictiveConcealer, Predictor, MAX_GAP};
 use rand::{Rng, SeedableRng};
 use rustfft::num_complex::Complex32;
 use serde::Serialize;
@@ -1088,14 +1086,19 @@ struct Recorder {
     model: PnbtrModel,
     scratch: PnbtrScratch,
     log: GapLog,
+    /// The current gap's whole continuation (computed at the start).
+    cont: Vec<f32>,
 }
 
 impl Predictor for Recorder {
-    fn predict(&mut self, _ch: usize, h: &[f32], _last: usize, out: &mut [f32]) {
-        let an = pcore::predict(h, &self.model, &mut self.scratch, out);
+    fn start(&mut self, _ch: usize, h: &[f32], _last: usize) {
+        let an = pcore::predict(h, &self.model, &mut self.scratch, &mut self.cont);
         let mut c = vec![[0.0f32; N_CAND]; MAX_GAP];
         pcore::candidates(h, &an, &mut self.scratch, &mut c);
         self.log.lock().unwrap().push((an.features.to_vec(), c));
+    }
+    fn extend(&mut self, _ch: usize, _h: &[f32], from: usize, out: &mut [f32]) {
+        out.copy_from_slice(&self.cont[from..from + out.len()]);
     }
     fn name(&self) -> &'static str {
         "pnbtr-train"
@@ -1125,8 +1128,9 @@ fn train(corpus: &Path, out: &Path) -> Result<ExitCode> {
                 let log = Arc::new(Mutex::new(Vec::new()));
                 let rec = Recorder {
                     model: model.clone(),
-                    scratch: PnbtrScratch::new(MAX_GAP + CROSSFADE),
+                    scratch: PnbtrScratch::new(MAX_GAP),
                     log: log.clone(),
+                    cont: vec![0.0; MAX_GAP],
                 };
                 let mut c = PredictiveConcealer::new(1, rec);
                 run_concealer(&mut c, &clip.x, *n, &mask);
