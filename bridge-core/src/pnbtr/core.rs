@@ -182,21 +182,52 @@ pub fn analyse(h: &[f32], s: &mut PnbtrScratch) -> Analysis {
     }
     let d = &s.decim;
     let base = nd - COARSE_WIN;
+    // Each lag's sums run serially over m, as one GPU thread does. The
+    // window energy e0 is the same sum for every lag (computed once), and
+    // LAG_BLOCK lags are summed side by side: each accumulator still adds
+    // its terms in the same order (bit-identical to one lag at a time), but
+    // the independent chains overlap instead of waiting on each other.
+    const LAG_BLOCK: usize = 8;
+    let mut e0 = 0.0f32;
+    for &x in &d[base..base + COARSE_WIN] {
+        e0 += x * x;
+    }
     let (mut best_r, mut best_l) = (NEG_BIG, COARSE_MIN);
-    for lag in COARSE_MIN..=COARSE_MAX {
-        let (mut num, mut e0, mut el) = (0.0f32, 0.0f32, 0.0f32);
-        for m in 0..COARSE_WIN {
-            let x = d[base + m];
-            let y = d[base + m - lag];
-            num += x * y;
-            e0 += x * x;
-            el += y * y;
+    let mut lag0 = COARSE_MIN;
+    while lag0 <= COARSE_MAX {
+        let lanes = LAG_BLOCK.min(COARSE_MAX + 1 - lag0);
+        let mut num = [0.0f32; LAG_BLOCK];
+        let mut el = [0.0f32; LAG_BLOCK];
+        if lanes == LAG_BLOCK {
+            for m in 0..COARSE_WIN {
+                let x = d[base + m];
+                // ys[k] = d[base + m - (lag0 + k)].
+                let top = base + m - lag0;
+                let ys = &d[top + 1 - LAG_BLOCK..=top];
+                for k in 0..LAG_BLOCK {
+                    let y = ys[LAG_BLOCK - 1 - k];
+                    num[k] += x * y;
+                    el[k] += y * y;
+                }
+            }
+        } else {
+            for m in 0..COARSE_WIN {
+                let x = d[base + m];
+                for k in 0..lanes {
+                    let y = d[base + m - lag0 - k];
+                    num[k] += x * y;
+                    el[k] += y * y;
+                }
+            }
         }
-        let r = num / (e0 * el + 1e-12).sqrt();
-        if r > best_r {
-            best_r = r;
-            best_l = lag;
+        for k in 0..lanes {
+            let r = num[k] / (e0 * el[k] + 1e-12).sqrt();
+            if r > best_r {
+                best_r = r;
+                best_l = lag0 + k;
+            }
         }
+        lag0 += LAG_BLOCK;
     }
     // Refine at full rate around the coarse lag.
     let centre = best_l * DECIM;
