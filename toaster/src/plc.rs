@@ -248,12 +248,12 @@ fn seed_of(parts: &[&str]) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PacketKind {
     /// The first lost packet of a gap (the predictor analyses the history).
-    GapStart,
+    Start,
     /// A later lost packet of the same gap.
-    GapContinue,
+    Continue,
     /// The first received packet after a gap (it cross-fades out of the
     /// prediction).
-    GapEnd,
+    End,
 }
 
 /// Cost of one concealer call on a packet that conceals: wall time and the
@@ -312,13 +312,13 @@ fn run_concealer(
         if lost {
             blk.fill(0.0);
             let kind = if prev_lost {
-                PacketKind::GapContinue
+                PacketKind::Continue
             } else {
-                PacketKind::GapStart
+                PacketKind::Start
             };
             times.push(timed(kind, || c.conceal(blk)));
         } else if prev_lost {
-            times.push(timed(PacketKind::GapEnd, || c.on_received(blk)));
+            times.push(timed(PacketKind::End, || c.on_received(blk)));
         } else {
             c.on_received(blk);
         }
@@ -333,7 +333,6 @@ mod opus_plc {
     //! size nearest the packet; a frame is lost when it overlaps a lost
     //! packet (after aligning for the codec's look-ahead).
     use anyhow::{anyhow, Result};
-    use std::time::Instant;
 
     pub const FRAMES: [usize; 4] = [120, 240, 480, 960];
 
@@ -390,9 +389,9 @@ mod opus_plc {
             let o = &mut out[k * frame * ch..(k + 1) * frame * ch];
             if lost {
                 let kind = if prev_lost {
-                    super::PacketKind::GapContinue
+                    super::PacketKind::Continue
                 } else {
-                    super::PacketKind::GapStart
+                    super::PacketKind::Start
                 };
                 let mut r = Ok(0);
                 times.push(super::timed(kind, || r = dec.decode_float(&[], o, false)));
@@ -799,11 +798,11 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
                     let pick = |f: &dyn Fn(&Timing) -> Option<f64>| -> Vec<f64> {
                         times.iter().filter_map(f).collect()
                     };
-                    let is_start = |t: &Timing| t.kind == PacketKind::GapStart;
+                    let is_start = |t: &Timing| t.kind == PacketKind::Start;
                     let mut starts = pick(&|t| is_start(t).then_some(t.cpu_us));
                     let mut wall_starts = pick(&|t| is_start(t).then_some(t.wall_us));
                     let mut packets = pick(&|t| Some(t.cpu_us));
-                    let lost_cpu = pick(&|t| (t.kind != PacketKind::GapEnd).then_some(t.cpu_us));
+                    let lost_cpu = pick(&|t| (t.kind != PacketKind::End).then_some(t.cpu_us));
                     let mean = lost_cpu.iter().sum::<f64>() / lost_cpu.len().max(1) as f64;
                     let packet_us = n as f64 / RATE as f64 * 1e6;
                     let p99 = percentile(&mut packets, 0.99);
