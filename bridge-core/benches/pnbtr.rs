@@ -1,5 +1,6 @@
 //! CPU cost of concealment per packet. The expensive packet is the one that
-//! starts a gap (the whole gap is predicted there); continuing a gap is a copy.
+//! starts a gap (the history is analysed there, and one packet of the
+//! continuation made); continuing a gap extends the continuation by a packet.
 //! Run: `cargo bench -p bridge-core --bench pnbtr`.
 
 use bridge_core::conceal::ConcealMethod;
