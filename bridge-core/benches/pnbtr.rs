@@ -1,5 +1,6 @@
 //! CPU cost of concealment per packet. The expensive packet is the one that
-//! starts a gap (the whole gap is predicted there); continuing a gap is a copy.
+//! starts a gap (the history is analysed there, and one packet of the
+//! continuation made); continuing a gap extends the continuation by a packet.
 //! Run: `cargo bench -p bridge-core --bench pnbtr`.
 
 use bridge_core::conceal::ConcealMethod;
@@ -47,5 +48,31 @@ fn gap_start(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gap_start);
+criterion_group!(benches, gap_start, parts);
 criterion_main!(benches);
+
+/// Where a gap start's time goes: the analysis parts and the continuation.
+fn parts(c: &mut Criterion) {
+    use bridge_core::pnbtr::core::{analyse, predict, PnbtrModel, PnbtrScratch, HISTORY};
+    use bridge_core::pnbtr::lpc::{ar_extrapolate, burg, BurgScratch};
+    let sig = music_like(HISTORY);
+    let model = PnbtrModel::builtin();
+    let mut s = PnbtrScratch::new(2112);
+    let mut g = c.benchmark_group("pnbtr_parts");
+    g.bench_function("burg32_1024", |b| {
+        let mut a = [0.0f32; 33];
+        let mut bs = BurgScratch::new(1024);
+        b.iter(|| burg(&sig[HISTORY - 1024..], &mut a, &mut bs))
+    });
+    g.bench_function("analyse", |b| b.iter(|| analyse(&sig, &mut s)));
+    let an = analyse(&sig, &mut s);
+    let mut out = vec![0.0f32; 2112];
+    let mut work = vec![0.0f32; 2200];
+    g.bench_function("ar_extrapolate_2112", |b| {
+        b.iter(|| ar_extrapolate(&sig, &an.ar, &mut work, &mut out))
+    });
+    g.bench_function("predict_2112", |b| {
+        b.iter(|| predict(&sig, &model, &mut s, &mut out))
+    });
+    g.finish();
+}

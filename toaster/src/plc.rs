@@ -22,9 +22,7 @@ use bridge_core::conceal::{ConcealMethod, Concealer};
 use bridge_core::pnbtr::core::{
     self as pcore, PnbtrModel, PnbtrScratch, HISTORY, N_CAND, N_STATIC, N_TIME, N_WEIGHTS,
 };
-use bridge_core::pnbtr::{
-    fade_gain, make_concealer, PredictiveConcealer, Predictor, CROSSFADE, MAX_GAP,
-};
+use bridge_core::pnbtr::{fade_gain, make_concealer, PredictiveConcealer, Predictor, MAX_GAP};
 use rand::{Rng, SeedableRng};
 use rustfft::num_complex::Complex32;
 use serde::Serialize;
@@ -246,12 +244,61 @@ fn seed_of(parts: &[&str]) -> u64 {
 
 // ---------------------------------------------------------------- running methods
 
-/// Time of one conceal() call (µs) and whether it started a gap (the
-/// expensive call: predictors run once per gap).
-pub(crate) type Timing = (f64, bool);
+/// Which packet of a gap a timing is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PacketKind {
+    /// The first lost packet of a gap (the predictor analyses the history).
+    Start,
+    /// A later lost packet of the same gap.
+    Continue,
+    /// The first received packet after a gap (it cross-fades out of the
+    /// prediction).
+    End,
+}
+
+/// Cost of one concealer call on a packet that conceals: wall time and the
+/// calling thread's CPU time (µs). Wall time also counts time the thread
+/// was descheduled (a loaded machine preempts it for milliseconds); CPU time
+/// is what the call itself costs the core, which is what the issue's
+/// "CPU ≤ 10 % of the packet's duration" is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub wall_us: f64,
+    pub cpu_us: f64,
+    pub kind: PacketKind,
+}
+
+/// The calling thread's CPU time in µs (`CLOCK_THREAD_CPUTIME_ID`).
+pub(crate) fn thread_cpu_us() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through the pointer,
+    // which points at a live, properly aligned local.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 * 1e-3
+}
+
+/// Times `f` (wall and thread CPU).
+pub(crate) fn timed(kind: PacketKind, f: impl FnOnce()) -> Timing {
+    let c0 = thread_cpu_us();
+    let t = Instant::now();
+    f();
+    let wall_us = t.elapsed().as_secs_f64() * 1e6;
+    Timing {
+        wall_us,
+        cpu_us: thread_cpu_us() - c0,
+        kind,
+    }
+}
 
 /// Runs a concealer over mono `x` in packets of `n`; returns the output and
-/// the timing of each conceal() call.
+/// the timing of each call that conceals: every lost packet's `conceal()`
+/// and the `on_received()` that ends a gap (it cross-fades).
 fn run_concealer(
     c: &mut dyn Concealer,
     x: &[f32],
@@ -264,9 +311,14 @@ fn run_concealer(
     for (blk, &lost) in y.chunks_mut(n).zip(mask) {
         if lost {
             blk.fill(0.0);
-            let t = Instant::now();
-            c.conceal(blk);
-            times.push((t.elapsed().as_secs_f64() * 1e6, !prev_lost));
+            let kind = if prev_lost {
+                PacketKind::Continue
+            } else {
+                PacketKind::Start
+            };
+            times.push(timed(kind, || c.conceal(blk)));
+        } else if prev_lost {
+            times.push(timed(PacketKind::End, || c.on_received(blk)));
         } else {
             c.on_received(blk);
         }
@@ -281,7 +333,6 @@ mod opus_plc {
     //! size nearest the packet; a frame is lost when it overlaps a lost
     //! packet (after aligning for the codec's look-ahead).
     use anyhow::{anyhow, Result};
-    use std::time::Instant;
 
     pub const FRAMES: [usize; 4] = [120, 240, 480, 960];
 
@@ -337,9 +388,14 @@ mod opus_plc {
             let lost = (lo..hi).any(lost_at);
             let o = &mut out[k * frame * ch..(k + 1) * frame * ch];
             if lost {
-                let t = Instant::now();
-                dec.decode_float(&[], o, false)?;
-                times.push((t.elapsed().as_secs_f64() * 1e6, !prev_lost));
+                let kind = if prev_lost {
+                    super::PacketKind::Continue
+                } else {
+                    super::PacketKind::Start
+                };
+                let mut r = Ok(0);
+                times.push(super::timed(kind, || r = dec.decode_float(&[], o, false)));
+                r?;
             } else {
                 dec.decode_float(&pkt[..len], o, false)?;
             }
@@ -590,15 +646,30 @@ struct Row {
     lsd_db: f64,
     fwsnr_db: f64,
     lost_packets: usize,
-    /// Median time of a gap-starting conceal() call (the worst packet: the
-    /// whole gap is predicted there), µs.
+    /// Thread CPU time of a gap-starting conceal() call (the predictor's
+    /// analysis runs there), median, µs.
     cpu_us_gap_start_median: f64,
     /// 99th percentile of the same.
     cpu_us_gap_start_p99: f64,
-    /// Mean time per concealed packet (gap starts and continuations), µs.
+    /// Thread CPU time per concealing packet (every lost packet and the
+    /// cross-fading first packet after a gap): median, µs.
+    cpu_us_packet_median: f64,
+    /// The same, 99th percentile.
+    cpu_us_packet_p99: f64,
+    /// The same, worst packet.
+    cpu_us_packet_max: f64,
+    /// Mean thread CPU time per lost packet (gap starts and continuations), µs.
     cpu_us_per_lost_packet_mean: f64,
-    /// Gap-start median as a fraction of the packet's duration.
-    cpu_fraction_gap_start: f64,
+    /// Wall time of a gap start, median, µs (includes preemption on a
+    /// loaded machine).
+    wall_us_gap_start_median: f64,
+    /// The same, 99th percentile.
+    wall_us_gap_start_p99: f64,
+    /// Worst packets against the budget: p99 of the per-packet CPU time as a
+    /// fraction of the packet's duration (the target: ≤ 0.10).
+    cpu_fraction_p99: f64,
+    /// Median packet's CPU time as a fraction of the packet's duration.
+    cpu_fraction_median: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -724,9 +795,18 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
                         continue;
                     }
                     let c = count as f64;
-                    let mut starts: Vec<f64> = times.iter().filter(|t| t.1).map(|t| t.0).collect();
-                    let mean = times.iter().map(|t| t.0).sum::<f64>() / times.len().max(1) as f64;
-                    let med = median(&mut starts);
+                    let pick = |f: &dyn Fn(&Timing) -> Option<f64>| -> Vec<f64> {
+                        times.iter().filter_map(f).collect()
+                    };
+                    let is_start = |t: &Timing| t.kind == PacketKind::Start;
+                    let mut starts = pick(&|t| is_start(t).then_some(t.cpu_us));
+                    let mut wall_starts = pick(&|t| is_start(t).then_some(t.wall_us));
+                    let mut packets = pick(&|t| Some(t.cpu_us));
+                    let lost_cpu = pick(&|t| (t.kind != PacketKind::End).then_some(t.cpu_us));
+                    let mean = lost_cpu.iter().sum::<f64>() / lost_cpu.len().max(1) as f64;
+                    let packet_us = n as f64 / RATE as f64 * 1e6;
+                    let p99 = percentile(&mut packets, 0.99);
+                    let med = median(&mut packets);
                     rows.push(Row {
                         method: method.clone(),
                         category: category.into(),
@@ -737,10 +817,16 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
                         lsd_db: lsd / c,
                         fwsnr_db: fw / c,
                         lost_packets: lost,
-                        cpu_us_gap_start_median: med,
+                        cpu_us_gap_start_median: median(&mut starts),
                         cpu_us_gap_start_p99: percentile(&mut starts, 0.99),
+                        cpu_us_packet_median: med,
+                        cpu_us_packet_p99: p99,
+                        cpu_us_packet_max: packets.iter().fold(0.0, |m: f64, &v| m.max(v)),
                         cpu_us_per_lost_packet_mean: mean,
-                        cpu_fraction_gap_start: med / (n as f64 / RATE as f64 * 1e6),
+                        wall_us_gap_start_median: median(&mut wall_starts),
+                        wall_us_gap_start_p99: percentile(&mut wall_starts, 0.99),
+                        cpu_fraction_p99: p99 / packet_us,
+                        cpu_fraction_median: med / packet_us,
                     });
                 }
             }
@@ -838,11 +924,12 @@ fn judge(rows: &[Row], packets: &[usize], traces: &[Trace]) -> (Vec<Check>, Vec<
                 }
                 targets.push(Check {
                     what: format!(
-                        "music {n} {label}: pnbtr CPU at a gap start (median) {:.1} us = {:.1}% of the packet ({BUILD} build)",
-                        p.cpu_us_gap_start_median,
-                        100.0 * p.cpu_fraction_gap_start
+                        "music {n} {label}: pnbtr CPU per packet (thread CPU time, p99 over concealing packets) {:.1} us = {:.1}% of the packet; median {:.1} us ({BUILD} build)",
+                        p.cpu_us_packet_p99,
+                        100.0 * p.cpu_fraction_p99,
+                        p.cpu_us_packet_median
                     ),
-                    pass: p.cpu_fraction_gap_start <= 0.10,
+                    pass: p.cpu_fraction_p99 <= 0.10,
                 });
             }
         }
@@ -868,12 +955,12 @@ fn print_table(r: &Report) {
             n as f64 / 48.0
         );
         println!(
-            "{:<10} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>9} {:>9} {:>7}",
-            "method", "SNR", "LSD", "fwSNR", "SNR", "LSD", "fwSNR", "start p50", "mean", "% pkt"
+            "{:<10} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>7}",
+            "method", "SNR", "LSD", "fwSNR", "SNR", "LSD", "fwSNR", "p50", "p99", "max", "p99 %"
         );
         println!(
-            "{:<10} | {:^26} | {:^26} | {:^27}",
-            "", "music (dB)", "speech (dB)", "CPU per lost packet (us)"
+            "{:<10} | {:^26} | {:^26} | {:^35}",
+            "", "music (dB)", "speech (dB)", "CPU per concealing packet (us)"
         );
         for m in &r.methods {
             let get = |c: &str| {
@@ -889,10 +976,11 @@ fn print_table(r: &Report) {
             };
             let cpu = mu.map_or(String::new(), |x| {
                 format!(
-                    "{:>9.1} {:>9.1} {:>6.2}%",
-                    x.cpu_us_gap_start_median,
-                    x.cpu_us_per_lost_packet_mean,
-                    100.0 * x.cpu_fraction_gap_start
+                    "{:>8.1} {:>8.1} {:>8.1} {:>6.2}%",
+                    x.cpu_us_packet_median,
+                    x.cpu_us_packet_p99,
+                    x.cpu_us_packet_max,
+                    100.0 * x.cpu_fraction_p99
                 )
             });
             println!("{:<10} | {} | {} | {}", m, f(mu), f(sp), cpu);
@@ -1033,7 +1121,7 @@ fn plot(path: &Path, clips: &[Clip], report: &Report) -> Result<()> {
     let style = ("sans-serif", 17).into_font().color(&BLACK);
     let mut y = 10;
     bottom.draw_text(
-        "music, mean over clips, concealed samples only: SNR / LSD / fwSNRseg (dB); median CPU of a gap-starting packet",
+        "music, mean over clips, concealed samples only: SNR / LSD / fwSNRseg (dB); CPU per concealing packet (thread time, p99)",
         &style,
         (20, y),
     )?;
@@ -1059,13 +1147,13 @@ fn plot(path: &Path, clips: &[Clip], report: &Report) -> Result<()> {
                 &r.method == m && r.category == "music" && r.packet == pn && r.trace == trl
             }) {
                 let line = format!(
-                    "{:<10}  SNR {:>7.2}   LSD {:>6.2}   fwSNR {:>6.2}   gap-start cpu {:>8.1} us ({:.1}% of packet)",
+                    "{:<10}  SNR {:>7.2}   LSD {:>6.2}   fwSNR {:>6.2}   cpu p99 {:>8.1} us ({:.1}% of packet)",
                     m,
                     r.snr_db,
                     r.lsd_db,
                     r.fwsnr_db,
-                    r.cpu_us_gap_start_median,
-                    100.0 * r.cpu_fraction_gap_start
+                    r.cpu_us_packet_p99,
+                    100.0 * r.cpu_fraction_p99
                 );
                 bottom.draw_text(&line, &("monospace", 16).into_font().color(&BLACK), (40, y))?;
                 y += 22;
@@ -1088,14 +1176,19 @@ struct Recorder {
     model: PnbtrModel,
     scratch: PnbtrScratch,
     log: GapLog,
+    /// The current gap's whole continuation (computed at the start).
+    cont: Vec<f32>,
 }
 
 impl Predictor for Recorder {
-    fn predict(&mut self, _ch: usize, h: &[f32], _last: usize, out: &mut [f32]) {
-        let an = pcore::predict(h, &self.model, &mut self.scratch, out);
+    fn start(&mut self, _ch: usize, h: &[f32], _last: usize) {
+        let an = pcore::predict(h, &self.model, &mut self.scratch, &mut self.cont);
         let mut c = vec![[0.0f32; N_CAND]; MAX_GAP];
         pcore::candidates(h, &an, &mut self.scratch, &mut c);
         self.log.lock().unwrap().push((an.features.to_vec(), c));
+    }
+    fn extend(&mut self, _ch: usize, _h: &[f32], from: usize, out: &mut [f32]) {
+        out.copy_from_slice(&self.cont[from..from + out.len()]);
     }
     fn name(&self) -> &'static str {
         "pnbtr-train"
@@ -1125,8 +1218,9 @@ fn train(corpus: &Path, out: &Path) -> Result<ExitCode> {
                 let log = Arc::new(Mutex::new(Vec::new()));
                 let rec = Recorder {
                     model: model.clone(),
-                    scratch: PnbtrScratch::new(MAX_GAP + CROSSFADE),
+                    scratch: PnbtrScratch::new(MAX_GAP),
                     log: log.clone(),
+                    cont: vec![0.0; MAX_GAP],
                 };
                 let mut c = PredictiveConcealer::new(1, rec);
                 run_concealer(&mut c, &clip.x, *n, &mask);

@@ -182,21 +182,52 @@ pub fn analyse(h: &[f32], s: &mut PnbtrScratch) -> Analysis {
     }
     let d = &s.decim;
     let base = nd - COARSE_WIN;
+    // Each lag's sums run serially over m, as one GPU thread does. The
+    // window energy e0 is the same sum for every lag (computed once), and
+    // LAG_BLOCK lags are summed side by side: each accumulator still adds
+    // its terms in the same order (bit-identical to one lag at a time), but
+    // the independent chains overlap instead of waiting on each other.
+    const LAG_BLOCK: usize = 8;
+    let mut e0 = 0.0f32;
+    for &x in &d[base..base + COARSE_WIN] {
+        e0 += x * x;
+    }
     let (mut best_r, mut best_l) = (NEG_BIG, COARSE_MIN);
-    for lag in COARSE_MIN..=COARSE_MAX {
-        let (mut num, mut e0, mut el) = (0.0f32, 0.0f32, 0.0f32);
-        for m in 0..COARSE_WIN {
-            let x = d[base + m];
-            let y = d[base + m - lag];
-            num += x * y;
-            e0 += x * x;
-            el += y * y;
+    let mut lag0 = COARSE_MIN;
+    while lag0 <= COARSE_MAX {
+        let lanes = LAG_BLOCK.min(COARSE_MAX + 1 - lag0);
+        let mut num = [0.0f32; LAG_BLOCK];
+        let mut el = [0.0f32; LAG_BLOCK];
+        if lanes == LAG_BLOCK {
+            for m in 0..COARSE_WIN {
+                let x = d[base + m];
+                // ys[k] = d[base + m - (lag0 + k)].
+                let top = base + m - lag0;
+                let ys = &d[top + 1 - LAG_BLOCK..=top];
+                for k in 0..LAG_BLOCK {
+                    let y = ys[LAG_BLOCK - 1 - k];
+                    num[k] += x * y;
+                    el[k] += y * y;
+                }
+            }
+        } else {
+            for m in 0..COARSE_WIN {
+                let x = d[base + m];
+                for k in 0..lanes {
+                    let y = d[base + m - lag0 - k];
+                    num[k] += x * y;
+                    el[k] += y * y;
+                }
+            }
         }
-        let r = num / (e0 * el + 1e-12).sqrt();
-        if r > best_r {
-            best_r = r;
-            best_l = lag;
+        for k in 0..lanes {
+            let r = num[k] / (e0 * el[k] + 1e-12).sqrt();
+            if r > best_r {
+                best_r = r;
+                best_l = lag0 + k;
+            }
         }
+        lag0 += LAG_BLOCK;
     }
     // Refine at full rate around the coarse lag.
     let centre = best_l * DECIM;
@@ -287,51 +318,129 @@ pub fn time_features(i: usize) -> [f32; N_TIME] {
     [1.0, u, u * u]
 }
 
-/// Predicts `out.len()` samples following the history `h` (exactly
-/// [`HISTORY`] samples, newest last). `out.len()` must not exceed the scratch's
-/// `max_len`. Realtime-safe. Returns the analysis (for stats and training).
-pub fn predict(h: &[f32], model: &PnbtrModel, s: &mut PnbtrScratch, out: &mut [f32]) -> Analysis {
-    let an = analyse(h, s);
-    let len = out.len();
-    ar_extrapolate(h, &an.ar, &mut s.work, &mut s.ar[..len]);
-    // Per-candidate weight polynomials in u: c_k(u) = q0 + q1 u + q2 u².
-    let mut q = [[0.0f32; N_TIME]; N_CAND];
-    for (k, qk) in q.iter_mut().enumerate() {
-        for (m, qkm) in qk.iter_mut().enumerate() {
-            let mut acc = 0.0f32;
-            for j in 0..N_STATIC {
-                acc += model.weights[PnbtrModel::index(k, j, m)] * an.features[j];
+/// One channel's PNBTR continuation in progress: the analysis of the gap
+/// start's history plus the AR recursion's state, so the continuation can be
+/// produced a packet at a time ([`PnbtrStream::extend`]) instead of all at the
+/// gap start. Extending in pieces gives bit-identical samples to one call for
+/// the whole length ([`predict`]): every sample is computed by the same
+/// operations in the same order.
+///
+/// Thread-safe: yes (plain data). Realtime-safe: yes.
+#[derive(Debug, Clone, Copy)]
+pub struct PnbtrStream {
+    an: Analysis,
+    /// Per-candidate weight polynomials in u: c_k(u) = q0 + q1 u + q2 u².
+    q: [[f32; N_TIME]; N_CAND],
+    p1_start: usize,
+    p2_start: usize,
+    /// Position within the pitch period of the next sample.
+    phase: usize,
+    /// Gap position of the next sample.
+    pos: usize,
+    /// The AR recursion's last ORDER samples (history, then its own output).
+    past: [f32; ORDER],
+}
+
+impl PnbtrStream {
+    /// Analyses the history `h` (exactly [`HISTORY`] samples, newest last)
+    /// at a gap start. This is the expensive part (Burg fit, pitch search,
+    /// back-casts); the continuation itself costs a few multiply-adds per
+    /// sample.
+    pub fn start(h: &[f32], model: &PnbtrModel, s: &mut PnbtrScratch) -> Self {
+        let an = analyse(h, s);
+        let mut q = [[0.0f32; N_TIME]; N_CAND];
+        for (k, qk) in q.iter_mut().enumerate() {
+            for (m, qkm) in qk.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                for j in 0..N_STATIC {
+                    acc += model.weights[PnbtrModel::index(k, j, m)] * an.features[j];
+                }
+                *qkm = acc;
             }
-            *qkm = acc;
         }
-    }
-    // The pitch candidates read h[start + phase], phase = i mod period, kept
-    // as a counter (a division per sample would cost more than the maths).
-    let period = an.period;
-    let p1_start = HISTORY - period;
-    let p2_start = if 2 * period <= HISTORY {
-        HISTORY - 2 * period
-    } else {
-        p1_start
-    };
-    let mut phase = 0usize;
-    for (i, o) in out.iter_mut().enumerate() {
-        let u = i as f32 / GAP_SCALE;
-        let cand = [s.ar[i], h[p1_start + phase], h[p2_start + phase]];
-        phase += 1;
-        if phase == period {
-            phase = 0;
-        }
-        let mut y = 0.0f32;
-        for (qk, ck) in q.iter().zip(cand) {
-            let c = qk[0] + u * (qk[1] + u * qk[2]);
-            y += c * ck;
-        }
-        *o = if y.is_finite() {
-            y.clamp(-an.limit, an.limit)
+        let period = an.period;
+        let p1_start = HISTORY - period;
+        let p2_start = if 2 * period <= HISTORY {
+            HISTORY - 2 * period
         } else {
-            0.0
+            p1_start
         };
+        let mut past = [0.0f32; ORDER];
+        past.copy_from_slice(&h[HISTORY - ORDER..]);
+        Self {
+            an,
+            q,
+            p1_start,
+            p2_start,
+            phase: 0,
+            pos: 0,
+            past,
+        }
     }
-    an
+
+    /// What the analysis found.
+    pub fn analysis(&self) -> &Analysis {
+        &self.an
+    }
+
+    /// Samples produced so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Writes the next `out.len()` samples of the continuation. `h` must be
+    /// the same history given to [`PnbtrStream::start`] (the pitch
+    /// candidates read it); `out.len()` must not exceed the scratch's
+    /// `max_len`.
+    pub fn extend(&mut self, h: &[f32], s: &mut PnbtrScratch, out: &mut [f32]) {
+        let len = out.len();
+        if len == 0 {
+            return;
+        }
+        ar_extrapolate(&self.past, &self.an.ar, &mut s.work, &mut s.ar[..len]);
+        if len >= ORDER {
+            self.past.copy_from_slice(&s.ar[len - ORDER..len]);
+        } else {
+            self.past.copy_within(len.., 0);
+            self.past[ORDER - len..].copy_from_slice(&s.ar[..len]);
+        }
+        // The pitch candidates read h[start + phase], phase = i mod period,
+        // kept as a counter (a division per sample would cost more than the
+        // maths).
+        let period = self.an.period;
+        let limit = self.an.limit;
+        let (h1, h2) = (&h[self.p1_start..], &h[self.p2_start..]);
+        let mut phase = self.phase;
+        for (i, o) in out.iter_mut().enumerate() {
+            let u = (self.pos + i) as f32 / GAP_SCALE;
+            let cand = [s.ar[i], h1[phase], h2[phase]];
+            phase += 1;
+            if phase == period {
+                phase = 0;
+            }
+            let mut y = 0.0f32;
+            for (qk, ck) in self.q.iter().zip(cand) {
+                let c = qk[0] + u * (qk[1] + u * qk[2]);
+                y += c * ck;
+            }
+            *o = if y.is_finite() {
+                y.clamp(-limit, limit)
+            } else {
+                0.0
+            };
+        }
+        self.phase = phase;
+        self.pos += len;
+    }
+}
+
+/// Predicts `out.len()` samples following the history `h` (exactly
+/// [`HISTORY`] samples, newest last) in one go: the CPU twin of the GPU
+/// kernel (which also computes the whole continuation at once).
+/// `out.len()` must not exceed the scratch's `max_len`. Realtime-safe.
+/// Returns the analysis (for stats and training).
+pub fn predict(h: &[f32], model: &PnbtrModel, s: &mut PnbtrScratch, out: &mut [f32]) -> Analysis {
+    let mut stream = PnbtrStream::start(h, model, s);
+    stream.extend(h, s, out);
+    stream.an
 }

@@ -7,7 +7,7 @@
 //! belongs on a worker that batches every stream's gap starts into one
 //! [`GpuPnbtr::predict_batch`], not on the audio thread.
 
-use super::concealer::Predictor;
+use super::concealer::{Predictor, MAX_GAP};
 use super::core::{PnbtrModel, HISTORY, N_WEIGHTS};
 use std::sync::mpsc;
 
@@ -278,13 +278,19 @@ impl GpuPnbtr {
 }
 
 /// [`Predictor`] that sends all channels of a gap start to the GPU in one
-/// dispatch, falling back to the CPU twin if a dispatch fails.
+/// dispatch (the kernel computes the whole continuation), falling back to
+/// the CPU twin if a dispatch fails. `extend` copies from the result.
 ///
 /// Thread-safe: no. Realtime-safe: no (blocks on the GPU; see module doc).
 pub struct GpuPredictor {
     engine: GpuPnbtr,
     flat_hist: Vec<f32>,
     flat_out: Vec<f32>,
+    /// Samples per stream of the current gap's GPU result in `flat_out`.
+    len: usize,
+    /// The current gap is served by the CPU twin (dispatch failed or the
+    /// batch does not fit).
+    on_cpu: bool,
     fallback: super::methods::PnbtrPredictor,
     /// Dispatches that failed and were served by the CPU twin instead.
     pub gpu_failures: u64,
@@ -298,25 +304,38 @@ impl GpuPredictor {
         Self {
             flat_hist: vec![0.0; streams * HISTORY],
             flat_out: vec![0.0; streams * len],
+            len: 0,
+            on_cpu: true,
             fallback: super::methods::PnbtrPredictor::new(PnbtrModel::builtin(), len),
             engine,
             gpu_failures: 0,
         }
     }
+
+    fn start_on_cpu(&mut self, histories: &[Vec<f32>], last: usize) {
+        self.on_cpu = true;
+        for (ch, h) in histories.iter().enumerate() {
+            self.fallback.start(ch, h, last);
+        }
+    }
 }
 
 impl Predictor for GpuPredictor {
-    fn predict(&mut self, ch: usize, h: &[f32], last: usize, out: &mut [f32]) {
-        self.fallback.predict(ch, h, last, out);
+    fn prepare(&mut self, channels: usize) {
+        self.fallback.prepare(channels);
     }
 
-    fn predict_all(&mut self, histories: &[Vec<f32>], last: usize, outs: &mut [Vec<f32>]) {
+    fn start(&mut self, ch: usize, h: &[f32], last: usize) {
+        // Single-channel starts are not batched: serve them on the CPU.
+        self.on_cpu = true;
+        self.fallback.start(ch, h, last);
+    }
+
+    fn start_all(&mut self, histories: &[Vec<f32>], last: usize) {
         let n = histories.len();
-        let len = outs.first().map_or(0, |o| o.len());
-        if n == 0 || n > self.engine.max_streams || len > self.engine.max_len {
-            for (ch, (h, o)) in histories.iter().zip(outs.iter_mut()).enumerate() {
-                self.fallback.predict(ch, h, last, o);
-            }
+        let len = MAX_GAP.min(self.engine.max_len);
+        if n == 0 || n > self.engine.max_streams || len < MAX_GAP {
+            self.start_on_cpu(histories, last);
             return;
         }
         for (i, h) in histories.iter().enumerate() {
@@ -329,16 +348,22 @@ impl Predictor for GpuPredictor {
         );
         match res {
             Ok(()) => {
-                for (i, o) in outs.iter_mut().enumerate() {
-                    o.copy_from_slice(&self.flat_out[i * len..(i + 1) * len]);
-                }
+                self.on_cpu = false;
+                self.len = len;
             }
             Err(_) => {
                 self.gpu_failures += 1;
-                for (ch, (h, o)) in histories.iter().zip(outs.iter_mut()).enumerate() {
-                    self.fallback.predict(ch, h, last, o);
-                }
+                self.start_on_cpu(histories, last);
             }
+        }
+    }
+
+    fn extend(&mut self, ch: usize, h: &[f32], from: usize, out: &mut [f32]) {
+        if self.on_cpu {
+            self.fallback.extend(ch, h, from, out);
+        } else {
+            let base = ch * self.len + from;
+            out.copy_from_slice(&self.flat_out[base..base + out.len()]);
         }
     }
 

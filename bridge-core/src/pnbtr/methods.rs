@@ -1,7 +1,7 @@
 //! The CPU concealment methods as [`Predictor`]s.
 
-use super::concealer::{Predictor, CROSSFADE, MAX_GAP};
-use super::core::{predict, PnbtrModel, PnbtrScratch, HISTORY};
+use super::concealer::{Predictor, MAX_GAP};
+use super::core::{PnbtrModel, PnbtrScratch, PnbtrStream, HISTORY};
 use super::lpc::{ar_extrapolate, burg, BurgScratch};
 
 /// Silence. Thread-safe: no. Realtime-safe: yes.
@@ -9,7 +9,8 @@ use super::lpc::{ar_extrapolate, burg, BurgScratch};
 pub struct ZeroPredictor;
 
 impl Predictor for ZeroPredictor {
-    fn predict(&mut self, _ch: usize, _h: &[f32], _last: usize, out: &mut [f32]) {
+    fn start(&mut self, _ch: usize, _h: &[f32], _last: usize) {}
+    fn extend(&mut self, _ch: usize, _h: &[f32], _from: usize, out: &mut [f32]) {
         out.fill(0.0);
     }
     fn name(&self) -> &'static str {
@@ -20,13 +21,18 @@ impl Predictor for ZeroPredictor {
 /// Repeats the last received block over and over (fading like every method).
 /// Thread-safe: no. Realtime-safe: yes.
 #[derive(Debug, Default)]
-pub struct RepeatPredictor;
+pub struct RepeatPredictor {
+    period: usize,
+}
 
 impl Predictor for RepeatPredictor {
-    fn predict(&mut self, _ch: usize, h: &[f32], last: usize, out: &mut [f32]) {
-        let period = last.clamp(1, HISTORY);
+    fn start(&mut self, _ch: usize, _h: &[f32], last: usize) {
+        self.period = last.clamp(1, HISTORY);
+    }
+    fn extend(&mut self, _ch: usize, h: &[f32], from: usize, out: &mut [f32]) {
+        let period = self.period.clamp(1, HISTORY);
         for (i, o) in out.iter_mut().enumerate() {
-            *o = h[HISTORY - period + (i % period)];
+            *o = h[HISTORY - period + ((from + i) % period)];
         }
     }
     fn name(&self) -> &'static str {
@@ -34,15 +40,26 @@ impl Predictor for RepeatPredictor {
     }
 }
 
+/// One channel's Burg continuation in progress.
+#[derive(Debug, Clone)]
+struct BurgChannel {
+    coeffs: Vec<f32>,
+    /// The recursion's last `order` samples.
+    past: Vec<f32>,
+    limit: f32,
+}
+
 /// Burg AR extrapolation as JackTrip does it: fit on the newest `window`
 /// samples, run the all-pole model forward.
 /// Thread-safe: no. Realtime-safe: yes after construction.
 #[derive(Debug, Clone)]
 pub struct BurgPredictor {
+    order: usize,
     window: usize,
-    coeffs: Vec<f32>,
+    channels: Vec<BurgChannel>,
     scratch: BurgScratch,
     work: Vec<f32>,
+    out: Vec<f32>,
 }
 
 impl BurgPredictor {
@@ -55,35 +72,58 @@ impl BurgPredictor {
     pub fn new(order: usize, window: usize) -> Self {
         let order = order.clamp(1, 64);
         let window = window.clamp(order + 1, HISTORY);
-        Self {
+        let mut p = Self {
+            order,
             window,
-            coeffs: vec![0.0; order + 1],
+            channels: Vec::new(),
             scratch: BurgScratch::new(window),
-            work: vec![0.0; order + MAX_GAP + CROSSFADE],
-        }
+            work: vec![0.0; order + MAX_GAP],
+            out: vec![0.0; MAX_GAP],
+        };
+        p.prepare(1);
+        p
     }
 }
 
 impl Predictor for BurgPredictor {
-    fn predict(&mut self, _ch: usize, h: &[f32], _last: usize, out: &mut [f32]) {
-        burg(
-            &h[HISTORY - self.window..],
-            &mut self.coeffs,
-            &mut self.scratch,
-        );
-        let n = out.len().min(self.work.len() - (self.coeffs.len() - 1));
-        ar_extrapolate(h, &self.coeffs, &mut self.work, &mut out[..n]);
-        // An unstable fit must never blow up the output.
-        let limit = 2.0
-            * h[HISTORY - self.window..]
-                .iter()
-                .fold(0.0f32, |m, &v| m.max(v.abs()));
-        for o in out.iter_mut() {
-            *o = if o.is_finite() {
-                o.clamp(-limit, limit)
-            } else {
-                0.0
+    fn prepare(&mut self, channels: usize) {
+        self.channels = vec![
+            BurgChannel {
+                coeffs: vec![0.0; self.order + 1],
+                past: vec![0.0; self.order],
+                limit: 0.0,
             };
+            channels.max(1)
+        ];
+    }
+    fn start(&mut self, ch: usize, h: &[f32], _last: usize) {
+        let c = &mut self.channels[ch];
+        let win = &h[HISTORY - self.window..];
+        burg(win, &mut c.coeffs, &mut self.scratch);
+        c.past.copy_from_slice(&h[HISTORY - self.order..]);
+        // An unstable fit must never blow up the output.
+        c.limit = 2.0 * win.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+    }
+    fn extend(&mut self, ch: usize, _h: &[f32], _from: usize, out: &mut [f32]) {
+        let c = &mut self.channels[ch];
+        let order = self.order;
+        for chunk in out.chunks_mut(MAX_GAP) {
+            let len = chunk.len();
+            let raw = &mut self.out[..len];
+            ar_extrapolate(&c.past, &c.coeffs, &mut self.work, raw);
+            if len >= order {
+                c.past.copy_from_slice(&raw[len - order..]);
+            } else {
+                c.past.copy_within(len.., 0);
+                c.past[order - len..].copy_from_slice(raw);
+            }
+            for (o, &v) in chunk.iter_mut().zip(raw.iter()) {
+                *o = if v.is_finite() {
+                    v.clamp(-c.limit, c.limit)
+                } else {
+                    0.0
+                };
+            }
         }
     }
     fn name(&self) -> &'static str {
@@ -97,21 +137,39 @@ impl Predictor for BurgPredictor {
 pub struct PnbtrPredictor {
     model: PnbtrModel,
     scratch: PnbtrScratch,
+    max_len: usize,
+    streams: Vec<Option<PnbtrStream>>,
 }
 
 impl PnbtrPredictor {
-    /// With the given model, for continuations up to `max_len` samples.
+    /// With the given model, for continuations extended up to `max_len`
+    /// samples per call.
     pub fn new(model: PnbtrModel, max_len: usize) -> Self {
         Self {
             model,
             scratch: PnbtrScratch::new(max_len),
+            max_len: max_len.max(1),
+            streams: vec![None],
         }
     }
 }
 
 impl Predictor for PnbtrPredictor {
-    fn predict(&mut self, _ch: usize, h: &[f32], _last: usize, out: &mut [f32]) {
-        predict(h, &self.model, &mut self.scratch, out);
+    fn prepare(&mut self, channels: usize) {
+        self.streams = vec![None; channels.max(1)];
+    }
+    fn start(&mut self, ch: usize, h: &[f32], _last: usize) {
+        self.streams[ch] = Some(PnbtrStream::start(h, &self.model, &mut self.scratch));
+    }
+    fn extend(&mut self, ch: usize, h: &[f32], _from: usize, out: &mut [f32]) {
+        match &mut self.streams[ch] {
+            Some(st) => {
+                for chunk in out.chunks_mut(self.max_len) {
+                    st.extend(h, &mut self.scratch, chunk);
+                }
+            }
+            None => out.fill(0.0),
+        }
     }
     fn name(&self) -> &'static str {
         "pnbtr"

@@ -52,17 +52,19 @@ pub fn make_concealer(
             sample_rate,
         });
     }
-    let max_len = MAX_GAP + CROSSFADE;
     Ok(match method {
         ConcealMethod::Zero => Box::new(PredictiveConcealer::new(channels, ZeroPredictor)),
-        ConcealMethod::Repeat => Box::new(PredictiveConcealer::new(channels, RepeatPredictor)),
+        ConcealMethod::Repeat => Box::new(PredictiveConcealer::new(
+            channels,
+            RepeatPredictor::default(),
+        )),
         ConcealMethod::Burg => Box::new(PredictiveConcealer::new(
             channels,
             BurgPredictor::new(BurgPredictor::DEFAULT_ORDER, BurgPredictor::DEFAULT_WINDOW),
         )),
         ConcealMethod::Pnbtr => Box::new(PredictiveConcealer::new(
             channels,
-            PnbtrPredictor::new(core::PnbtrModel::builtin(), max_len),
+            PnbtrPredictor::new(core::PnbtrModel::builtin(), MAX_GAP),
         )),
         ConcealMethod::PnbtrGpu => make_gpu(channels)?,
     })
@@ -70,7 +72,7 @@ pub fn make_concealer(
 
 #[cfg(feature = "gpu")]
 fn make_gpu(channels: usize) -> Result<Box<dyn Concealer>, MakeConcealerError> {
-    let engine = gpu::GpuPnbtr::new(core::PnbtrModel::builtin(), channels, MAX_GAP + CROSSFADE)
+    let engine = gpu::GpuPnbtr::new(core::PnbtrModel::builtin(), channels, MAX_GAP)
         .map_err(|e| MakeConcealerError::GpuUnavailable(e.to_string()))?;
     Ok(Box::new(PredictiveConcealer::new(
         channels,

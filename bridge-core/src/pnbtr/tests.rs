@@ -285,3 +285,58 @@ fn gpu_kernel_matches_cpu_twin_on_random_histories() {
         Err(gpu::GpuError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn extending_in_packets_equals_predicting_the_whole_gap_at_once() {
+    // The concealer extends the continuation a packet at a time; that must
+    // give exactly (bit for bit) what one call for the whole gap gives, or
+    // the CPU/GPU twin test (whole continuation at once) would not cover
+    // what plays.
+    use super::core::PnbtrStream;
+    let h = random_histories(5, 8);
+    let model = PnbtrModel::builtin();
+    let mut s = PnbtrScratch::new(MAX_GAP);
+    for (i, hist) in h.chunks(HISTORY).enumerate() {
+        let mut whole = vec![0.0f32; MAX_GAP];
+        predict(hist, &model, &mut s, &mut whole);
+        let mut st = PnbtrStream::start(hist, &model, &mut s);
+        let mut pieces = vec![0.0f32; MAX_GAP];
+        // Uneven pieces, shorter and longer than the AR order (32).
+        let sizes = [1usize, 7, 31, 32, 33, 64, 128, 240, 512];
+        let mut at = 0;
+        let mut k = i;
+        while at < MAX_GAP {
+            let n = sizes[k % sizes.len()].min(MAX_GAP - at);
+            st.extend(hist, &mut s, &mut pieces[at..at + n]);
+            at += n;
+            k += 1;
+        }
+        assert_eq!(st.position(), MAX_GAP);
+        assert_eq!(whole, pieces, "history {i}");
+    }
+}
+
+#[test]
+fn burg_concealer_extends_exactly_like_one_extrapolation() {
+    // Burg's continuation, played over a gap of 17 × 128-sample packets
+    // (extended per packet), equals one AR run over the whole gap.
+    use super::lpc::{ar_extrapolate, burg, BurgScratch};
+    let sig = tone(8192, 1);
+    let n = 128;
+    let lost: Vec<usize> = (32..49).collect();
+    let mut c = make_concealer(ConcealMethod::Burg, 1, 48_000).unwrap();
+    let out = run(c.as_mut(), &sig, n, &lost);
+    let h = &sig[32 * n - HISTORY..32 * n];
+    let mut a = vec![0.0f32; BurgPredictor::DEFAULT_ORDER + 1];
+    burg(&h[HISTORY - 1024..], &mut a, &mut BurgScratch::new(1024));
+    let mut want = vec![0.0f32; MAX_GAP];
+    ar_extrapolate(h, &a, &mut vec![0.0; MAX_GAP + 64], &mut want);
+    for t in 0..17 * n {
+        let expect = if t < MAX_GAP {
+            want[t] * fade_gain(t)
+        } else {
+            0.0
+        };
+        assert_eq!(out[32 * n + t], expect, "t = {t}");
+    }
+}
