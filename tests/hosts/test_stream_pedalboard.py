@@ -75,6 +75,8 @@ def role_recv(t0, seconds, out_path):
         if ahead > 0:
             time.sleep(ahead)
     np.save(out_path, np.concatenate(chunks, axis=1))
+    if os.environ.get("JAMNET_STREAM_DUMP"):  # keep the received audio for a closer look
+        np.save(os.environ["JAMNET_STREAM_DUMP"], np.concatenate(chunks, axis=1))
 
 
 def main():

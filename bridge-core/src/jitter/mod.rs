@@ -482,9 +482,22 @@ impl JitterBuffer {
             out.fill(0.0);
             return BlockSource::Idle;
         }
-        self.target_ns = self
-            .manual_delay_ns
-            .unwrap_or_else(|| self.adaptive_target_ns());
+        self.target_ns = match self.manual_delay_ns {
+            Some(manual) => manual,
+            None => {
+                // Hysteresis: the quantile wobbles between neighbouring
+                // histogram buckets from one arrival to the next; following
+                // every wobble would splice (hold or skip) audio for a
+                // quarter of a millisecond of margin. Move the target only
+                // when the quantile moved by more than half a block.
+                let q = self.adaptive_target_ns();
+                if !self.playing || (q as f64 - self.target_ns as f64).abs() > 0.5 * self.block_ns {
+                    q
+                } else {
+                    self.target_ns
+                }
+            }
+        };
         // Playout delay of the cursor block if played now, relative to the fastest path.
         let delay = now as f64 - self.sample_ns(cursor) - self.base() as f64;
         let target = self.target_ns as f64;
