@@ -175,10 +175,12 @@ pub struct DriftConfig {
     /// Largest delay correction, ppm.
     pub max_correction_ppm: f64,
     /// No delay correction while the playout delay is within this of the
-    /// setpoint, ns (`None`: half a buffer block, at most 1 ms). Inside the
-    /// jitter buffer's no-hold/no-skip band there is nothing to protect, and
-    /// every correction resamples the audio: with a dead band a stream
-    /// between two hosts on the same clock stays sample-exact.
+    /// setpoint, ns (`None`: three quarters of a buffer block, the half-width
+    /// of the jitter buffer's no-hold/no-skip band). Inside that band there
+    /// is nothing to protect, and every correction resamples the audio:
+    /// with the dead band a stream between two hosts on the same clock stays
+    /// sample-exact, and small steps of the fastest-path reference (which
+    /// moves when the network's best case changes) cost nothing.
     pub dead_band_ns: Option<f64>,
 }
 
@@ -316,8 +318,15 @@ impl DriftCompensator {
         let dead = self
             .config
             .dead_band_ns
-            .unwrap_or_else(|| (0.5 * jb.block_ns()).min(1e6));
-        let correction = match self.effective_delay_ns(now, jb) {
+            .unwrap_or_else(|| 0.75 * jb.block_ns());
+        // Nothing to steer before the buffer plays (its start is aligned
+        // exactly instead, see `align_start`).
+        let delay = if self.started {
+            self.effective_delay_ns(now, jb)
+        } else {
+            None
+        };
+        let correction = match delay {
             Some(delay) => {
                 let err = delay - Self::setpoint_ns(jb);
                 let excess = err.signum() * (err.abs() - dead).max(0.0);
@@ -489,8 +498,10 @@ mod tests {
                 "tx {tx} rx {rx}"
             );
             assert!(r.late < 10, "late {}", r.late);
+            // The servo lets the delay float inside its dead band (three
+            // quarters of an 8 ms block) and holds it there.
             assert!(
-                r.max_delay_err_ms < 2.0,
+                r.max_delay_err_ms < 7.0,
                 "delay wandered {} ms",
                 r.max_delay_err_ms
             );

@@ -76,6 +76,15 @@ impl LinkConfig {
     pub fn block_samples(&self) -> usize {
         self.channels * self.block_frames
     }
+
+    /// Frames queued beyond a host buffer before the audio thread starts
+    /// (or, after a shortfall, resumes) playing: one network block, and at
+    /// least 3 ms, so a worker that wakes a little late on a busy machine
+    /// does not cost a dropout.
+    pub fn output_cushion_frames(&self) -> usize {
+        self.block_frames
+            .max((self.sample_rate as usize * 3).div_ceil(1000))
+    }
 }
 
 /// Errors from [`link`] (only at construction: the realtime calls never fail
@@ -525,13 +534,14 @@ impl AudioHandle {
     /// silence and keeps what is queued: the next buffer then finds a
     /// cushion of up to one host buffer, which absorbs the host's timing
     /// jitter from then on. After a shortfall (and at start) the cushion
-    /// must also cover one network block before playing resumes.
+    /// must also cover [`LinkConfig::output_cushion_frames`] before playing
+    /// resumes.
     fn output_take(&mut self, frames: usize) -> usize {
         let avail = self.audio_from_net.slots() / self.config.channels;
         let need = if self.output_primed {
             frames
         } else {
-            frames + self.config.block_frames
+            frames + self.config.output_cushion_frames()
         };
         if frames == 0 {
             return 0;
@@ -809,7 +819,12 @@ mod tests {
 
     #[test]
     fn planar_round_trip_and_underrun() {
-        let (mut h, mut w) = link(cfg()).unwrap();
+        // At 4 kHz the 3 ms cushion floor (12 frames) is below one block (16).
+        let (mut h, mut w) = link(LinkConfig {
+            sample_rate: 4_000,
+            ..cfg()
+        })
+        .unwrap();
         let l: Vec<f32> = (0..16).map(|i| i as f32).collect();
         let r: Vec<f32> = (0..16).map(|i| -(i as f32)).collect();
         assert!(h.push_planar(&[&l[..], &r[..]]));
@@ -852,6 +867,7 @@ mod tests {
         // started, except whole silent buffers.
         let (mut h, mut w) = link(LinkConfig {
             ring_blocks: 64,
+            sample_rate: 4_000,
             ..cfg()
         })
         .unwrap();

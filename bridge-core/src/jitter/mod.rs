@@ -153,6 +153,9 @@ pub struct JitterStats {
     pub holds: u64,
     /// Blocks dropped to shrink the delay.
     pub skips: u64,
+    /// Blocks passed over when playout started late (the consumer's first
+    /// pull came more than a block after the target delay): inaudible.
+    pub start_trimmed_blocks: u64,
     /// Stream restarts (sender's `first_sample` jumped).
     pub resyncs: u64,
     /// Interarrival jitter (RFC 3550 style), ns.
@@ -499,21 +502,38 @@ impl JitterBuffer {
             }
         };
         // Playout delay of the cursor block if played now, relative to the fastest path.
-        let delay = now as f64 - self.sample_ns(cursor) - self.base() as f64;
+        let mut delay = now as f64 - self.sample_ns(cursor) - self.base() as f64;
         let target = self.target_ns as f64;
+        let mut cursor = cursor;
         if !self.playing {
             if delay < target {
                 out.fill(0.0);
                 return BlockSource::Idle;
             }
             self.playing = true;
+            // Start at the target, not wherever the first pull found us: a
+            // consumer that came late (a slow first tick, a burst of queued
+            // datagrams) would otherwise start blocks above it and spend
+            // many seconds skipping or resampling the excess away. Nothing
+            // has been heard yet, so moving the start is inaudible.
+            let excess = ((delay - target) / self.block_ns).floor();
+            if excess >= 1.0 {
+                let n = (excess as u64).min(self.slots.len() as u64);
+                for _ in 0..n {
+                    let idx = self.slot_index(cursor);
+                    self.slots[idx] = EMPTY;
+                    cursor = cursor.saturating_add(self.config.block_frames as u64);
+                }
+                self.cursor = Some(cursor);
+                delay -= n as f64 * self.block_ns;
+                self.stats.start_trimmed_blocks += n;
+            }
         } else if delay < target {
             self.over_since = None;
             self.stats.holds += 1;
             concealer.conceal(out);
             return BlockSource::Held;
         }
-        let mut cursor = cursor;
         if delay > target + 1.5 * self.block_ns {
             let since = *self.over_since.get_or_insert(now);
             if now - since >= self.config.shrink_interval_ns
