@@ -488,14 +488,19 @@ impl JitterBuffer {
         self.target_ns = match self.manual_delay_ns {
             Some(manual) => manual,
             None => {
-                // Hysteresis: the quantile wobbles between neighbouring
-                // histogram buckets from one arrival to the next; following
-                // every wobble would splice (hold or skip) audio for a
-                // quarter of a millisecond of margin. Move the target only
-                // when the quantile moved by more than half a block.
-                let q = self.adaptive_target_ns();
-                if !self.playing || (q as f64 - self.target_ns as f64).abs() > 0.5 * self.block_ns {
-                    q
+                // Hysteresis with headroom: the tail quantile of a few
+                // hundred arrivals wobbles by a block or more from one
+                // arrival to the next (bursty senders spread the relative
+                // delays over a whole host buffer), and every growth is a
+                // held block. Grow only when the quantile passes the
+                // target, then a little above it (a quarter block, at most
+                // 0.5 ms); shrink only when
+                // it sits more than two blocks below.
+                let q = self.adaptive_target_ns() as f64;
+                let t = self.target_ns as f64;
+                let headroom = (0.25 * self.block_ns).min(500_000.0);
+                if !self.playing || q > t || q + 2.0 * self.block_ns < t {
+                    ((q + headroom) as u64).min(self.config.max_delay_ns)
                 } else {
                     self.target_ns
                 }

@@ -185,6 +185,10 @@ pub struct PeerConfig {
     pub heartbeat_targets: Option<SharedTargets>,
     /// Which received streams are mixed into the link (`None`: all).
     pub play_filter: Option<SharedStreamFilter>,
+    /// A playout delay the plugin may change while the worker runs (ns, 0 =
+    /// adaptive); when set it overrides `playout_delay_ns` from the next
+    /// tick on, for every stream.
+    pub playout_delay_live: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// Per stream, how many transit/latency samples the report keeps for its
     /// percentiles. A long-running plugin wants few (the report is rebuilt
     /// ten times a second); a measuring `toaster recv` wants them all.
@@ -216,6 +220,7 @@ impl Default for PeerConfig {
             seed: 1,
             heartbeat_targets: None,
             play_filter: None,
+            playout_delay_live: None,
             keep_latency_samples: MAX_SAMPLES,
             keep_midi_log: 100_000,
         }
@@ -1418,6 +1423,15 @@ impl Core for LivePeer {
     ) {
         self.local = Some(net.local);
         self.report.started_ns.get_or_insert(now);
+        if let Some(live) = &self.cfg.playout_delay_live {
+            let ns = live.load(std::sync::atomic::Ordering::Relaxed);
+            if ns != self.cfg.playout_delay_ns {
+                self.cfg.playout_delay_ns = ns;
+                for r in &mut self.rx {
+                    r.jb.set_manual_delay((ns > 0).then_some(ns));
+                }
+            }
+        }
         self.last_now = Some(now);
         let own = self.own.0;
         let arb = self

@@ -52,6 +52,10 @@ pub struct ReceiveSpec {
     /// Which streams are played (`None`: all, mixed); the editor may change
     /// it while the worker runs.
     pub filter: Option<SharedStreamFilter>,
+    /// The playout delay, ns (0 = adaptive), changeable while the worker
+    /// runs (the plugin stores its parameter here from `process()`); when
+    /// given it overrides `playout_delay_ms`.
+    pub playout_live: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for ReceiveSpec {
@@ -60,6 +64,7 @@ impl Default for ReceiveSpec {
             playout_delay_ms: 0.0,
             conceal: ConcealMethod::Pnbtr,
             filter: None,
+            playout_live: None,
         }
     }
 }
@@ -149,9 +154,13 @@ pub fn start(
         key,
         audio_tx,
         midi_burst: send.map_or(3, |s| s.midi_burst.clamp(1, 8)),
-        playout_delay_ns: (recv.playout_delay_ms.max(0.0) * 1e6) as u64,
+        playout_delay_ns: match &recv.playout_live {
+            Some(live) => live.load(std::sync::atomic::Ordering::Relaxed),
+            None => (recv.playout_delay_ms.max(0.0) * 1e6) as u64,
+        },
         conceal: recv.conceal,
         play_filter: recv.filter,
+        playout_delay_live: recv.playout_live,
         // The report is rebuilt ten times a second for the editor: keep it
         // small over hours (counters stay exact; the report's latency
         // percentiles cover the first 4096 blocks only; the editor shows the

@@ -62,6 +62,9 @@ pub struct ReceiveStats {
     pub report: parking_lot::Mutex<Option<SharedReport>>,
     /// Which streams the worker plays; the editor changes it live.
     pub filter: SharedStreamFilter,
+    /// Playout delay for the worker, ns (0 = adaptive): `process()` stores
+    /// the jitter parameters here every block, so changes apply live.
+    pub playout_ns: Arc<AtomicU64>,
 }
 
 /// The JAMNet Receive plugin.
@@ -98,6 +101,16 @@ impl JamnetReceive {
         self.handle = None;
         if self.live.take().is_some() {
             self.stats.status.report(WorkerState::Stopped, "");
+        }
+    }
+
+    /// The jitter parameters as the live core's playout delay, ns: Auto is
+    /// 0 (the adaptive jitter buffer follows the measured jitter), Manual
+    /// the `Jitter buffer` value.
+    fn playout_ns(&self) -> u64 {
+        match self.params.jitter_mode.value() {
+            params::JitterMode::Auto => 0,
+            params::JitterMode::Manual => (f64::from(self.params.jitter_ms.value()) * 1e6) as u64,
         }
     }
 
@@ -166,12 +179,9 @@ impl Plugin for JamnetReceive {
             params::Concealment::Repeat => ConcealMethod::Repeat,
             params::Concealment::Zero => ConcealMethod::Zero,
         };
-        // Auto: 0 asks the live core's adaptive jitter buffer to follow the
-        // measured jitter; Manual fixes the target delay.
-        let playout_ms = match self.params.jitter_mode.value() {
-            params::JitterMode::Auto => 0.0,
-            params::JitterMode::Manual => f64::from(self.params.jitter_ms.value()),
-        };
+        self.stats
+            .playout_ns
+            .store(self.playout_ns(), Ordering::Relaxed);
         match jamnet_plugin_kit::live::start(
             &settings,
             channels,
@@ -179,9 +189,10 @@ impl Plugin for JamnetReceive {
             buffer_config.max_buffer_size as usize,
             None,
             jamnet_plugin_kit::live::ReceiveSpec {
-                playout_delay_ms: playout_ms,
+                playout_delay_ms: 0.0,
                 conceal,
                 filter: Some(self.stats.filter.clone()),
+                playout_live: Some(self.stats.playout_ns.clone()),
             },
             "jamnet-receive",
         ) {
@@ -189,14 +200,8 @@ impl Plugin for JamnetReceive {
                 self.stats.status.report(
                     WorkerState::Running,
                     format!(
-                        "session {:?}, listening on {}, playout {}",
-                        settings.session,
-                        live.local,
-                        if playout_ms > 0.0 {
-                            format!("{playout_ms:.1} ms")
-                        } else {
-                            "adaptive".to_owned()
-                        }
+                        "session {:?}, listening on {}",
+                        settings.session, live.local
                     ),
                 );
                 *self.stats.link.lock() = Some(link_stats);
@@ -224,6 +229,10 @@ impl Plugin for JamnetReceive {
             jamnet_plugin_kit::alloc_probe();
         }
         let frames = buffer.samples();
+        // Jitter parameters apply live (an atomic store; the worker reads it).
+        self.stats
+            .playout_ns
+            .store(self.playout_ns(), Ordering::Relaxed);
         match self.handle.as_mut() {
             Some(handle) => {
                 let start = handle.output_frames();

@@ -176,6 +176,7 @@ impl Plugin for JamnetSend {
                 playout_delay_ms: 20.0,
                 conceal: bridge_core::conceal::ConcealMethod::Zero,
                 filter: None,
+                playout_live: None,
             },
             "jamnet-send",
         ) {
