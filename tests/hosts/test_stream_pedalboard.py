@@ -51,6 +51,9 @@ def role_send(t0):
         if ahead > 0:
             time.sleep(ahead)
     time.sleep(0.3)
+    del p
+    import gc
+    gc.collect()
 
 
 def role_recv(t0, seconds, out_path):
@@ -77,6 +80,11 @@ def role_recv(t0, seconds, out_path):
     np.save(out_path, np.concatenate(chunks, axis=1))
     if os.environ.get("JAMNET_STREAM_DUMP"):  # keep the received audio for a closer look
         np.save(os.environ["JAMNET_STREAM_DUMP"], np.concatenate(chunks, axis=1))
+    # Unload the plugin (its worker stops; with JAMNET_DEBUG_REPORT=DIR it
+    # leaves its report there).
+    del p
+    import gc
+    gc.collect()
 
 
 def main():

@@ -83,6 +83,29 @@ pub struct LiveLink {
     pub report: SharedReport,
 }
 
+impl Drop for LiveLink {
+    /// With `JAMNET_DEBUG_REPORT=DIR` in the host's environment, each live
+    /// worker leaves its final report (peers, per-stream counters: holds,
+    /// skips, late, concealed, drift) as `DIR/jamnet-<thread>-<pid>-<port>.json`
+    /// when the plugin deactivates or unloads: a way to see inside a plugin
+    /// in a host that shows no editor (pedalboard, DawDreamer, CI).
+    fn drop(&mut self) {
+        let Some(dir) = std::env::var_os("JAMNET_DEBUG_REPORT") else {
+            return;
+        };
+        let report = self.report.lock().clone();
+        let name = format!(
+            "jamnet-{}-{}-{}.json",
+            report.name.replace(['/', ' '], "_"),
+            std::process::id(),
+            self.local.port()
+        );
+        if let Ok(json) = serde_json::to_string_pretty(&report) {
+            let _ = std::fs::write(std::path::Path::new(&dir).join(name), json);
+        }
+    }
+}
+
 /// Start a live peer for a plugin instance: `channels` at `sample_rate`,
 /// sending if `send` is given, always receiving (received audio of the
 /// streams `recv.filter` lets through is mixed into the handle's output;
