@@ -91,6 +91,11 @@ const SNAPSHOT_RING: usize = 2048;
 pub struct TransportStats {
     /// Worker state and message.
     pub status: Arc<WorkerStatus>,
+    /// This instance's TOAST source id (0 until the first worker picks
+    /// one): kept across deactivate/activate, so a host that restarts the
+    /// plugin (Ardour does after every export) does not look like a new
+    /// master to the session.
+    pub source_id: AtomicU32,
     /// Blocks `process()` handled.
     pub blocks: RateCounter,
     /// Snapshots dropped because the worker was not draining the ring.
@@ -230,8 +235,16 @@ fn run_worker(
     let mut link: Option<Link> = None;
     let mut key: Option<SessionKey> = None;
     let mut session = uuid::Uuid::nil();
-    // Random per running peer, never 0 (PROTOCOL.md section 1).
-    let source: u32 = (uuid::Uuid::new_v4().as_u128() as u32).max(1);
+    // Random per plugin instance, never 0 (PROTOCOL.md section 1).
+    let fresh: u32 = (uuid::Uuid::new_v4().as_u128() as u32).max(1);
+    let source =
+        match stats
+            .source_id
+            .compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => fresh,
+            Err(kept) => kept,
+        };
     let mut sequence: u32 = 0;
     let mut publisher =
         publish::TransportPublisher::new(params.announce_ms.value() as u64 * 1_000_000);
