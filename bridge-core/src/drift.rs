@@ -534,32 +534,21 @@ mod tests {
         let input: Vec<f32> = (0..total)
             .map(|i| ((i as f32 * 0.013).sin() + (i as f32 * 0.0071).cos()) * 0.4)
             .collect();
-        // Arrival time of each network block: its host buffer's (jittered)
-        // processing time plus 0.2 ms.
-        let mut arrivals = Vec::new();
-        for (k, chunk_start) in (0..total).step_by(HOST).enumerate() {
-            let host_ns = 1_000_000_000 + k as u64 * 10_000_000 + rng.random_range(0..3_000_000);
-            let mut f = chunk_start;
-            while f + BLOCK <= chunk_start + HOST {
-                arrivals.push((host_ns + 200_000, f as u64));
-                f += BLOCK;
-            }
-        }
-        // 480 is not a multiple of 64: the sender's link keeps the rest for
-        // the next buffer; model that by re-cutting the whole timeline.
-        let mut arrivals2 = Vec::new();
-        for (k, first) in (0..total as u64 - BLOCK as u64).step_by(BLOCK).enumerate() {
-            let end = first + BLOCK as u64; // block complete when its host buffer is processed
-            let host_k = (end - 1) / HOST as u64;
-            let t = arrivals
-                .iter()
-                .find(|a| a.1 / HOST as u64 == host_k)
-                .map(|a| a.0)
-                .unwrap_or(0);
-            let _ = k;
-            arrivals2.push((t, first));
-        }
-        arrivals2.sort();
+        // Each host buffer is processed at a jittered time; a network block
+        // leaves (and arrives 0.2 ms later) with the host buffer that
+        // completes it (480 is not a multiple of 64: the sender's link keeps
+        // the remainder for the next buffer).
+        let host_ns: Vec<u64> = (0..total / HOST)
+            .map(|k| 1_000_000_000 + k as u64 * 10_000_000 + rng.random_range(0..3_000_000))
+            .collect();
+        let mut arrivals: Vec<(u64, u64)> = (0..total as u64 - BLOCK as u64)
+            .step_by(BLOCK)
+            .map(|first| {
+                let host_k = (first + BLOCK as u64 - 1) / HOST as u64;
+                (host_ns[host_k as usize] + 200_000, first)
+            })
+            .collect();
+        arrivals.sort();
         let mut jb = JitterBuffer::new(JitterConfig::new(1, BLOCK, RATE));
         jb.set_manual_delay(manual_ms.map(|ms| (ms * 1e6) as u64));
         let mut conceal = RepeatFadeConcealer::new(1, BLOCK);
@@ -575,8 +564,8 @@ mod tests {
             if t > 1_000_000_000 + (seconds * 1e9) as u64 + 100_000_000 {
                 break;
             }
-            while i < arrivals2.len() && arrivals2[i].0 <= t {
-                let (at, first) = arrivals2[i];
+            while i < arrivals.len() && arrivals[i].0 <= t {
+                let (at, first) = arrivals[i];
                 est.on_arrival(at, first);
                 jb.insert(at, first, &input[first as usize..first as usize + BLOCK]);
                 i += 1;

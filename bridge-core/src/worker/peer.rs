@@ -1665,40 +1665,15 @@ mod tests {
             playout_delay_ns: 10 * MS,
             ..PeerConfig::default()
         });
-        let rx_stats = l_rx.stats().clone();
-        let rx = Worker::spawn(
-            worker_cfg(group, None),
-            Arc::new(MonotonicClock),
-            rx_core,
-            Some(l_rx),
-            rx_stats,
-        )
-        .unwrap();
+        let rx = spawn(worker_cfg(group, None), rx_core, Some(l_rx));
         let sender = |name: &str, hz: f32| {
             let (core, _) = LivePeer::new(PeerConfig {
                 session,
                 name: name.into(),
-                audio_tx: Some((
-                    AudioTxConfig {
-                        stream_id: 1,
-                        channels: 1,
-                        sample_rate: 48_000,
-                        block_frames: 128,
-                        format: SampleFormat::F32,
-                        jellie: false,
-                    },
-                    tone(hz),
-                )),
+                audio_tx: Some((mono_f32(1, 128, false), tone(hz))),
                 ..PeerConfig::default()
             });
-            Worker::spawn(
-                worker_cfg(group, None),
-                Arc::new(MonotonicClock),
-                core,
-                None,
-                Arc::new(LinkStats::default()),
-            )
-            .unwrap()
+            spawn(worker_cfg(group, None), core, None)
         };
         let low = sender("low", 440.0);
         let high = sender("high", 1000.0);
@@ -1775,41 +1750,15 @@ mod tests {
             playout_delay_ns: 30 * MS,
             ..PeerConfig::default()
         });
-        let rx_stats = l_rx.stats().clone();
-        let rx = Worker::spawn(
-            worker_cfg(group, None),
-            Arc::new(MonotonicClock),
-            rx_core,
-            Some(l_rx),
-            rx_stats,
-        )
-        .unwrap();
+        let rx = spawn(worker_cfg(group, None), rx_core, Some(l_rx));
         let (mut h_tx, l_tx) = link(lc).unwrap();
         let (tx_core, _) = LivePeer::new(PeerConfig {
             session,
             name: "tx".into(),
-            audio_tx: Some((
-                AudioTxConfig {
-                    stream_id: 1,
-                    channels: 1,
-                    sample_rate: 48_000,
-                    block_frames: 64,
-                    format: SampleFormat::F32,
-                    jellie: false,
-                },
-                AudioSource::Link,
-            )),
+            audio_tx: Some((mono_f32(1, 64, false), AudioSource::Link)),
             ..PeerConfig::default()
         });
-        let tx_stats = l_tx.stats().clone();
-        let tx = Worker::spawn(
-            worker_cfg(group, None),
-            Arc::new(MonotonicClock),
-            tx_core,
-            Some(l_tx),
-            tx_stats,
-        )
-        .unwrap();
+        let tx = spawn(worker_cfg(group, None), tx_core, Some(l_tx));
         let signal = |i: usize| ((i as f32 * 0.013).sin() + (i as f32 * 0.0071).cos()) * 0.4;
         let total = 48_000 * 3;
         let sender = std::thread::spawn(move || {
@@ -1942,6 +1891,27 @@ mod tests {
         assert!(!g1.matches(Some("guitar"), 2));
     }
 
+    /// A worker running `core` on `net`, wired to the plugin-side `link`
+    /// when given (its counters are the link's).
+    fn spawn(net: WorkerConfig, core: LivePeer, link: Option<WorkerLink>) -> Worker<LivePeer> {
+        let stats = link
+            .as_ref()
+            .map_or_else(|| Arc::new(LinkStats::default()), |l| l.stats().clone());
+        Worker::spawn(net, Arc::new(MonotonicClock), core, link, stats).unwrap()
+    }
+
+    /// A mono f32 stream at 48 kHz.
+    fn mono_f32(stream_id: u16, block_frames: u16, jellie: bool) -> AudioTxConfig {
+        AudioTxConfig {
+            stream_id,
+            channels: 1,
+            sample_rate: 48_000,
+            block_frames,
+            format: SampleFormat::F32,
+            jellie,
+        }
+    }
+
     fn worker_cfg(group: SocketAddrV4, stage: Option<StageConfig>) -> WorkerConfig {
         WorkerConfig {
             net: NetConfig {
@@ -1985,40 +1955,16 @@ mod tests {
             ..StageConfig::default()
         };
         let t0 = Instant::now();
-        let rx = Worker::spawn(
-            worker_cfg(group, Some(stage)),
-            Arc::new(MonotonicClock),
-            rx_core,
-            None,
-            Arc::new(LinkStats::default()),
-        )
-        .unwrap();
+        let rx = spawn(worker_cfg(group, Some(stage)), rx_core, None);
         let (tx_core, tx_report) = LivePeer::new(PeerConfig {
             session,
             name: "tx".into(),
-            audio_tx: Some((
-                AudioTxConfig {
-                    stream_id: 1,
-                    channels: 1,
-                    sample_rate: 48_000,
-                    block_frames: 128,
-                    format: SampleFormat::F32,
-                    jellie: true,
-                },
-                tone(440.0),
-            )),
+            audio_tx: Some((mono_f32(1, 128, true), tone(440.0))),
             midi_demo: true,
             midi_demo_interval_ns: 20 * MS,
             ..PeerConfig::default()
         });
-        let tx = Worker::spawn(
-            worker_cfg(group, None),
-            Arc::new(MonotonicClock),
-            tx_core,
-            None,
-            Arc::new(LinkStats::default()),
-        )
-        .unwrap();
+        let tx = spawn(worker_cfg(group, None), tx_core, None);
         // Both list each other quickly (well under a heartbeat period).
         let mut both = None;
         while t0.elapsed() < Duration::from_secs(2) {
@@ -2108,41 +2054,15 @@ mod tests {
             name: "plugin-rx".into(),
             ..PeerConfig::default()
         });
-        let rx_stats = l_rx.stats().clone();
-        let rx = Worker::spawn(
-            net(true),
-            Arc::new(MonotonicClock),
-            rx_core,
-            Some(l_rx),
-            rx_stats,
-        )
-        .unwrap();
+        let rx = spawn(net(true), rx_core, Some(l_rx));
         let (mut h_tx, l_tx) = link(lc).unwrap();
         let (tx_core, _) = LivePeer::new(PeerConfig {
             session,
             name: "plugin-tx".into(),
-            audio_tx: Some((
-                AudioTxConfig {
-                    stream_id: 7,
-                    channels: 1,
-                    sample_rate: 48_000,
-                    block_frames: 128,
-                    format: SampleFormat::F32,
-                    jellie: false,
-                },
-                AudioSource::Link,
-            )),
+            audio_tx: Some((mono_f32(7, 128, false), AudioSource::Link)),
             ..PeerConfig::default()
         });
-        let tx_stats = l_tx.stats().clone();
-        let tx = Worker::spawn(
-            net(true),
-            Arc::new(MonotonicClock),
-            tx_core,
-            Some(l_tx),
-            tx_stats,
-        )
-        .unwrap();
+        let tx = spawn(net(true), tx_core, Some(l_tx));
         // Play the "host": 256-frame buffers in real time for 1.5 s.
         let mut input = vec![0.0f32; 256];
         let mut output = vec![0.0f32; 256];
