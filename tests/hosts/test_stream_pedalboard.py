@@ -117,7 +117,16 @@ def main():
     delay_ms = (lag / SR - 0.2) * 1000.0
     err = seg[:m] - a[:m] * (np.dot(seg[:m], a[:m]) / np.dot(a[:m], a[:m]))
     bad = [i for i in range(0, m - BLOCK, 64) if np.max(np.abs(err[i:i + 64])) > 0.01]
-    result = {"correlation": rho, "bad_64_blocks": len(bad), "first_bad": bad[:40], "aligned_samples": m, "end_to_end_ms_incl_host_block": delay_ms,
+    # Where the timeline moved: for every 100 ms of the signal, the lag
+    # (relative to the global alignment) at which 20 ms of it match best.
+    # A constant 0 is a clean stream; steps are splices, ramps resampling.
+    local_shifts = []
+    for i in range(0, a.size - 960, 4800):
+        w = a[i:i + 960]
+        best = max(range(-600, 601), key=lambda d: float(np.dot(b[lag + i + d:lag + i + d + 960], w))
+                   if 0 <= lag + i + d and lag + i + d + 960 <= b.size else -1e9)
+        local_shifts.append(best)
+    result = {"correlation": rho, "local_shifts_per_100ms": local_shifts, "bad_64_blocks": len(bad), "first_bad": bad[:40], "aligned_samples": m, "end_to_end_ms_incl_host_block": delay_ms,
               "received_peak": float(np.max(np.abs(y)))}
     print(json.dumps(result))
     ok = rho >= 0.99 and m >= 0.9 * a.size
