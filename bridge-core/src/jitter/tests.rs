@@ -234,6 +234,39 @@ fn sender_restart_resyncs() {
     assert_eq!(out, [0.2; BLOCK]);
 }
 
+/// Blocks 0..n arrive on time (block `k` at `k × block`); the first pull
+/// comes at `first_pull`. Returns (start-trimmed blocks, value of the first
+/// played block = its block index).
+fn first_pull_at(first_pull: u64, blocks: u64) -> (u64, f32) {
+    let block_ns = 2_666_666u64;
+    let mut jb = JitterBuffer::new(JitterConfig::new(1, BLOCK, RATE));
+    jb.set_manual_delay(Some(2 * block_ns));
+    let mut c = RepeatFadeConcealer::new(1, BLOCK);
+    for k in 0..blocks {
+        jb.insert(k * block_ns, k * BLOCK as u64, &[k as f32; BLOCK]);
+    }
+    let mut out = [0.0; BLOCK];
+    assert_eq!(jb.pull(first_pull, &mut out, &mut c), BlockSource::Received);
+    (jb.stats().start_trimmed_blocks, out[0])
+}
+
+#[test]
+fn a_late_first_pull_starts_at_the_target_and_counts_the_trim() {
+    let block_ns = 2_666_666u64;
+    // On time (target 2 blocks, pulled 2.5 blocks after block 0): block 0 plays.
+    assert_eq!(first_pull_at(5 * block_ns / 2, 12), (0, 0.0));
+    // Less than a block past the target: still block 0.
+    assert_eq!(
+        first_pull_at(2 * block_ns + block_ns * 9 / 10, 12),
+        (0, 0.0)
+    );
+    // 3.5 blocks past the target: the 3 whole unheard blocks are dropped and
+    // counted; playout starts half a block above the target.
+    let (trimmed, first) = first_pull_at(2 * block_ns + 7 * block_ns / 2, 12);
+    assert_eq!(trimmed, 3);
+    assert_eq!(first, 3.0);
+}
+
 mod untrusted {
     use super::*;
     use proptest::prelude::*;

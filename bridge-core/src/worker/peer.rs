@@ -276,6 +276,10 @@ pub struct StreamStats {
     pub holds: u64,
     /// Blocks the jitter buffer dropped to shrink its delay.
     pub skips: u64,
+    /// Blocks dropped before the first sample was played because the first
+    /// pull came more than a block past the target delay (starting at the
+    /// target instead of above it; nothing had been heard yet).
+    pub start_trimmed_blocks: u64,
     /// Interarrival jitter (RFC 3550 estimator), µs.
     pub jitter_us: f64,
     /// Current target playout delay above the fastest path seen, µs.
@@ -580,6 +584,7 @@ impl RxStream {
             restarts: b.restarts + j.resyncs,
             holds: b.holds + j.holds,
             skips: b.skips + j.skips,
+            start_trimmed_blocks: b.start_trimmed_blocks + j.start_trimmed_blocks,
             jitter_us: b.jitter_us.max(j.jitter_ns / 1000.0),
             target_delay_us: j.target_delay_ns as f64 / 1000.0,
             drift_ppm: self.drift_est.ppm(),
