@@ -45,6 +45,8 @@ pub enum DriftError {
 }
 
 const WINDOWS: usize = 64;
+/// Window minima needed before the ratio departs from 1.
+const MIN_WINDOWS_TO_RESAMPLE: usize = 10;
 /// Largest drift believed, ppm (crystals are within ±100 ppm; beyond this it is a bad estimate).
 const MAX_PPM: f64 = 1000.0;
 
@@ -136,7 +138,12 @@ impl DriftEstimator {
                 })
                 .sum();
             let se = (rss / (k - 2.0).max(1.0) / sxx).sqrt();
-            self.slope_used = if self.slope.abs() > 3.0 * se {
+            // And only from ten windows on: with three to five minima the
+            // standard error is itself a guess (one to three degrees of
+            // freedom), and two hosts on one clock read as 26 ppm apart
+            // passed a 3-SE test. Ten seconds of 200 ppm is 2 ms, which
+            // the delay correction absorbs meanwhile.
+            self.slope_used = if self.n >= MIN_WINDOWS_TO_RESAMPLE && self.slope.abs() > 3.5 * se {
                 self.slope
             } else {
                 0.0
@@ -144,9 +151,9 @@ impl DriftEstimator {
         }
     }
 
-    /// Sender samples per receiver sample to resample at: 1.0 until three
+    /// Sender samples per receiver sample to resample at: 1.0 until ten
     /// windows are in and while the fitted drift is not significant (within
-    /// three standard errors of 0).
+    /// 3.5 standard errors of 0).
     pub fn ratio(&self) -> f64 {
         1.0 - self.slope_used
     }
@@ -175,8 +182,9 @@ pub struct DriftConfig {
     /// Largest delay correction, ppm.
     pub max_correction_ppm: f64,
     /// No delay correction while the playout delay is within this of the
-    /// setpoint, ns (`None`: three quarters of a buffer block, the half-width
-    /// of the jitter buffer's no-hold/no-skip band). Inside that band there
+    /// setpoint, ns (`None`: the jitter buffer's own no-hold/no-skip band:
+    /// three quarters of a buffer block below the setpoint,
+    /// [`JitterBuffer::excess_band_ns`] above it). Inside that band there
     /// is nothing to protect, and every correction resamples the audio:
     /// with the dead band a stream between two hosts on the same clock stays
     /// sample-exact, and small steps of the fastest-path reference (which
@@ -315,10 +323,10 @@ impl DriftCompensator {
                 got: out.len(),
             });
         }
-        let dead = self
-            .config
-            .dead_band_ns
-            .unwrap_or_else(|| 0.75 * jb.block_ns());
+        let (dead_low, dead_high) = match self.config.dead_band_ns {
+            Some(d) => (d, d),
+            None => (0.75 * jb.block_ns(), jb.excess_band_ns()),
+        };
         // Nothing to steer before the buffer plays (its start is aligned
         // exactly instead, see `align_start`).
         let delay = if self.started {
@@ -329,7 +337,11 @@ impl DriftCompensator {
         let correction = match delay {
             Some(delay) => {
                 let err = delay - Self::setpoint_ns(jb);
-                let excess = err.signum() * (err.abs() - dead).max(0.0);
+                let excess = if err > 0.0 {
+                    (err - dead_high).max(0.0)
+                } else {
+                    (err + dead_low).min(0.0)
+                };
                 let max = self.config.max_correction_ppm * 1e-6;
                 (excess * 1e-9 / self.config.correction_time_s).clamp(-max, max)
             }

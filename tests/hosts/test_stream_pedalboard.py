@@ -3,10 +3,14 @@ a pedalboard (PyPI) hosting the VST3 in real time (10 ms buffers, paced by
 the clock, `reset=False` so the plugin keeps running between buffers).
 
 Both use the plugins' default settings: session "jamnet", multicast group
-239.255.77.77:47700. The test signal (a 2 s noise-modulated sweep) must
-arrive intact: normalised correlation >= 0.99 after alignment. Also reports
-the end-to-end delay (receiver output vs sender input, host block included).
-Exit status 0 only if the check passed.
+239.255.77.77:47700. As in a DAW, the Send's track runs before anything is
+played on it: 1 s of silence, then the test signal (a 2 s noise-modulated
+sweep), which must arrive intact: normalised correlation >= 0.99 after
+alignment, and no 64-sample stretch off by more than 0.01. Run twice: the
+Receive in its default automatic jitter mode, then in manual mode at 30 ms
+(`JAMNET_TEST_PLAYOUT_MS=auto|MS` runs one). Also reports the end-to-end
+delay (receiver output vs sender input, host block included). Exit status
+0 only if every check passed.
 """
 import json
 import os
@@ -20,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SR = 48000
 BLOCK = 480  # 10 ms host buffers
 SEND_S = 2.0
+PRE_S = 1.0  # silence the Send's track plays before the signal
 
 
 def signal():
@@ -31,18 +36,20 @@ def signal():
     return np.stack([x, -x])
 
 
-def role_send(t0):
+def role_send(t0, late_path):
     import pedalboard
     from jamnet_bundles import teach_pedalboard_vst3_midi_params, vst3
     teach_pedalboard_vst3_midi_params()
     p = pedalboard.load_plugin(vst3("JAMNet Send"))
-    x = signal()
+    x = np.concatenate([np.zeros((2, int(PRE_S * SR)), np.float32), signal()], axis=1)
     zeros = np.zeros((2, BLOCK), np.float32)
     # Activate and let the worker start before the start time.
     p(zeros, SR, buffer_size=BLOCK, reset=False)
+    t0 -= PRE_S
     while time.time() < t0:
         time.sleep(0.001)
     n = 0
+    late = 0.0
     for i in range(0, x.shape[1], BLOCK):
         p(x[:, i:i + BLOCK], SR, buffer_size=BLOCK, reset=False)
         n += BLOCK
@@ -50,26 +57,31 @@ def role_send(t0):
         ahead = t0 + n / SR - time.time()
         if ahead > 0:
             time.sleep(ahead)
+        late = max(late, time.time() - (t0 + n / SR))
+    with open(late_path, "w") as f:
+        f.write(str(late))
     time.sleep(0.3)
     del p
     import gc
     gc.collect()
 
 
-def role_recv(t0, seconds, out_path):
+def role_recv(t0, seconds, out_path, playout, late_path):
     import pedalboard
     from jamnet_bundles import vst3
     p = pedalboard.load_plugin(vst3("JAMNet Receive"), initialization_timeout=0.1)
     # Two Python processes pacing 10 ms buffers with sleep() on a shared,
     # busy CI machine jitter by several ms: give the playout buffer room.
-    p.jitter_mode = "Manual"
-    p.jitter_buffer_ms = float(os.environ.get("JAMNET_TEST_PLAYOUT_MS", "30"))
+    if playout != "auto":
+        p.jitter_mode = "Manual"
+        p.jitter_buffer_ms = float(playout)
     chunks = []
     p([], duration=BLOCK / SR, sample_rate=SR, num_channels=2, buffer_size=BLOCK, reset=False)
-    start = t0 - 0.2
+    start = t0 - PRE_S - 0.2
     while time.time() < start:
         time.sleep(0.001)
     n = 0
+    late = 0.0
     while n < seconds * SR:
         y = p([], duration=BLOCK / SR, sample_rate=SR, num_channels=2, buffer_size=BLOCK, reset=False)
         chunks.append(y)
@@ -77,6 +89,9 @@ def role_recv(t0, seconds, out_path):
         ahead = start + n / SR - time.time()
         if ahead > 0:
             time.sleep(ahead)
+        late = max(late, time.time() - (start + n / SR))
+    with open(late_path, "w") as f:
+        f.write(str(late))
     np.save(out_path, np.concatenate(chunks, axis=1))
     if os.environ.get("JAMNET_STREAM_DUMP"):  # keep the received audio for a closer look
         np.save(os.environ["JAMNET_STREAM_DUMP"], np.concatenate(chunks, axis=1))
@@ -87,36 +102,37 @@ def role_recv(t0, seconds, out_path):
     gc.collect()
 
 
-def main():
-    if len(sys.argv) > 1:
-        role = sys.argv[1]
-        if role == "send":
-            role_send(float(sys.argv[2]))
-        else:
-            role_recv(float(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
-        return
+def run(playout):
+    """One Send -> Receive run with the Receive's jitter mode `playout`
+    ("auto" or a manual delay in ms); True if the signal arrived intact."""
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"jamnet-recv-{os.getpid()}.npy")
     t0 = time.time() + 3.0
     env = dict(os.environ, PYTHONPATH=HERE)
-    recv = subprocess.Popen([sys.executable, __file__, "recv", str(t0), str(SEND_S + 1.0), out], env=env)
-    send = subprocess.Popen([sys.executable, __file__, "send", str(t0)], env=env)
+    recv = subprocess.Popen([sys.executable, __file__, "recv", str(t0), str(PRE_S + SEND_S + 1.0), out, playout,
+                             out + ".recv-late"], env=env)
+    send = subprocess.Popen([sys.executable, __file__, "send", str(t0), out + ".send-late"], env=env)
     rs, ss = recv.wait(timeout=60), send.wait(timeout=60)
     if rs or ss:
         print(f"FAIL host processes exited {rs} (recv) / {ss} (send)")
-        sys.exit(1)
+        return False, 0.0
     y = np.load(out)
-    os.unlink(out)
+    # The longest either host handed a buffer over after its due time.
+    host_late_ms = 1000.0 * max(float(open(out + e).read()) for e in (".recv-late", ".send-late"))
+    for e in ("", ".recv-late", ".send-late"):
+        os.unlink(out + e)
     x = signal()
-    # Align: the receiver started 0.2 s before the sender.
+    # Align on channel 0, then check both (the sender's right is -left).
     a, b = x[0], y[0]
     corr = np.correlate(b, a[: SR // 2], mode="valid")
     lag = int(np.argmax(np.abs(corr)))
-    seg = b[lag:lag + a.size]
-    m = min(seg.size, a.size)
-    rho = float(np.dot(seg[:m], a[:m]) / (np.linalg.norm(seg[:m]) * np.linalg.norm(a[:m]) + 1e-12))
-    delay_ms = (lag / SR - 0.2) * 1000.0
-    err = seg[:m] - a[:m] * (np.dot(seg[:m], a[:m]) / np.dot(a[:m], a[:m]))
-    bad = [i for i in range(0, m - BLOCK, 64) if np.max(np.abs(err[i:i + 64])) > 0.01]
+    seg = y[:, lag:lag + a.size]
+    m = min(seg.shape[1], a.size)
+    xs, seg = x[:, :m], seg[:, :m]
+    rho = float(np.sum(seg * xs) / (np.linalg.norm(seg) * np.linalg.norm(xs) + 1e-12))
+    # The receiver started PRE_S + 0.2 s before the signal.
+    delay_ms = (lag / SR - PRE_S - 0.2) * 1000.0
+    err = seg - xs * (np.sum(seg * xs) / np.sum(xs * xs))
+    bad = [i for i in range(0, m - BLOCK, 64) if np.max(np.abs(err[:, i:i + 64])) > 0.01]
     # Where the timeline moved: for every 100 ms of the signal, the lag
     # (relative to the global alignment) at which 20 ms of it match best.
     # A constant 0 is a clean stream; steps are splices, ramps resampling.
@@ -126,12 +142,45 @@ def main():
         best = max(range(-600, 601), key=lambda d: float(np.dot(b[lag + i + d:lag + i + d + 960], w))
                    if 0 <= lag + i + d and lag + i + d + 960 <= b.size else -1e9)
         local_shifts.append(best)
-    result = {"correlation": rho, "local_shifts_per_100ms": local_shifts, "bad_64_blocks": len(bad), "first_bad": bad[:40], "aligned_samples": m, "end_to_end_ms_incl_host_block": delay_ms,
-              "received_peak": float(np.max(np.abs(y)))}
+    result = {"jitter_mode": playout, "correlation": rho, "local_shifts_per_100ms": local_shifts,
+              "host_late_ms_max": host_late_ms,
+              "bad_64_blocks": len(bad), "first_bad": bad[:40], "aligned_samples": m,
+              "end_to_end_ms_incl_host_block": delay_ms, "received_peak": float(np.max(np.abs(y)))}
     print(json.dumps(result))
-    ok = rho >= 0.99 and m >= 0.9 * a.size
-    print(("ok   " if ok else "FAIL ") + f"Send -> Receive across two pedalboard processes: correlation {rho:.4f}")
-    sys.exit(0 if ok else 1)
+    # Manual delay: sample-exact. Automatic: the buffer learns during the
+    # silence; then no splice (every 100 ms of the signal where it belongs)
+    # and correlation >= 0.99, but samples may carry a fractional-sample
+    # phase from the delay correction resampling briefly while it learnt.
+    exact = not bad if playout != "auto" else all(d == 0 for d in local_shifts)
+    ok = rho >= 0.99 and m >= 0.9 * a.size and exact
+    mode = "auto jitter buffer" if playout == "auto" else f"manual {playout} ms"
+    print(("ok   " if ok else "FAIL ") + f"Send -> Receive across two pedalboard processes ({mode}): "
+          f"correlation {rho:.5f}, {len(bad)} stretches off by > 0.01, "
+          f"{sum(1 for d in local_shifts if d)} of {len(local_shifts)} 100 ms windows moved, end to end {delay_ms:.1f} ms")
+    return ok, host_late_ms
+
+
+def main():
+    if len(sys.argv) > 1:
+        role = sys.argv[1]
+        if role == "send":
+            role_send(float(sys.argv[2]), sys.argv[3])
+        else:
+            role_recv(float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
+        return
+    modes = os.environ.get("JAMNET_TEST_PLAYOUT_MS")
+    results = []
+    for mode in [modes] if modes else ["auto", "30"]:
+        # Retried (at most twice) only when the machine broke the premise:
+        # a Python host handed a buffer over more than 5 ms late (a busy
+        # 2-core CI machine); any other failure counts.
+        for attempt in range(3):
+            ok, host_late_ms = run(mode)
+            if ok or host_late_ms <= 5.0 or attempt == 2:
+                break
+            print(f"info a host was {host_late_ms:.1f} ms late handing over a buffer: retrying")
+        results.append(ok)
+    sys.exit(0 if all(results) else 1)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ pub struct RecvArgs {
     #[arg(long)]
     wav: Option<PathBuf>,
     /// Playout delay above the fastest path seen, ms; 0 = adaptive (the
-    /// jitter buffer follows measured jitter to a 1 % late rate).
+    /// jitter buffer follows measured jitter to a 0.1 % late rate).
     #[arg(long, default_value_t = 0.0)]
     playout_ms: f64,
     /// Concealment of missing audio: zero, repeat, burg, pnbtr, pnbtr-gpu

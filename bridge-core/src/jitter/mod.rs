@@ -23,12 +23,15 @@
 //! * **JackTrip**'s auto mode tracks the mean and deviation of inter-arrival
 //!   times and sizes the queue from them.
 //!
-//! We take NetEQ's histogram (0.25 ms buckets, forgetting factor 0.998 per
-//! arrival, a memory of roughly 500 packets ≈ 1.3 s at 128-frame blocks)
+//! We take NetEQ's histogram (0.25 ms buckets, exponential forgetting with
+//! a 5 s time constant, whatever the block size)
 //! with Jamulus's framing of the goal: the target delay is the smallest
 //! delay at which the fraction of blocks that would arrive late is at most
-//! [`JitterConfig::target_late_rate`] (default 1 %, since late blocks are
-//! not silence but JELLIE rebuilds or concealment). Growing is immediate
+//! [`JitterConfig::target_late_rate`] (default 0.1 %: a late block is a
+//! JELLIE rebuild at best and a concealment otherwise, and a host handing
+//! over 10 ms buffers makes seven or eight blocks late at once; at 1 % a
+//! stereo stream between two busy hosts was concealed several times a
+//! second). Growing is immediate
 //! (one held block); shrinking needs the excess to persist and is
 //! rate-limited (one dropped block per [`JitterConfig::shrink_interval_ns`]),
 //! because every adjustment is an audible splice. A manual override pins the
@@ -37,8 +40,9 @@
 //! # Playout
 //! The current playout delay of the block about to be played is
 //! `now − (cursor / rate + base)`. Below target: the buffer *holds* (plays a
-//! concealed block without advancing). Above target by more than a block
-//! and a half for longer than the shrink interval: it *skips* one block.
+//! concealed block without advancing). Above the setpoint (target + ¾
+//! block) by more than [`JitterBuffer::excess_band_ns`] for longer than the
+//! shrink interval: it *skips* one block.
 //! Otherwise it plays the block at the cursor.
 //!
 //! Everything is allocation-free after construction.
@@ -81,7 +85,7 @@ impl JitterConfig {
             block_frames,
             sample_rate,
             capacity_blocks: 64,
-            target_late_rate: 0.01,
+            target_late_rate: 0.001,
             min_delay_ns: 0,
             max_delay_ns: 120_000_000,
             shrink_interval_ns: 500_000_000,
@@ -166,7 +170,8 @@ pub struct JitterStats {
 
 const BUCKET_NS: u64 = 250_000;
 const BUCKETS: usize = 512; // 128 ms of relative delay
-const FORGET: f64 = 0.998;
+/// Time constant of the histogram's forgetting, ns.
+const HIST_MEMORY_NS: f64 = 5e9;
 const BASE_WINDOW_NS: u64 = 2_000_000_000;
 
 #[derive(Clone, Copy)]
@@ -208,6 +213,7 @@ pub struct JitterBuffer {
     base_window_start: u64,
     hist: Box<[f64; BUCKETS]>,
     hist_total: f64,
+    hist_last_ns: u64,
     last_transit: Option<i64>,
     manual_delay_ns: Option<u64>,
     target_ns: u64,
@@ -242,6 +248,7 @@ impl JitterBuffer {
             base_window_start: 0,
             hist: Box::new([0.0; BUCKETS]),
             hist_total: 0.0,
+            hist_last_ns: 0,
             last_transit: None,
             manual_delay_ns: None,
             target_ns: config.min_delay_ns,
@@ -297,6 +304,24 @@ impl JitterBuffer {
     /// The middle of the band in which playout neither holds nor skips, ns.
     pub fn setpoint_ns(&self) -> f64 {
         self.target_ns as f64 + 0.75 * self.block_ns
+    }
+
+    /// How far above [`JitterBuffer::setpoint_ns`] the playout delay may
+    /// float before it is removed (by a skip here, by resampling in the
+    /// drift stage), ns: three quarters of a block, or a quarter of the
+    /// target (at most 8 ms) when that is more.
+    ///
+    /// Excess delay costs latency only, while removing it costs a splice or
+    /// resampling. Most of it is the fastest path still being learnt: the
+    /// first arrivals of a sender handing over 10 ms host buffers, or of a
+    /// jittery path, are rarely the fastest, so the windowed minimum drops
+    /// by a few ms in the first seconds and the delay above it rises by as
+    /// much. Removing that made a stream between two hosts on one clock
+    /// no longer sample-exact; tolerating it costs at most 25 % latency.
+    pub fn excess_band_ns(&self) -> f64 {
+        (0.25 * self.target_ns as f64)
+            .min(8e6)
+            .max(0.75 * self.block_ns)
     }
 
     /// Current target delay, ns.
@@ -382,10 +407,18 @@ impl JitterBuffer {
         }
         self.base_cur = self.base_cur.min(transit);
         let rel = transit.saturating_sub(self.base()).max(0) as u64;
-        for h in self.hist.iter_mut() {
-            *h *= FORGET;
+        // Forget by elapsed time, not per arrival: the 0.1 % quantile needs a
+        // few thousand arrivals to settle, and a per-arrival factor forgot
+        // in 0.7 s at 64-frame blocks, so the target shrank between two rare
+        // late host buffers and grew back with a held block each time.
+        let forget = (-(now.saturating_sub(self.hist_last_ns) as f64) / HIST_MEMORY_NS).exp();
+        self.hist_last_ns = now;
+        if forget < 1.0 {
+            for h in self.hist.iter_mut() {
+                *h *= forget;
+            }
         }
-        self.hist_total = self.hist_total * FORGET + 1.0;
+        self.hist_total = self.hist_total * forget + 1.0;
         self.hist[((rel / BUCKET_NS) as usize).min(BUCKETS - 1)] += 1.0;
         match self.highest {
             Some(h) if first_sample < h => self.stats.reordered += 1,
@@ -489,16 +522,17 @@ impl JitterBuffer {
             Some(manual) => manual,
             None => {
                 // Hysteresis with headroom: the tail quantile of a few
-                // hundred arrivals wobbles by a block or more from one
-                // arrival to the next (bursty senders spread the relative
-                // delays over a whole host buffer), and every growth is a
+                // thousand arrivals still wobbles (bursty senders spread the
+                // relative delays over a whole host buffer, and a busy host
+                // hands one over late now and then), and every growth is a
                 // held block. Grow only when the quantile passes the
-                // target, then a little above it (a quarter block, at most
-                // 0.5 ms); shrink only when
-                // it sits more than two blocks below.
+                // target, then above it by a quarter of the quantile (the
+                // tail's uncertainty scales with its spread; at least a
+                // quarter block or 0.5 ms, whichever is less); shrink only
+                // when it sits more than two blocks below.
                 let q = self.adaptive_target_ns() as f64;
                 let t = self.target_ns as f64;
-                let headroom = (0.25 * self.block_ns).min(500_000.0);
+                let headroom = (0.25 * self.block_ns).min(500_000.0).max(0.25 * q);
                 if !self.playing || q > t || q + 2.0 * self.block_ns < t {
                     ((q + headroom) as u64).min(self.config.max_delay_ns)
                 } else {
@@ -539,7 +573,7 @@ impl JitterBuffer {
             concealer.conceal(out);
             return BlockSource::Held;
         }
-        if delay > target + 1.5 * self.block_ns {
+        if delay > self.setpoint_ns() + self.excess_band_ns() {
             let since = *self.over_since.get_or_insert(now);
             if now - since >= self.config.shrink_interval_ns
                 && now.saturating_sub(self.last_skip_ns) >= self.config.shrink_interval_ns

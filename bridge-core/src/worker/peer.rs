@@ -171,7 +171,7 @@ pub struct PeerConfig {
     /// [`crate::burst`]); `false` sends plain bursts.
     pub midi_journal: bool,
     /// Receive playout delay: 0 = adaptive (the [`JitterBuffer`] follows
-    /// measured jitter to a 1 % late rate); otherwise a manual target delay,
+    /// measured jitter to a 0.1 % late rate); otherwise a manual target delay,
     /// ns above the fastest path seen.
     pub playout_delay_ns: u64,
     /// Concealment of missing audio (falls back to `repeat` if it cannot be built).
@@ -286,6 +286,10 @@ pub struct StreamStats {
     pub target_delay_us: f64,
     /// Estimated sender clock drift against ours, ppm (positive: sender faster).
     pub drift_ppm: f64,
+    /// Resampling applied to the last block played, ppm above 1:1 (the
+    /// drift estimate once significant, plus the delay correction); 0 while
+    /// the stream plays sample-exact.
+    pub resampling_ppm: f64,
     /// Concealment method in use (`pnbtr`, `repeat`, …).
     pub concealer: &'static str,
 }
@@ -588,6 +592,10 @@ impl RxStream {
             jitter_us: b.jitter_us.max(j.jitter_ns / 1000.0),
             target_delay_us: j.target_delay_ns as f64 / 1000.0,
             drift_ppm: self.drift_est.ppm(),
+            resampling_ppm: self
+                .drift
+                .as_ref()
+                .map_or(0.0, |d| (d.stats().ratio - 1.0) * 1e6),
             concealer: b.concealer,
         }
     }
@@ -1734,15 +1742,70 @@ mod tests {
 
     #[test]
     fn host_buffers_of_480_frames_arrive_sample_exact() {
-        // Two "hosts" on one machine, each handing over 480-frame buffers
-        // every 10 ms paced by sleep() (as two pedalboard processes do):
-        // the receiving host must get the sender's audio sample for sample
-        // after alignment, with no splices, once it is playing.
+        two_hosts_with_480_frame_buffers(1, 0, 1, Some(30));
+    }
+
+    #[test]
+    fn jittery_stereo_hosts_still_arrive_sample_exact() {
+        // As two pedalboard processes on a busy machine: each 10 ms buffer
+        // handed over up to 3 ms after its due time (deadlines stay
+        // absolute, so both hosts run at the same average rate).
+        two_hosts_with_480_frame_buffers(2, 3_000, 7, Some(30));
+    }
+
+    #[test]
+    fn jittery_stereo_hosts_with_the_automatic_buffer_arrive_sample_exact() {
+        // The same with the adaptive jitter buffer: it learns during the
+        // first second (the sender's track plays silence, as in a DAW) and
+        // must then play the stream untouched.
+        two_hosts_with_480_frame_buffers(2, 3_000, 9, None);
+    }
+
+    /// [`two_hosts_attempt`], retried (at most twice) only when this
+    /// machine broke the test's premise: a host thread woke more than 2 ms
+    /// after its (jittered) due time, which a busy 2-core CI machine does
+    /// now and then. Any other failure fails at once.
+    fn two_hosts_with_480_frame_buffers(
+        channels: usize,
+        pacing_jitter_us: u64,
+        seed: u64,
+        manual_ms: Option<u64>,
+    ) {
+        for attempt in 1..=3 {
+            let (result, oversleep) =
+                two_hosts_attempt(channels, pacing_jitter_us, seed, manual_ms);
+            match result {
+                Ok(()) => return,
+                Err(e) if oversleep > Duration::from_millis(2) && attempt < 3 => {
+                    eprintln!("attempt {attempt}: a host woke {oversleep:?} late; retrying ({e})")
+                }
+                Err(e) => panic!("{e} (hosts woke at most {oversleep:?} late)"),
+            }
+        }
+    }
+
+    /// Two "hosts" on one machine, each handing over 480-frame buffers of
+    /// `channels` every 10 ms paced by sleep() to absolute deadlines, each
+    /// hand-over late by a random 0..`pacing_jitter_us`: the receiving host
+    /// must get the sender's audio sample for sample after alignment, with
+    /// no splices, once it is playing.
+    /// With the adaptive buffer (`manual_ms: None`) the output may carry a
+    /// fractional-sample phase (the delay correction resampled briefly while
+    /// the buffer learnt, during the silence), so it is compared within 0.01
+    /// instead of 0.001: a splice or a concealed block is off by far more.
+    /// Returns the verdict and the longest a host thread overslept.
+    fn two_hosts_attempt(
+        channels: usize,
+        pacing_jitter_us: u64,
+        seed: u64,
+        manual_ms: Option<u64>,
+    ) -> (Result<(), String>, Duration) {
         use crate::handle::{link, LinkConfig};
         let session = Uuid::new_v4();
-        let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 95), 47795);
+        let port = 47_790 + seed as u16;
+        let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 95), port);
         let lc = LinkConfig {
-            channels: 1,
+            channels,
             block_frames: 64,
             ring_blocks: 128,
             output_target_blocks: 9,
@@ -1752,7 +1815,7 @@ mod tests {
         let (rx_core, rx_report) = LivePeer::new(PeerConfig {
             session,
             name: "rx".into(),
-            playout_delay_ns: 30 * MS,
+            playout_delay_ns: manual_ms.unwrap_or(0) * MS,
             ..PeerConfig::default()
         });
         let rx = spawn(worker_cfg(group, None), rx_core, Some(l_rx));
@@ -1760,66 +1823,111 @@ mod tests {
         let (tx_core, _) = LivePeer::new(PeerConfig {
             session,
             name: "tx".into(),
-            audio_tx: Some((mono_f32(1, 64, false), AudioSource::Link)),
+            audio_tx: Some((
+                AudioTxConfig {
+                    channels: channels as u8,
+                    ..mono_f32(1, 64, false)
+                },
+                AudioSource::Link,
+            )),
             ..PeerConfig::default()
         });
         let tx = spawn(worker_cfg(group, None), tx_core, Some(l_tx));
-        let signal = |i: usize| ((i as f32 * 0.013).sin() + (i as f32 * 0.0071).cos()) * 0.4;
-        let total = 48_000 * 3;
+        // Frame i, channel c (the second channel is a different signal),
+        // after a second of silence (a DAW track runs before it plays).
+        const PRE: usize = 48_000;
+        let signal = |i: usize, c: usize| {
+            if i < PRE {
+                return 0.0;
+            }
+            ((i as f32 * (0.013 + 0.004 * c as f32)).sin() + (i as f32 * 0.0071).cos()) * 0.4
+        };
+        // Lateness of hand-over k: a seeded xorshift, 0..pacing_jitter_us.
+        let late = move |k: u64, salt: u64| {
+            if pacing_jitter_us == 0 {
+                return Duration::ZERO;
+            }
+            let mut x = (k + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed << 32) ^ salt;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            Duration::from_micros(x % pacing_jitter_us)
+        };
+        let total = PRE + 48_000 * 3;
         let sender = std::thread::spawn(move || {
             let t0 = Instant::now();
-            let mut buf = vec![0.0f32; 480];
+            let mut buf = vec![0.0f32; 480 * channels];
+            let mut oversleep = Duration::ZERO;
             for k in 0..total / 480 {
                 for (j, s) in buf.iter_mut().enumerate() {
-                    *s = signal(k * 480 + j);
+                    *s = signal(k * 480 + j / channels, j % channels);
                 }
                 h_tx.push_interleaved(&buf);
-                let due = t0 + Duration::from_micros(10_000 * (k as u64 + 1));
+                let due = t0 + Duration::from_micros(10_000 * (k as u64 + 1)) + late(k as u64, 1);
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                oversleep = oversleep.max(Instant::now().saturating_duration_since(due));
             }
             std::thread::sleep(Duration::from_millis(300));
             drop(h_tx);
+            oversleep
         });
         let t0 = Instant::now();
         let mut got = Vec::new();
-        let mut buf = vec![0.0f32; 480];
+        let mut buf = vec![0.0f32; 480 * channels];
+        let mut oversleep = Duration::ZERO;
         for k in 0..(total / 480 + 60) {
             h_rx.pull_interleaved(&mut buf);
             got.extend_from_slice(&buf);
-            let due = t0 + Duration::from_micros(10_000 * (k as u64 + 1));
+            let due = t0 + Duration::from_micros(10_000 * (k as u64 + 1)) + late(k as u64, 2);
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            oversleep = oversleep.max(Instant::now().saturating_duration_since(due));
         }
-        sender.join().unwrap();
+        let oversleep = oversleep.max(sender.join().unwrap());
         let report = rx_report.lock().clone();
         let link_stats = h_rx.stats().snapshot();
         drop(h_rx);
         drop(tx.join());
         drop(rx.join());
-        let input: Vec<f32> = (0..total).map(signal).collect();
-        // Align on 0.5 s..0.7 s of the input (after any start-up).
-        let probe = &input[24_000..33_600];
+        let input: Vec<f32> = (0..total * channels)
+            .map(|j| signal(j / channels, j % channels))
+            .collect();
+        let frames = got.len() / channels;
+        // Sample j of the received / sent audio, channel c.
+        let g = |j: usize, c: usize| got[j * channels + c];
+        let x = |i: usize, c: usize| input[i * channels + c];
+        // Align on 0.5 s..0.7 s of the signal (after any start-up), both
+        // channels, within 0..0.5 s of end-to-end delay: the test tones are
+        // quasi-periodic, and over a wider range one channel finds lags
+        // that match the probe within the resampling error of the adaptive
+        // case but drift apart later.
+        let probe = PRE + 24_000;
         let mut best = (0usize, f32::INFINITY);
-        for lag in 0..got.len().saturating_sub(probe.len()) {
-            let e: f32 = probe
-                .iter()
-                .zip(&got[lag..])
-                .map(|(a, b)| (a - b).abs())
+        for lag in probe..(probe + 24_000).min(frames.saturating_sub(9_600)) {
+            let e: f32 = (0..9_600)
+                .map(|d| {
+                    (0..channels)
+                        .map(|c| (x(probe + d, c) - g(lag + d, c)).abs())
+                        .sum::<f32>()
+                })
                 .sum();
             if e < best.1 {
                 best = (lag, e);
             }
         }
-        let start = best.0 as i64 - 24_000;
+        let start = best.0 as i64 - probe as i64;
+        let tolerance = if manual_ms.is_some() { 1e-3 } else { 1e-2 };
         let mut bad = Vec::new();
-        for i in (24_000..total - 4_800).step_by(64) {
+        for i in (probe..total - 4_800).step_by(64) {
             let j = (i as i64 + start) as usize;
-            if j + 64 > got.len() {
+            if j + 64 > frames {
                 break;
             }
-            let e = (0..64)
-                .map(|d| (input[i + d] - got[j + d]).abs())
+            let e = (0..64 * channels)
+                .map(|d| {
+                    (x(i + d / channels, d % channels) - g(j + d / channels, d % channels)).abs()
+                })
                 .fold(0f32, f32::max);
-            if e > 1e-3 {
+            if e > tolerance {
                 bad.push(i);
             }
         }
@@ -1830,11 +1938,11 @@ mod tests {
             let mut b = (0i64, f32::INFINITY);
             for d in -2_000i64..2_000 {
                 let j = j0 as i64 + d;
-                if j < 0 || j as usize + 256 > got.len() {
+                if j < 0 || j as usize + 256 > frames {
                     continue;
                 }
                 let e: f32 = (0..256)
-                    .map(|k| (input[i + k] - got[j as usize + k]).abs())
+                    .map(|k| (x(i + k, 0) - g(j as usize + k, 0)).abs())
                     .sum();
                 if e < b.1 {
                     b = (d, e);
@@ -1842,16 +1950,26 @@ mod tests {
             }
             b
         });
-        assert!(
-            bad.is_empty(),
-            "{} of {} blocks depart from the input (first at {:?}, its audio found shifted by {:?}); stream {:#?}; link {:?}",
-            bad.len(),
-            (total - 28_800) / 64,
-            bad.first(),
-            local,
-            report.streams.first().map(|s| s.stats),
-            link_stats
-        );
+        if let (false, Some(dir)) = (bad.is_empty(), std::env::var_os("JAMNET_TEST_DUMP")) {
+            let raw = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            let dir = std::path::Path::new(&dir);
+            std::fs::write(dir.join(format!("two-hosts-{seed}-got.f32")), raw(&got)).unwrap();
+            std::fs::write(dir.join(format!("two-hosts-{seed}-sent.f32")), raw(&input)).unwrap();
+        }
+        let verdict = if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {} blocks depart from the input by more than {tolerance} (first at {:?}, its channel-0 audio found shifted by {:?}); stream {:#?}; link {:?}",
+                bad.len(),
+                (total - probe - 4_800) / 64,
+                bad.first(),
+                local,
+                report.streams.first().map(|s| s.stats),
+                link_stats
+            ))
+        };
+        (verdict, oversleep)
     }
 
     #[test]

@@ -10,7 +10,7 @@ use bridge_core::net::NetConfig;
 use bridge_core::protocol::audio::SampleFormat;
 use bridge_core::protocol::frame::SessionKey;
 use bridge_core::worker::peer::{
-    AudioSource, AudioTxConfig, LivePeer, PeerConfig, SharedReport, SharedStreamFilter,
+    AudioSource, AudioTxConfig, LivePeer, PeerConfig, PeerReport, SharedReport, SharedStreamFilter,
 };
 use bridge_core::worker::{MonotonicClock, Worker, WorkerConfig};
 
@@ -81,27 +81,47 @@ pub struct LiveLink {
     /// The worker's report (peers and their streams, per-stream counters),
     /// refreshed ten times a second; for the editor thread only.
     pub report: SharedReport,
+    /// With `JAMNET_DEBUG_REPORT`: tells the report writer to stop.
+    debug_writer: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Where [`LiveLink`]'s debug report for `report` goes in `dir`.
+fn debug_report_path(dir: &std::ffi::OsStr, report: &PeerReport, port: u16) -> std::path::PathBuf {
+    let name = format!(
+        "jamnet-{}-{}-{}.json",
+        report.name.replace(['/', ' '], "_"),
+        std::process::id(),
+        port
+    );
+    std::path::Path::new(dir).join(name)
+}
+
+/// Write `report` to `path` (debug aid: errors are ignored).
+fn write_debug_report(path: &std::path::Path, report: &PeerReport) {
+    if let Ok(json) = serde_json::to_string_pretty(report) {
+        let _ = std::fs::write(path, json);
+    }
 }
 
 impl Drop for LiveLink {
     /// With `JAMNET_DEBUG_REPORT=DIR` in the host's environment, each live
-    /// worker leaves its final report (peers, per-stream counters: holds,
-    /// skips, late, concealed, drift) as `DIR/jamnet-<thread>-<pid>-<port>.json`
-    /// when the plugin deactivates or unloads: a way to see inside a plugin
-    /// in a host that shows no editor (pedalboard, DawDreamer, CI).
+    /// worker keeps its report (peers, per-stream counters: holds, skips,
+    /// late, concealed, drift, resampling) in
+    /// `DIR/jamnet-<thread>-<pid>-<port>.json`, rewritten twice a second and
+    /// a last time when the plugin deactivates or unloads: a way to see
+    /// inside a plugin in a host that shows no editor and may never unload
+    /// it (pedalboard, DawDreamer, CI).
     fn drop(&mut self) {
-        let Some(dir) = std::env::var_os("JAMNET_DEBUG_REPORT") else {
+        let Some(stop) = self.debug_writer.take() else {
             return;
         };
-        let report = self.report.lock().clone();
-        let name = format!(
-            "jamnet-{}-{}-{}.json",
-            report.name.replace(['/', ' '], "_"),
-            std::process::id(),
-            self.local.port()
-        );
-        if let Ok(json) = serde_json::to_string_pretty(&report) {
-            let _ = std::fs::write(std::path::Path::new(&dir).join(name), json);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(dir) = std::env::var_os("JAMNET_DEBUG_REPORT") {
+            let report = self.report.lock().clone();
+            write_debug_report(
+                &debug_report_path(&dir, &report, self.local.port()),
+                &report,
+            );
         }
     }
 }
@@ -213,6 +233,21 @@ pub fn start(
         stats,
         LiveLink {
             worker,
+            debug_writer: std::env::var_os("JAMNET_DEBUG_REPORT").map(|dir| {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (flag, report, port) = (stop.clone(), report.clone(), local.port());
+                let _ = std::thread::Builder::new()
+                    .name("jamnet-debug-report".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                        if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let r = report.lock().clone();
+                        write_debug_report(&debug_report_path(&dir, &r, port), &r);
+                    });
+                stop
+            }),
             local,
             report,
         },
