@@ -185,6 +185,12 @@ pub struct PeerConfig {
     pub heartbeat_targets: Option<SharedTargets>,
     /// Which received streams are mixed into the link (`None`: all).
     pub play_filter: Option<SharedStreamFilter>,
+    /// Whether received audio is played at all. A peer that only sends
+    /// (JAMNet Send) sets `false`: its streams are still counted (frames,
+    /// transit) and reported, but never buffered, resampled or concealed,
+    /// so each Send in a session of N peers does not render N − 1 streams
+    /// nobody hears.
+    pub play_received: bool,
     /// A playout delay the plugin may change while the worker runs (ns, 0 =
     /// adaptive); when set it overrides `playout_delay_ns` from the next
     /// tick on, for every stream.
@@ -220,6 +226,7 @@ impl Default for PeerConfig {
             seed: 1,
             heartbeat_targets: None,
             play_filter: None,
+            play_received: true,
             playout_delay_live: None,
             keep_latency_samples: MAX_SAMPLES,
             keep_midi_log: 100_000,
@@ -1179,6 +1186,9 @@ impl LivePeer {
         if !redundant_jellie && r.transit_us.len() < self.cfg.keep_latency_samples {
             r.transit_us.push(transit as f32 / 1000.0);
         }
+        if !self.cfg.play_received {
+            return;
+        }
         let samples = &mut self.scratch;
         samples.clear();
         samples.resize(a.sample_count(), 0.0);
@@ -1648,6 +1658,60 @@ mod tests {
             s1 = s0;
         }
         (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) / (x.len() as f32).powi(2)
+    }
+
+    #[test]
+    fn a_peer_that_does_not_play_counts_streams_without_rendering_them() {
+        // As JAMNet Send: it hears a peer's stream (counted, reported) but
+        // never buffers, resamples, conceals or mixes it.
+        use crate::handle::{link, LinkConfig};
+        let group = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 93), 47793);
+        let session = Uuid::new_v4();
+        let (mut h_rx, l_rx) = link(LinkConfig {
+            channels: 1,
+            block_frames: 128,
+            ..LinkConfig::default()
+        })
+        .unwrap();
+        let (rx_core, report) = LivePeer::new(PeerConfig {
+            session,
+            name: "send-only".into(),
+            play_received: false,
+            ..PeerConfig::default()
+        });
+        let rx = spawn(worker_cfg(group, None), rx_core, Some(l_rx));
+        let (tx_core, _) = LivePeer::new(PeerConfig {
+            session,
+            name: "tx".into(),
+            audio_tx: Some((mono_f32(1, 128, false), tone(440.0))),
+            ..PeerConfig::default()
+        });
+        let tx = spawn(worker_cfg(group, None), tx_core, None);
+        std::thread::sleep(Duration::from_millis(700));
+        let mut buf = vec![0.0f32; 128];
+        let pulled = h_rx.pull_interleaved(&mut buf);
+        let queued = h_rx.output_frames_queued();
+        let r = report.lock().clone();
+        drop(tx.join());
+        drop(h_rx);
+        drop(rx.join());
+        let st = r.streams.first().expect("the stream is reported").stats;
+        assert!(st.frames_received > 100, "{st:?}");
+        assert_eq!(
+            (
+                st.blocks_played,
+                st.blocks_rebuilt,
+                st.blocks_concealed,
+                st.holds
+            ),
+            (0, 0, 0, 0),
+            "{st:?}"
+        );
+        assert_eq!(
+            (pulled, queued),
+            (0, 0),
+            "nothing reached the link's output"
+        );
     }
 
     #[test]

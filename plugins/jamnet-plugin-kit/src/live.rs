@@ -56,6 +56,9 @@ pub struct ReceiveSpec {
     /// runs (the plugin stores its parameter here from `process()`); when
     /// given it overrides `playout_delay_ms`.
     pub playout_live: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Whether received audio is played at all (`false`: only counted, see
+    /// [`PeerConfig::play_received`]).
+    pub play: bool,
 }
 
 impl Default for ReceiveSpec {
@@ -65,6 +68,7 @@ impl Default for ReceiveSpec {
             conceal: ConcealMethod::Pnbtr,
             filter: None,
             playout_live: None,
+            play: true,
         }
     }
 }
@@ -203,6 +207,7 @@ pub fn start(
         },
         conceal: recv.conceal,
         play_filter: recv.filter,
+        play_received: recv.play,
         playout_delay_live: recv.playout_live,
         // The report is rebuilt ten times a second for the editor: keep it
         // small over hours (counters stay exact; the report's latency

@@ -193,6 +193,7 @@ impl Plugin for JamnetReceive {
                 conceal,
                 filter: Some(self.stats.filter.clone()),
                 playout_live: Some(self.stats.playout_ns.clone()),
+                play: true,
             },
             "jamnet-receive",
         ) {

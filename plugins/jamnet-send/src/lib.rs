@@ -170,13 +170,14 @@ impl Plugin for JamnetSend {
             buffer_config.max_buffer_size as usize,
             Some(spec),
             // Send passes its input through and never plays what it hears
-            // (it listens for peers and their receive reports only): the
-            // cheapest concealment keeps the worker light.
+            // (it listens for peers and their receive reports only): other
+            // peers' streams are counted, not rendered.
             jamnet_plugin_kit::live::ReceiveSpec {
                 playout_delay_ms: 20.0,
                 conceal: bridge_core::conceal::ConcealMethod::Zero,
                 filter: None,
                 playout_live: None,
+                play: false,
             },
             "jamnet-send",
         ) {
