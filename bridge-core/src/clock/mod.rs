@@ -6,6 +6,8 @@
 //!   per-peer models, deterministic master election, slewed hand-off.
 //! * [`daw::DawClock`] (host sample position ↔ CPU clock).
 //! * [`gpu_bridge`] (GPU timestamps ↔ CPU clock, `sync_calibration_block`).
+//! * [`wire`]: the arbiter's clock_ping/clock_pong messages (shared by
+//!   every worker that runs an arbiter).
 //! * [`syncsim`]: a small deterministic network simulator that runs several
 //!   arbiters against each other with injected clocks (what `toaster sync`
 //!   measures).
@@ -17,6 +19,7 @@ pub mod daw;
 pub mod gpu_bridge;
 pub mod model;
 pub mod syncsim;
+pub mod wire;
 
 pub use arbiter::{ArbiterConfig, ClockDriftArbiter, PeerClockStats};
 pub use daw::DawClock;

@@ -48,8 +48,8 @@ use crate::protocol::frame::{Flags, FrameWriter, Header, MessageKind};
 use crate::protocol::jellie::SubStream;
 use crate::protocol::jmid::JmidEvent;
 use crate::protocol::{
-    decode, ClockPing, ClockPong, FormatType, Goodbye, Heartbeat, Message, PeerId, RejectCounters,
-    RejectReason, SampleFormat, SessionKey, StreamInfo, StreamKind,
+    decode, FormatType, Goodbye, Heartbeat, Message, PeerId, RejectCounters, RejectReason,
+    SampleFormat, SessionKey, StreamInfo, StreamKind,
 };
 
 const MS: u64 = 1_000_000;
@@ -1460,11 +1460,7 @@ impl Core for LivePeer {
         let arb = self
             .arbiter
             .get_or_insert_with(|| ClockDriftArbiter::new(own, ArbiterConfig::default(), now));
-        if let Some(ping) = arb.poll(now) {
-            let msg = Message::ClockPing(ClockPing {
-                peer_id: self.own,
-                t1: ping.t1,
-            });
+        if let Some(msg) = crate::clock::wire::due_ping(arb, now) {
             self.send_message(now, &msg, 0, out);
         }
         self.report.driver = net.driver;
@@ -1589,42 +1585,22 @@ impl LivePeer {
                 }
                 self.end_streams_of(now, g.peer_id.0);
             }
-            Message::ClockPing(p) if p.peer_id.0 == h.source => {
-                let ping = crate::clock::arbiter::ClockPing {
-                    from: h.source,
-                    t1: p.t1,
-                };
-                let pong = self
+            Message::ClockPing(_) | Message::ClockPong(_) => {
+                use crate::clock::wire::{on_clock_message, ClockReply};
+                let reply = self
                     .arbiter
                     .as_mut()
-                    .and_then(|a| a.on_ping(now, &ping).ok().flatten());
-                if let Some(pong) = pong {
-                    let msg = Message::ClockPong(ClockPong {
-                        peer_id: self.own,
-                        to: PeerId(pong.to),
-                        t1: pong.t1,
-                        t2: pong.t2,
-                        t3: pong.t3,
-                    });
+                    .map(|a| on_clock_message(a, now, h.source, &msg));
+                // Refused messages and rejected samples are the arbiter's
+                // business (counted there); only a pong needs sending.
+                if let Some(Ok(ClockReply::Pong(pong))) = reply {
                     // Answer the pinger directly.
                     let header =
                         self.header(MessageKind::ClockPong, FormatType::StandardJson, now, 0);
-                    if let Ok(n) = msg.encode(&header, key.as_ref(), &mut self.buf[..MAX_SEND]) {
+                    let pong = Message::ClockPong(pong);
+                    if let Ok(n) = pong.encode(&header, key.as_ref(), &mut self.buf[..MAX_SEND]) {
                         self.pending_unicast.push((from, self.buf[..n].to_vec()));
                     }
-                }
-            }
-            Message::ClockPong(p) if p.peer_id.0 == h.source => {
-                if let Some(a) = self.arbiter.as_mut() {
-                    let pong = crate::clock::arbiter::ClockPong {
-                        from: h.source,
-                        to: p.to.0,
-                        t1: p.t1,
-                        t2: p.t2,
-                        t3: p.t3,
-                    };
-                    // A rejected sample is the arbiter's business (counted there).
-                    let _ = a.on_pong(now, &pong);
                 }
             }
             Message::Jmid(ev) => self.on_midi(now, h.source, &ev, &mut link),
