@@ -44,8 +44,10 @@ pub mod follow;
 pub mod params;
 pub mod publish;
 
+use bridge_core::clock::{ArbiterConfig, ClockDriftArbiter};
 use bridge_core::protocol::RejectCounters;
 use bridge_core::transport::MidiOut;
+use bridge_core::worker::clock::{Clock, MonotonicClock};
 use follow::{Anchor, FollowCore, MidiOptions};
 use params::{Mode, MtcRate, TransportParams};
 use publish::HostSnapshot;
@@ -124,9 +126,10 @@ pub struct TransportStats {
     pub session_known: AtomicBool,
     /// Follow: `transport` frames accepted.
     pub frames_received: AtomicU64,
-    /// Follow: datagrams rejected by the TOAST decoder, per reason.
+    /// Datagrams rejected by the TOAST decoder, per reason (both modes:
+    /// the lead receives clock messages too).
     pub rejects: RejectCounters,
-    /// Follow: frames of other sessions or other kinds ignored.
+    /// Frames of other sessions, or (follow) of kinds this plugin does not use, ignored.
     pub frames_ignored: AtomicU64,
     /// Follow: commands refused by validation or lost concurrent conflicts.
     pub commands_refused: AtomicU64,
@@ -142,12 +145,26 @@ pub struct TransportStats {
     pub midi_dropped: AtomicU64,
     /// Follow: anchors lost because the worker → audio ring was full.
     pub anchor_ring_full: AtomicU64,
-    /// Peers seen in the session.
+    /// Peers heard in the session in the last 5 s (transport or clock frames).
     pub peers: AtomicU32,
-    /// Master peer id (0: none known).
+    /// Transport master: the peer the last applied command named (follow;
+    /// 0: none known).
     pub master: AtomicU32,
-    /// Sync quality 0–1 (clock model), negative if unknown.
+    /// Clock master elected by the session clock arbiter (its clock is the
+    /// session timeline; may be this instance; 0: none elected yet).
+    pub clock_master: AtomicU32,
+    /// Peers exchanging clock_ping/clock_pong with this instance.
+    pub clock_peers: AtomicU32,
+    /// Sync quality 0–1 of the session clock: 1 while this instance is the
+    /// clock master, the clock model's quality while following one;
+    /// negative (unknown) with no clock peers, where session time is simply
+    /// the local clock.
     pub sync_quality: AtomicF32Cell,
+    /// Session time minus the local clock, ms (0 with no clock peers).
+    pub session_offset_ms: AtomicF32Cell,
+    /// Transport frames not sent (lead) or not applied (follow) because
+    /// clock peers were known but session time was not synchronised yet.
+    pub unsynced: AtomicU64,
     /// Bumped by the editor when settings changed; the worker reloads them.
     pub settings_gen: AtomicU32,
     /// Sample rate the host activated us with (Hz).
@@ -175,7 +192,7 @@ pub struct JamnetTransport {
 impl Default for JamnetTransport {
     fn default() -> Self {
         let stats = Arc::new(TransportStats::default());
-        // No clock model runs in this plugin: the quality is unknown, not 0.
+        // Until the worker has clock peers the quality is unknown, not 0.
         stats.sync_quality.set(-1.0);
         Self {
             params: Arc::new(TransportParams::default()),
@@ -200,36 +217,178 @@ impl JamnetTransport {
 /// Largest transport frame (JSON payload is ~200 bytes).
 const FRAME_BUF: usize = 1472;
 
-/// The socket side of one mode, rebuilt when settings or the mode change.
-enum Link {
-    Lead {
-        socket: std::net::UdpSocket,
-        dest: Vec<std::net::SocketAddr>,
-    },
-    Follow {
-        driver: Box<bridge_core::net::UdpDriver>,
-    },
+/// A sender not heard for this long no longer counts as a peer, ns.
+const PEER_FORGET_NS: u64 = 5_000_000_000;
+
+/// Senders whose addresses are remembered: unicast sessions ping them.
+/// Bounded, so a flood of fake sources cannot grow it.
+const PEER_SLOTS: usize = 16;
+
+/// Clock pongs answered per worker turn (more pings than that in one turn
+/// are a flood; the pingers try again at their next interval).
+const PONGS_PER_TURN: usize = 64;
+
+/// Longest the worker waits for datagrams in one turn (it also drains the
+/// snapshot ring every turn).
+const TURN: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// What the worker reads besides the plugin's parameters, injected so tests
+/// can skew the local clock and keep multicast on loopback.
+///
+/// Thread-safe: yes. Realtime-safe: no (the worker's, never the audio thread's).
+#[derive(Clone)]
+struct WorkerEnv {
+    /// The local clock. `process()` stamps snapshots with the same clock
+    /// (`CLOCK_MONOTONIC` in the plugin).
+    clock: Arc<dyn Clock>,
+    /// Interface to join and send multicast on (0.0.0.0: the kernel's
+    /// choice by route).
+    multicast_interface: std::net::Ipv4Addr,
 }
 
-/// The worker: drains host snapshots; in lead mode runs the publisher and
-/// sends TOAST `transport` frames; in follow mode receives them, runs the
-/// [`follow::FollowSession`] and hands anchors to `process()`.
-/// `mode` reads the Mode parameter (a closure so tests can drive it).
+impl WorkerEnv {
+    /// What the plugin runs with.
+    fn plugin() -> Self {
+        Self {
+            clock: Arc::new(MonotonicClock::new()),
+            multicast_interface: std::net::Ipv4Addr::UNSPECIFIED,
+        }
+    }
+}
+
+/// One sender heard in the session.
+#[derive(Debug, Clone, Copy)]
+struct HeardPeer {
+    source: u32,
+    addr: std::net::SocketAddr,
+    last_ns: u64,
+}
+
+/// Senders heard recently (transport or clock frames): how many peers the
+/// editor shows, and where a unicast session sends its pings.
+///
+/// Thread-safe: no (worker only). Realtime-safe: yes (fixed size).
+#[derive(Debug, Default)]
+struct HeardPeers([Option<HeardPeer>; PEER_SLOTS]);
+
+impl HeardPeers {
+    fn touch(&mut self, source: u32, addr: std::net::SocketAddr, now: u64) {
+        let fresh = |p: &HeardPeer| p.last_ns + PEER_FORGET_NS >= now;
+        let slot = self
+            .0
+            .iter()
+            .position(|p| p.is_some_and(|p| p.source == source))
+            .or_else(|| self.0.iter().position(|p| !p.is_some_and(|p| fresh(&p))))
+            .unwrap_or_else(|| {
+                // Full of live senders: replace the one heard longest ago.
+                (0..PEER_SLOTS)
+                    .min_by_key(|&i| self.0[i].map_or(0, |p| p.last_ns))
+                    .unwrap_or(0)
+            });
+        self.0[slot] = Some(HeardPeer {
+            source,
+            addr,
+            last_ns: now,
+        });
+    }
+
+    fn forget(&mut self, source: u32) {
+        for p in self.0.iter_mut() {
+            if p.is_some_and(|p| p.source == source) {
+                *p = None;
+            }
+        }
+    }
+
+    fn live(&self, now: u64) -> impl Iterator<Item = HeardPeer> + '_ {
+        self.0
+            .iter()
+            .flatten()
+            .copied()
+            .filter(move |p| p.last_ns + PEER_FORGET_NS >= now)
+    }
+}
+
+/// The sockets of one mode, rebuilt when settings or the mode change.
+struct Link {
+    driver: Box<bridge_core::net::UdpDriver>,
+    /// Multicast session: clock messages go to the group.
+    multicast: bool,
+    /// Lead: where transport frames go (the group, or the unicast list).
+    /// Follow: nothing (a follow-mode unicast destination is our own port).
+    transport_dest: Vec<std::net::SocketAddr>,
+}
+
+impl Link {
+    /// Send a session-wide message (clock_ping, goodbye): to the group, or
+    /// to every unicast destination and every peer heard recently.
+    fn send_to_session(&mut self, bytes: &[u8], heard: &HeardPeers, now: u64) {
+        if self.multicast {
+            self.driver.send_group(bytes);
+            return;
+        }
+        for d in &self.transport_dest {
+            self.driver.send_to(bytes, *d);
+        }
+        for p in heard.live(now) {
+            if !self.transport_dest.contains(&p.addr) {
+                self.driver.send_to(bytes, p.addr);
+            }
+        }
+    }
+}
+
+/// The session's sync quality as the editor shows it: unknown (-1) with no
+/// clock peers; 1 while this instance is the clock master (its clock is the
+/// session timeline); the model's quality while following a master; 0 while
+/// peers are known but not synced to.
+fn sync_quality(arbiter: &ClockDriftArbiter, clock_peers: usize) -> f32 {
+    if clock_peers == 0 {
+        return -1.0;
+    }
+    if let Some(p) = arbiter.following() {
+        return arbiter.peer_estimate(p).map_or(0.0, |e| e.quality as f32);
+    }
+    if arbiter.master() == Some(arbiter.id()) {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// True while session time cannot be trusted: clock peers are known but
+/// the arbiter has not synchronised to the session yet (the first two
+/// seconds of a session, or of joining one). Alone, session time is the
+/// local clock and always usable.
+fn session_time_unsettled(arbiter: &ClockDriftArbiter, clock_peers: usize) -> bool {
+    clock_peers > 0 && !arbiter.is_synced()
+}
+
+/// The worker: drains host snapshots; runs the session clock
+/// ([`ClockDriftArbiter`], clock_ping/clock_pong with every peer, in both
+/// modes); in lead mode runs the publisher and sends TOAST `transport`
+/// frames stamped in session time; in follow mode receives them, maps their
+/// session time to the local clock, runs the [`follow::FollowSession`] and
+/// hands anchors to `process()`. `mode_of` reads the Mode parameter (a
+/// closure so tests can drive it).
 fn run_worker(
     mode_of: impl Fn() -> Mode,
     params: Arc<TransportParams>,
     stats: Arc<TransportStats>,
     mut snapshots: rtrb::Consumer<HostSnapshot>,
     mut anchors: rtrb::Producer<Anchor>,
+    env: WorkerEnv,
     ctl: &jamnet_plugin_kit::WorkerCtl,
 ) -> Result<(), WorkerError> {
+    use bridge_core::clock::wire::{due_ping, on_clock_message, ClockReply};
     use bridge_core::protocol::frame::{
         decode_frame, Flags, FormatType, Header, MessageKind, SessionKey,
     };
     use bridge_core::protocol::messages::{
-        Message, PeerId, TimeSignature, Transport as TransportMsg, TransportCommand,
+        Goodbye, Message, PeerId, TimeSignature, Transport as TransportMsg, TransportCommand,
     };
 
+    let clock = env.clock.clone();
     let mut settings_gen = u32::MAX;
     let mut mode = mode_of();
     let mut link: Option<Link> = None;
@@ -246,17 +405,43 @@ fn run_worker(
             Err(kept) => kept,
         };
     let mut sequence: u32 = 0;
+    let mut clock_sequence: u32 = 0;
+    // The session clock; rebuilt when the session changes (a new session
+    // has a new timeline), kept across mode switches.
+    let mut arbiter = ClockDriftArbiter::new(source, ArbiterConfig::default(), clock.now_ns());
+    let mut arbiter_session: Option<uuid::Uuid> = None;
     let mut publisher =
         publish::TransportPublisher::new(params.announce_ms.value() as u64 * 1_000_000);
     let sample_rate = f64::from(stats.sample_rate.load(Ordering::Relaxed).max(1));
     let mut follower = follow::FollowSession::new(sample_rate);
     let mut received: Vec<bridge_core::transport::TransportCommand> = Vec::with_capacity(64);
-    // Transport senders heard: (source, last heard ns); "peers" = heard in
-    // the last 5 s. Bounded: a flood of fake sources cannot grow it.
-    let mut senders: [(u32, u64); 16] = [(0, 0); 16];
+    let mut pongs: Vec<(
+        std::net::SocketAddr,
+        bridge_core::protocol::messages::ClockPong,
+    )> = Vec::with_capacity(PONGS_PER_TURN);
+    let mut heard = HeardPeers::default();
     let mut buf = vec![0u8; FRAME_BUF];
     loop {
         if ctl.should_stop() {
+            // Say goodbye so the others' arbiters drop us now, not after
+            // their peer timeout (a lost goodbye only costs that timeout).
+            if let Some(l) = link.as_mut() {
+                let now = clock.now_ns();
+                let bye = Message::Goodbye(Goodbye {
+                    peer_id: PeerId(source),
+                });
+                let header = Header::new(
+                    bye.kind(),
+                    bye.format_type(),
+                    session,
+                    source,
+                    clock_sequence,
+                    arbiter.session_time(now),
+                );
+                if let Ok(n) = bye.encode(&header, key.as_ref(), &mut buf) {
+                    l.send_to_session(&buf[..n], &heard, now);
+                }
+            }
             return Ok(());
         }
         let gen = stats.settings_gen.load(Ordering::Acquire);
@@ -270,58 +455,96 @@ fn run_worker(
             let d = s.destination()?;
             key = s.key_bytes()?.map(SessionKey);
             session = s.session_uuid();
+            if arbiter_session != Some(session) {
+                arbiter = ClockDriftArbiter::new(source, ArbiterConfig::default(), clock.now_ns());
+                arbiter_session = Some(session);
+                heard = HeardPeers::default();
+            }
             let listing = d
                 .addrs()
                 .iter()
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
-            if mode == Mode::Lead {
-                let sock = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
-                sock.set_multicast_ttl_v4(1)?;
-                sock.set_multicast_loop_v4(true)?;
-                link = Some(Link::Lead {
-                    socket: sock,
-                    dest: d.addrs().to_vec(),
-                });
-                ctl.running(format!("leading to {listing}"));
-            } else {
-                let (group, unicast_port) = match &d {
-                    jamnet_plugin_kit::Destination::Multicast(std::net::SocketAddr::V4(g)) => {
-                        (Some(*g), 0)
-                    }
-                    _ => (None, d.port()),
-                };
-                let net = bridge_core::net::NetConfig {
-                    group,
-                    unicast_port,
-                    ..bridge_core::net::NetConfig::default()
-                };
-                let driver = bridge_core::net::UdpDriver::open(&net)
-                    .map_err(|e| WorkerError::Io(e.to_string()))?;
-                let at = driver
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
-                link = Some(Link::Follow {
-                    driver: Box::new(driver),
-                });
-                ctl.running(match group {
-                    Some(g) => format!("following: group {g} (unicast {at})"),
-                    None => format!("following: listening on {at}"),
-                });
+            let group = match &d {
+                jamnet_plugin_kit::Destination::Multicast(std::net::SocketAddr::V4(g)) => Some(*g),
+                jamnet_plugin_kit::Destination::Multicast(a) => {
+                    return Err(WorkerError::Io(format!(
+                        "IPv6 multicast {a} is not supported"
+                    )));
+                }
+                _ => None,
+            };
+            // Lead sends from an ephemeral port (pongs come back to it);
+            // a unicast follower listens on the session's port.
+            let unicast_port = match (mode, group) {
+                (Mode::Follow, None) => d.port(),
+                _ => 0,
+            };
+            let net = bridge_core::net::NetConfig {
+                group,
+                unicast_port,
+                multicast_interface: env.multicast_interface,
+                ..bridge_core::net::NetConfig::default()
+            };
+            let driver = bridge_core::net::UdpDriver::open(&net)
+                .map_err(|e| WorkerError::Io(e.to_string()))?;
+            let at = driver
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            link = Some(Link {
+                driver: Box::new(driver),
+                multicast: group.is_some(),
+                transport_dest: if mode == Mode::Lead {
+                    d.addrs().to_vec()
+                } else {
+                    Vec::new()
+                },
+            });
+            ctl.running(match (mode, group) {
+                (Mode::Lead, _) => format!("leading to {listing} (from {at})"),
+                (Mode::Follow, Some(g)) => format!("following: group {g} (unicast {at})"),
+                (Mode::Follow, None) => format!("following: listening on {at}"),
+            });
+        }
+        let Some(l) = link.as_mut() else {
+            continue;
+        };
+        publisher.set_interval_ns(params.announce_ms.value() as u64 * 1_000_000);
+        let now = clock.now_ns();
+        if let Some(ping) = due_ping(&mut arbiter, now) {
+            let header = Header::new(
+                ping.kind(),
+                ping.format_type(),
+                session,
+                source,
+                clock_sequence,
+                arbiter.session_time(now),
+            );
+            clock_sequence = clock_sequence.wrapping_add(1);
+            if let Ok(n) = ping.encode(&header, key.as_ref(), &mut buf) {
+                l.send_to_session(&buf[..n], &heard, now);
             }
         }
-        publisher.set_interval_ns(params.announce_ms.value() as u64 * 1_000_000);
-        match link.as_mut() {
-            Some(Link::Lead { socket, dest }) => {
-                let mut any = false;
+        let clock_peers = arbiter.peer_stats(now).count();
+        let unsettled = session_time_unsettled(&arbiter, clock_peers);
+        match mode {
+            Mode::Lead => {
                 while let Ok(snap) = snapshots.pop() {
-                    any = true;
-                    let now = bridge_core::worker::clock::monotonic_ns();
-                    let Some(u) = publisher.on_snapshot(&snap, now) else {
+                    // The block's own local time: its position belongs to
+                    // that instant, not to when the worker got round to it.
+                    let Some(u) = publisher.on_snapshot(&snap, snap.local_ns) else {
                         continue;
                     };
+                    if unsettled {
+                        // A stamp we cannot map to session time would put
+                        // the command seconds off on other machines; the
+                        // next re-announce carries the state once synced.
+                        stats.unsynced.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let stamp = arbiter.session_time(snap.local_ns);
                     let command = match u.command {
                         publish::Command::Play => TransportCommand::Play,
                         publish::Command::Stop => TransportCommand::Stop,
@@ -338,7 +561,7 @@ fn run_worker(
                         );
                     let msg = Message::Transport(TransportMsg {
                         command,
-                        timestamp: u.timestamp_ns,
+                        timestamp: stamp,
                         position: u.position_ms,
                         bpm: u.bpm,
                         time_signature,
@@ -352,18 +575,17 @@ fn run_worker(
                         session,
                         source,
                         sequence,
-                        u.timestamp_ns,
+                        stamp,
                     );
                     header.flags = Flags(0);
                     sequence = sequence.wrapping_add(1);
                     match msg.encode(&header, key.as_ref(), &mut buf) {
                         Ok(n) => {
-                            for d in dest.iter() {
-                                match socket.send_to(&buf[..n], d) {
-                                    Ok(_) => stats.frames_sent.add(1),
-                                    Err(_) => {
-                                        stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                                    }
+                            for d in l.transport_dest.iter() {
+                                if l.driver.send_to(&buf[..n], *d) {
+                                    stats.frames_sent.add(1);
+                                } else {
+                                    stats.send_errors.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
                         }
@@ -372,77 +594,132 @@ fn run_worker(
                         }
                     }
                 }
-                if !any {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
             }
-            Some(Link::Follow { driver }) => {
+            Mode::Follow => {
                 while let Ok(snap) = snapshots.pop() {
                     follower.on_block(snap.running_sample, snap.local_ns);
                 }
-                received.clear();
-                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2);
-                driver
-                    .poll(deadline, |_via, _from, bytes| {
-                        let frame = match decode_frame(bytes, key.as_ref()) {
-                            Ok(f) => f,
-                            Err(r) => {
-                                stats.rejects.count(r);
-                                return;
-                            }
-                        };
-                        let h = frame.header;
-                        if h.session != session || h.source == source {
-                            stats.frames_ignored.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        if h.message_kind() != Some(MessageKind::Transport) {
-                            stats.frames_ignored.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        match Message::parse(&frame) {
-                            Ok(Message::Transport(t)) => {
-                                stats.rejects.count_accepted();
-                                stats.frames_received.fetch_add(1, Ordering::Relaxed);
-                                received.push(bridge_core::transport::TransportCommand::from_wire(
-                                    &t, h.source,
-                                ));
-                            }
-                            Ok(_) => {
-                                stats.frames_ignored.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(r) => stats.rejects.count(r),
-                        }
-                    })
-                    .map_err(|e| WorkerError::Io(e.to_string()))?;
-                let now = bridge_core::worker::clock::monotonic_ns();
-                for cmd in &received {
-                    let slot = senders
-                        .iter()
-                        .position(|&(src, _)| src == cmd.from)
-                        .or_else(|| senders.iter().position(|&(_, t)| t + 5_000_000_000 < now))
-                        .unwrap_or(0);
-                    senders[slot] = (cmd.from, now);
-                }
-                let heard = senders
-                    .iter()
-                    .filter(|&&(src, t)| src != 0 && t + 5_000_000_000 >= now)
-                    .count();
-                stats.peers.store(heard as u32, Ordering::Relaxed);
-                for cmd in received.drain(..) {
-                    if follower.on_command(cmd).is_err() {
-                        stats.commands_refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                follower.poll(now, |a| {
-                    if anchors.push(a).is_err() {
-                        stats.anchor_ring_full.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-                stats.master.store(follower.master(), Ordering::Relaxed);
             }
-            None => std::thread::sleep(std::time::Duration::from_millis(1)),
         }
+        received.clear();
+        let wait = TURN.min(std::time::Duration::from_nanos(
+            arbiter.next_poll_at().saturating_sub(clock.now_ns()),
+        ));
+        let following = mode == Mode::Follow;
+        l.driver
+            .poll(std::time::Instant::now() + wait, |_via, from, bytes| {
+                // Read per datagram: the pong's t4 and the ping's t2.
+                let at = clock.now_ns();
+                let frame = match decode_frame(bytes, key.as_ref()) {
+                    Ok(f) => f,
+                    Err(r) => {
+                        stats.rejects.count(r);
+                        return;
+                    }
+                };
+                let h = frame.header;
+                if h.source == source {
+                    return; // our own multicast, looped back
+                }
+                if h.session != session {
+                    stats.frames_ignored.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let msg = match Message::parse(&frame) {
+                    Ok(m) => m,
+                    Err(r) => {
+                        stats.rejects.count(r);
+                        return;
+                    }
+                };
+                stats.rejects.count_accepted();
+                heard.touch(h.source, from, at);
+                // Only clock_ping/clock_pong senders enter the arbiter: a
+                // peer that sends transport frames but answers no pings has
+                // no clock model and must not be elected master.
+                match on_clock_message(&mut arbiter, at, h.source, &msg) {
+                    Ok(ClockReply::Pong(pong)) => {
+                        if pongs.len() < PONGS_PER_TURN {
+                            pongs.push((from, pong));
+                        }
+                        return;
+                    }
+                    Ok(ClockReply::Handled) | Err(_) => return,
+                    Ok(ClockReply::NotClock) => {}
+                }
+                match msg {
+                    Message::Goodbye(g) if g.peer_id.0 == h.source => {
+                        arbiter.on_goodbye(at, h.source);
+                        heard.forget(h.source);
+                    }
+                    Message::Transport(t) if following => {
+                        stats.frames_received.fetch_add(1, Ordering::Relaxed);
+                        let clock_peers = arbiter.peer_stats(at).count();
+                        if session_time_unsettled(&arbiter, clock_peers) {
+                            // Its session time cannot be mapped yet; the
+                            // lead re-announces its state.
+                            stats.unsynced.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        let mut cmd =
+                            bridge_core::transport::TransportCommand::from_wire(&t, h.source);
+                        cmd.timestamp = arbiter.local_time_for_session(cmd.timestamp);
+                        received.push(cmd);
+                    }
+                    // Another lead's frames while we lead: not ours to apply.
+                    Message::Transport(_) => {}
+                    _ => {
+                        stats.frames_ignored.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .map_err(|e| WorkerError::Io(e.to_string()))?;
+        for (to, mut pong) in pongs.drain(..) {
+            // t3 is the send instant (the pinger measures our turnaround).
+            let now = clock.now_ns();
+            pong.t3 = arbiter.session_time(now).max(pong.t2);
+            let msg = Message::ClockPong(pong);
+            let header = Header::new(
+                msg.kind(),
+                msg.format_type(),
+                session,
+                source,
+                clock_sequence,
+                pong.t3,
+            );
+            clock_sequence = clock_sequence.wrapping_add(1);
+            if let Ok(n) = msg.encode(&header, key.as_ref(), &mut buf) {
+                l.driver.send_to(&buf[..n], to);
+            }
+        }
+        let now = clock.now_ns();
+        if following {
+            for cmd in received.drain(..) {
+                if follower.on_command(cmd).is_err() {
+                    stats.commands_refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            follower.poll(now, |a| {
+                if anchors.push(a).is_err() {
+                    stats.anchor_ring_full.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            stats.master.store(follower.master(), Ordering::Relaxed);
+        }
+        stats
+            .peers
+            .store(heard.live(now).count() as u32, Ordering::Relaxed);
+        let clock_peers = arbiter.peer_stats(now).count();
+        stats
+            .clock_peers
+            .store(clock_peers as u32, Ordering::Relaxed);
+        stats
+            .clock_master
+            .store(arbiter.master().unwrap_or(0), Ordering::Relaxed);
+        stats.sync_quality.set(sync_quality(&arbiter, clock_peers));
+        stats
+            .session_offset_ms
+            .set(((arbiter.session_time(now) as i128 - now as i128) as f64 / 1e6) as f32);
     }
 }
 
@@ -527,6 +804,7 @@ impl Plugin for JamnetTransport {
                 stats,
                 consumer,
                 anchor_tx,
+                WorkerEnv::plugin(),
                 ctl,
             )
         });
@@ -706,7 +984,15 @@ mod tests {
         let mut sup = Supervisor::new(stats.status.clone());
         let (p, s) = (params.clone(), stats.clone());
         sup.start("follow-test", move |ctl| {
-            run_worker(|| Mode::Follow, p, s, snap_rx, anchor_tx, ctl)
+            run_worker(
+                || Mode::Follow,
+                p,
+                s,
+                snap_rx,
+                anchor_tx,
+                WorkerEnv::plugin(),
+                ctl,
+            )
         });
 
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -771,5 +1057,224 @@ mod tests {
         assert_eq!(stats.rejects.total_rejected(), 1);
         assert_eq!(stats.master.load(Ordering::Relaxed), 7);
         assert_eq!(stats.peers.load(Ordering::Relaxed), 1);
+    }
+}
+
+/// Lead and follow workers on real loopback multicast whose clocks
+/// disagree by seconds, as two machines' `CLOCK_MONOTONIC`s do.
+#[cfg(test)]
+mod session_clock_tests {
+    use super::*;
+    use bridge_core::transport::TransportCommandKind;
+    use bridge_core::worker::clock::{monotonic_ns, SkewedClock};
+
+    /// The lead's clock: 5 s ahead of the follower's and 40 ppm fast.
+    const LEAD_SKEW: SkewedClock = SkewedClock {
+        offset_ns: 5_000_000_000,
+        drift_ppm: 40.0,
+    };
+    const BLOCK: u64 = 64;
+    const RATE: u64 = 48_000;
+
+    struct Running {
+        sup: Supervisor,
+        stats: Arc<TransportStats>,
+        snapshots: rtrb::Producer<HostSnapshot>,
+        anchors: rtrb::Consumer<Anchor>,
+    }
+
+    fn start(
+        mode: Mode,
+        id: u32,
+        destination: &str,
+        clock: Arc<dyn Clock>,
+        name: &'static str,
+    ) -> Running {
+        let params = Arc::new(TransportParams::default());
+        {
+            let mut s = params.session.write();
+            s.session = "session-clock-test".into();
+            s.destination = destination.into();
+        }
+        let stats = Arc::new(TransportStats::default());
+        stats.sample_rate.store(RATE as u32, Ordering::Relaxed);
+        stats.source_id.store(id, Ordering::Relaxed);
+        let (snapshots, snap_rx) = rtrb::RingBuffer::new(SNAPSHOT_RING);
+        let (anchor_tx, anchors) = rtrb::RingBuffer::new(ANCHOR_RING);
+        let mut sup = Supervisor::new(stats.status.clone());
+        let s = stats.clone();
+        let env = WorkerEnv {
+            clock,
+            multicast_interface: std::net::Ipv4Addr::LOCALHOST,
+        };
+        sup.start(name, move |ctl| {
+            run_worker(move || mode, params, s, snap_rx, anchor_tx, env, ctl)
+        });
+        Running {
+            sup,
+            stats,
+            snapshots,
+            anchors,
+        }
+    }
+
+    /// A host block as `process()` records it: `local_ns` read from the
+    /// plugin's own clock.
+    fn block(running: u64, local_ns: u64, playing: bool, pos_samples: i64) -> HostSnapshot {
+        HostSnapshot {
+            playing,
+            recording: false,
+            tempo: 120.0,
+            ts_num: 4,
+            ts_den: 4,
+            pos_samples,
+            pos_seconds: pos_samples as f64 / RATE as f64,
+            pos_beats: pos_samples as f64 / RATE as f64 * 2.0,
+            block_len: BLOCK as u32,
+            sample_rate: RATE as f32,
+            running_sample: running,
+            local_ns,
+        }
+    }
+
+    /// What one session showed while both workers ran (`[lead, follow]`).
+    #[derive(Debug)]
+    struct Observed {
+        /// Follower's PLAY anchor minus the block where the lead's host
+        /// started playing, samples (both hosts' running samples are the
+        /// same true instants).
+        play_error_samples: f64,
+        clock_peers: [u32; 2],
+        sync_quality: [f32; 2],
+        session_offset_ms: [f32; 2],
+        /// The lead's clock minus the follower's then, ms (5 s plus 40 ppm
+        /// of the monotonic reading: SkewedClock scales the absolute value).
+        true_skew_ms: f64,
+        frames_sent: u64,
+        frames_received: u64,
+        /// Follower's clock peers after the lead stopped (its goodbye).
+        follow_clock_peers_after_goodbye: u32,
+    }
+
+    /// Runs one session: waits for the arbiters to agree on the lower id as
+    /// clock master, then the lead's host starts playing; reports what the
+    /// follower made of it.
+    fn play_across_skewed_clocks(lead_id: u32, follow_id: u32, group_last_octet: u8) -> Observed {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // A private group so parallel tests never hear each other.
+        let dest = format!("239.255.77.{group_last_octet}:{port}");
+        let mut lead = start(Mode::Lead, lead_id, &dest, Arc::new(LEAD_SKEW), "lead");
+        let mut follow = start(
+            Mode::Follow,
+            follow_id,
+            &dest,
+            Arc::new(MonotonicClock::new()),
+            "follow",
+        );
+        let want_master = lead_id.min(follow_id);
+        // Both hosts run blocks of 64 samples at 48 kHz paced in real time
+        // from t0: block n starts at the true instant t0 + n·64/48 kHz,
+        // which the lead's clock reads as LEAD_SKEW.at(that).
+        let t0 = monotonic_ns();
+        let at = |running: u64| t0 + running * 1_000_000_000 / RATE;
+        let mut running = 0u64;
+        let mut play_from: Option<u64> = None;
+        let mut synced_since: Option<u64> = None;
+        let mut play_anchor = None;
+        while monotonic_ns() < t0 + 12_000_000_000 && play_anchor.is_none() {
+            let now = monotonic_ns();
+            while at(running) <= now {
+                let playing = play_from.is_some_and(|p| running >= p);
+                let pos = play_from.map_or(0, |p| running.saturating_sub(p) as i64);
+                let _ =
+                    lead.snapshots
+                        .push(block(running, LEAD_SKEW.at(at(running)), playing, pos));
+                let _ = follow.snapshots.push(block(running, at(running), false, 0));
+                running += BLOCK;
+            }
+            let agreed = [&lead.stats, &follow.stats].iter().all(|s| {
+                s.clock_master.load(Ordering::Relaxed) == want_master && s.sync_quality.get() > 0.0
+            });
+            match (agreed, synced_since) {
+                (true, None) => synced_since = Some(now),
+                (false, _) if play_from.is_none() => synced_since = None,
+                _ => {}
+            }
+            // Half a second of exchanges after agreeing, then press play.
+            if play_from.is_none() && synced_since.is_some_and(|t| now > t + 500_000_000) {
+                play_from = Some(running);
+            }
+            while let Ok(a) = follow.anchors.pop() {
+                if a.kind == TransportCommandKind::Play && play_from.is_some() {
+                    play_anchor = Some(a);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        let both = [&lead.stats, &follow.stats];
+        let mut seen = Observed {
+            play_error_samples: f64::NAN,
+            clock_peers: both.map(|s| s.clock_peers.load(Ordering::Relaxed)),
+            sync_quality: both.map(|s| s.sync_quality.get()),
+            session_offset_ms: both.map(|s| s.session_offset_ms.get()),
+            true_skew_ms: {
+                let m = monotonic_ns();
+                (LEAD_SKEW.at(m) - m) as f64 / 1e6
+            },
+            frames_sent: lead.stats.frames_sent.total(),
+            frames_received: follow.stats.frames_received.load(Ordering::Relaxed),
+            follow_clock_peers_after_goodbye: u32::MAX,
+        };
+        lead.sup.stop();
+        // The follower's turn is at most a millisecond.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen.follow_clock_peers_after_goodbye = follow.stats.clock_peers.load(Ordering::Relaxed);
+        follow.sup.stop();
+        let play_from = play_from.expect("the arbiters never agreed on the master");
+        let a = play_anchor.expect("no PLAY anchor from the follower");
+        assert_eq!((a.from, a.master), (lead_id, lead_id));
+        seen.play_error_samples = a.sample - play_from as f64;
+        seen
+    }
+
+    fn check(seen: &Observed) {
+        // Read as the lead's CLOCK_MONOTONIC, the PLAY stamp would land
+        // the skew (over 5 s, 240 000 samples) late; through session time it lands within
+        // a millisecond (48 samples) of the instant the lead's host played.
+        assert!(
+            seen.play_error_samples.abs() < 48.0,
+            "PLAY anchor off the true instant: {seen:?}"
+        );
+        assert_eq!(seen.clock_peers, [1, 1], "{seen:?}");
+        assert!(seen.sync_quality.iter().all(|&q| q > 0.0), "{seen:?}");
+        // One session timeline: session minus local differs between the
+        // two by the lead's skew (whoever is master), to well under 1 ms.
+        let gap = f64::from(seen.session_offset_ms[1] - seen.session_offset_ms[0]);
+        assert!(seen.true_skew_ms > 5000.0, "{seen:?}");
+        assert!((gap - seen.true_skew_ms).abs() < 1.0, "{seen:?}");
+        assert!(seen.frames_sent > 0 && seen.frames_received > 0, "{seen:?}");
+        assert_eq!(seen.follow_clock_peers_after_goodbye, 0, "{seen:?}");
+    }
+
+    /// The lead is the clock master: session time is the lead's skewed
+    /// clock, and the follower maps it onto its own.
+    #[test]
+    fn play_lands_on_time_across_skewed_clocks_lead_is_master() {
+        let seen = play_across_skewed_clocks(0x100, 0x200, 91);
+        eprintln!("lead is master: {seen:?}");
+        check(&seen);
+    }
+
+    /// The follower is the clock master: the lead stamps in the follower's
+    /// timeline.
+    #[test]
+    fn play_lands_on_time_across_skewed_clocks_follower_is_master() {
+        let seen = play_across_skewed_clocks(0x300, 0x200, 92);
+        eprintln!("follower is master: {seen:?}");
+        check(&seen);
     }
 }
