@@ -193,20 +193,33 @@ impl NiceEguiApp for TransportEditor {
                 ui.label("Peers");
                 ui.label(s.peers.load(Ordering::Relaxed).to_string());
                 ui.end_row();
-                ui.label("Master");
-                let m = s.master.load(Ordering::Relaxed);
-                ui.label(if m == 0 {
-                    "unknown".to_owned()
-                } else {
-                    format!("{m:08x}")
-                });
+                let own = s.source_id.load(Ordering::Relaxed);
+                let peer = |m: u32| match m {
+                    0 => "unknown".to_owned(),
+                    m if m == own => format!("{m:08x} (this instance)"),
+                    m => format!("{m:08x}"),
+                };
+                ui.label("Transport master");
+                ui.label(peer(s.master.load(Ordering::Relaxed)));
+                ui.end_row();
+                ui.label("Clock master");
+                ui.label(format!(
+                    "{}, {} clock peers",
+                    peer(s.clock_master.load(Ordering::Relaxed)),
+                    s.clock_peers.load(Ordering::Relaxed)
+                ));
                 ui.end_row();
                 ui.label("Sync quality");
                 let q = s.sync_quality.get();
                 ui.label(if q < 0.0 {
-                    "unknown".to_owned()
+                    "no clock peers (session time = this machine's clock)".to_owned()
                 } else {
-                    format!("{:.0} %", q * 100.0)
+                    format!(
+                        "{:.0} %, session − local {:+.3} ms, {} frames held unsynced",
+                        q * 100.0,
+                        s.session_offset_ms.get(),
+                        s.unsynced.load(Ordering::Relaxed)
+                    )
                 });
                 ui.end_row();
             });

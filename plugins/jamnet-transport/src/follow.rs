@@ -15,11 +15,13 @@
 //!   sample offsets. It also reports the session position at the block's
 //!   first sample, so the plugin can show the host's offset from the session.
 //!
-//! Session time: the lead stamps its commands with its `CLOCK_MONOTONIC`
-//! (PROTOCOL.md: session time). This follower takes session time to be its
-//! own `CLOCK_MONOTONIC`: exact on one machine; across machines it does not
-//! run the clock arbiter yet, so the hosts' clock difference shows up as
-//! offset (see docs/plugins.md).
+//! Session time: the lead stamps its commands in session time (PROTOCOL.md
+//! section 5). The plugin's worker runs the session clock arbiter and maps
+//! each received timestamp to this host's `CLOCK_MONOTONIC` before
+//! [`FollowSession::on_command`], so everything in this module works in
+//! local time: command timestamps, `on_block`'s `local_ns` and `poll`'s
+//! `now_ns`. With no clock peers session time is the local clock (see
+//! docs/plugins.md, "Session time").
 
 use bridge_core::clock::DawClock;
 use bridge_core::transport::midi_clock::Segment;
@@ -96,13 +98,16 @@ pub struct FollowSession {
     last_block: Option<(u64, u64)>,
     sample_rate: f64,
     master: u32,
+    /// Conflicts counted by queues dropped with [`FollowSession::drop_pending`].
+    conflicts_before: u64,
 }
 
 impl FollowSession {
     /// A follower for a host running at `sample_rate`.
     pub fn new(sample_rate: f64) -> Self {
         Self {
-            queue: TransportQueue::new(64, bridge_core::transport::DEFAULT_LEAD_NS),
+            queue: Self::new_queue(),
+            conflicts_before: 0,
             state: TransportState::default(),
             daw: DawClock::new(sample_rate),
             last_block: None,
@@ -137,7 +142,21 @@ impl FollowSession {
 
     /// Commands dropped by conflicts so far.
     pub fn conflicts(&self) -> u64 {
-        self.queue.dropped()
+        self.conflicts_before + self.queue.dropped()
+    }
+
+    /// Drops every command not applied yet and returns how many: their
+    /// timestamps were mapped to local time with a session-clock mapping
+    /// the worker no longer trusts (the sender re-announces its state).
+    pub fn drop_pending(&mut self) -> usize {
+        let n = self.queue.pending().len();
+        self.conflicts_before += self.queue.dropped();
+        self.queue = Self::new_queue();
+        n
+    }
+
+    fn new_queue() -> TransportQueue {
+        TransportQueue::new(64, bridge_core::transport::DEFAULT_LEAD_NS)
     }
 
     /// The session transport after the last applied command.

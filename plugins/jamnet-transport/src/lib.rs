@@ -8,12 +8,17 @@
 //! and the local clock) into a fixed-size record and pushes it into an
 //! `rtrb` ring; the worker owns the sockets.
 //!
+//! * Both modes: the worker runs the session clock ([`ClockDriftArbiter`],
+//!   clock_ping/clock_pong through `bridge_core::clock::wire`, the same
+//!   exchange and election as JAMNet Send/Receive), so timestamps are in
+//!   session time (PROTOCOL.md section 5) across machines.
 //! * Lead: the worker runs the [`publish::TransportPublisher`] state machine
-//!   and sends TOAST `transport` frames.
+//!   and sends TOAST `transport` frames stamped in session time.
 //! * Follow: the worker receives `transport` frames through
 //!   `bridge_core::net::UdpDriver` (multicast group shared with
 //!   `SO_REUSEADDR`/`SO_REUSEPORT`, or the unicast port), orders and applies
-//!   them ([`follow::FollowSession`]), binds each to a running sample through
+//!   them ([`follow::FollowSession`]) after mapping their session time to the
+//!   local clock, binds each to a running sample through
 //!   the DAW clock fit and sends [`follow::Anchor`]s back through a second
 //!   `rtrb` ring. `process()` runs [`follow::FollowCore`]: session transport
 //!   per block, MIDI Clock/SPP/Start/Stop/Continue/MTC at sample offsets.
@@ -162,8 +167,9 @@ pub struct TransportStats {
     pub sync_quality: AtomicF32Cell,
     /// Session time minus the local clock, ms (0 with no clock peers).
     pub session_offset_ms: AtomicF32Cell,
-    /// Transport frames not sent (lead) or not applied (follow) because
-    /// clock peers were known but session time was not synchronised yet.
+    /// Transport commands not sent (lead) or dropped (follow) because
+    /// their session time could not be mapped yet (clock peers known, the
+    /// arbiter not synchronised; see `run_worker`).
     pub unsynced: AtomicU64,
     /// Bumped by the editor when settings changed; the worker reloads them.
     pub settings_gen: AtomicU32,
@@ -356,12 +362,44 @@ fn sync_quality(arbiter: &ClockDriftArbiter, clock_peers: usize) -> f32 {
     }
 }
 
-/// True while session time cannot be trusted: clock peers are known but
-/// the arbiter has not synchronised to the session yet (the first two
-/// seconds of a session, or of joining one). Alone, session time is the
+/// Follow: true while a received timestamp cannot be mapped: clock peers
+/// are known but the arbiter has not synchronised to the session yet (the
+/// first ~2 s of a session, or of joining one). Alone, session time is the
 /// local clock and always usable.
-fn session_time_unsettled(arbiter: &ClockDriftArbiter, clock_peers: usize) -> bool {
+fn follow_time_unsettled(arbiter: &ClockDriftArbiter, clock_peers: usize) -> bool {
     clock_peers > 0 && !arbiter.is_synced()
+}
+
+/// Follow: commands accepted while session time was simply the local clock
+/// (no clock peers, not synced) were mapped by identity. Once clock peers
+/// appear, that mapping may be off by the clocks' difference (a follower
+/// hears a running lead's transport frames before its first ping), so the
+/// commands still pending, and those received this turn, are dropped and
+/// counted as `unsynced`; the lead re-announces its state.
+fn leave_identity_mapping(
+    mapped_by_identity: &mut bool,
+    identity_now: bool,
+    follower: &mut follow::FollowSession,
+    received: &mut Vec<bridge_core::transport::TransportCommand>,
+    stats: &TransportStats,
+) {
+    if *mapped_by_identity && !identity_now {
+        let stale = follower.drop_pending() + received.len();
+        received.clear();
+        stats.unsynced.fetch_add(stale as u64, Ordering::Relaxed);
+    }
+    *mapped_by_identity = identity_now;
+}
+
+/// Lead: true while another peer's clock is the elected session timeline
+/// but ours is not on it yet (normally one ping round trip after the
+/// election): a stamp now would be off by the clocks' difference. Before
+/// any election (the join grace) the lead stamps with its own clock as
+/// before, because followers that run the arbiter drop what they receive
+/// until synced, and clock-less receivers (same machine) read it correctly;
+/// holding frames for the whole grace would lose a short render's transport.
+fn lead_time_unsettled(arbiter: &ClockDriftArbiter) -> bool {
+    !arbiter.is_synced() && arbiter.master().is_some()
 }
 
 /// The worker: drains host snapshots; runs the session clock
@@ -410,6 +448,8 @@ fn run_worker(
     // has a new timeline), kept across mode switches.
     let mut arbiter = ClockDriftArbiter::new(source, ArbiterConfig::default(), clock.now_ns());
     let mut arbiter_session: Option<uuid::Uuid> = None;
+    // Follow: received timestamps are mapped by identity (no clock peers).
+    let mut mapped_by_identity = true;
     let mut publisher =
         publish::TransportPublisher::new(params.announce_ms.value() as u64 * 1_000_000);
     let sample_rate = f64::from(stats.sample_rate.load(Ordering::Relaxed).max(1));
@@ -459,6 +499,7 @@ fn run_worker(
                 arbiter = ClockDriftArbiter::new(source, ArbiterConfig::default(), clock.now_ns());
                 arbiter_session = Some(session);
                 heard = HeardPeers::default();
+                mapped_by_identity = true;
             }
             let listing = d
                 .addrs()
@@ -527,8 +568,7 @@ fn run_worker(
                 l.send_to_session(&buf[..n], &heard, now);
             }
         }
-        let clock_peers = arbiter.peer_stats(now).count();
-        let unsettled = session_time_unsettled(&arbiter, clock_peers);
+        let unsettled = lead_time_unsettled(&arbiter);
         match mode {
             Mode::Lead => {
                 while let Ok(snap) = snapshots.pop() {
@@ -655,7 +695,14 @@ fn run_worker(
                     Message::Transport(t) if following => {
                         stats.frames_received.fetch_add(1, Ordering::Relaxed);
                         let clock_peers = arbiter.peer_stats(at).count();
-                        if session_time_unsettled(&arbiter, clock_peers) {
+                        leave_identity_mapping(
+                            &mut mapped_by_identity,
+                            clock_peers == 0 && !arbiter.is_synced(),
+                            &mut follower,
+                            &mut received,
+                            &stats,
+                        );
+                        if follow_time_unsettled(&arbiter, clock_peers) {
                             // Its session time cannot be mapped yet; the
                             // lead re-announces its state.
                             stats.unsynced.fetch_add(1, Ordering::Relaxed);
@@ -694,6 +741,14 @@ fn run_worker(
         }
         let now = clock.now_ns();
         if following {
+            let clock_peers = arbiter.peer_stats(now).count();
+            leave_identity_mapping(
+                &mut mapped_by_identity,
+                clock_peers == 0 && !arbiter.is_synced(),
+                &mut follower,
+                &mut received,
+                &stats,
+            );
             for cmd in received.drain(..) {
                 if follower.on_command(cmd).is_err() {
                     stats.commands_refused.fetch_add(1, Ordering::Relaxed);

@@ -72,7 +72,7 @@ impl Command {
 pub struct TransportUpdate {
     /// What happened.
     pub command: Command,
-    /// Session time (ns) the update refers to.
+    /// Time (ns, on the clock `on_snapshot` was given) the update refers to.
     pub timestamp_ns: u64,
     /// Musical position at that instant, ms (≥ 0).
     pub position_ms: f64,
@@ -119,7 +119,9 @@ impl TransportPublisher {
         self.interval_ns = interval_ns.max(1);
     }
 
-    /// Feed one block's snapshot seen at session time `now_ns`; returns the
+    /// Feed one block's snapshot at time `now_ns` (any monotonic clock: the
+    /// worker passes the block's local time and maps the update's
+    /// `timestamp_ns` to session time itself); returns the
     /// update to publish, if any.
     pub fn on_snapshot(&mut self, snap: &HostSnapshot, now_ns: u64) -> Option<TransportUpdate> {
         let command = match &self.last {
