@@ -647,4 +647,36 @@ mod tests {
             assert_eq!(m.1[1] >> 4, (k % 8) as u8, "piece order");
         }
     }
+
+    /// Commands mapped with a session-clock mapping the worker dropped
+    /// never fire; later ones do.
+    #[test]
+    fn drop_pending_forgets_commands_not_applied_yet() {
+        let mut f = FollowSession::new(SR);
+        f.on_block(0, 1_000_000_000);
+        // Mapped by identity from a lead whose clock is 5 s ahead.
+        f.on_command(cmd(
+            TransportCommandKind::Stop,
+            6_000_000_000,
+            0.0,
+            120.0,
+            1,
+        ))
+        .unwrap();
+        assert_eq!(f.drop_pending(), 1);
+        f.on_command(cmd(
+            TransportCommandKind::Play,
+            1_010_000_000,
+            0.0,
+            120.0,
+            2,
+        ))
+        .unwrap();
+        let mut anchors = Vec::new();
+        f.poll(7_000_000_000, |a| anchors.push(a));
+        assert_eq!(anchors.len(), 1);
+        assert_eq!(anchors[0].kind, TransportCommandKind::Play);
+        assert!(f.state().playing);
+        assert_eq!(f.drop_pending(), 0);
+    }
 }

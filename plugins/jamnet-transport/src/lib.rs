@@ -1112,6 +1112,11 @@ mod tests {
         assert_eq!(stats.rejects.total_rejected(), 1);
         assert_eq!(stats.master.load(Ordering::Relaxed), 7);
         assert_eq!(stats.peers.load(Ordering::Relaxed), 1);
+        // A sender of transport frames only has no clock model: it is no
+        // clock peer, and session time stayed the local clock.
+        assert_eq!(stats.clock_peers.load(Ordering::Relaxed), 0);
+        assert_ne!(stats.clock_master.load(Ordering::Relaxed), 7);
+        assert_eq!(stats.unsynced.load(Ordering::Relaxed), 0);
     }
 }
 
@@ -1211,17 +1216,28 @@ mod session_clock_tests {
         follow_clock_peers_after_goodbye: u32,
     }
 
+    /// How the two workers reach each other.
+    enum Net {
+        /// A private loopback multicast group (this last octet of
+        /// 239.255.77.x) so parallel tests never hear each other.
+        Multicast(u8),
+        /// The lead sends to 127.0.0.1:port, where the follower listens.
+        Unicast,
+    }
+
     /// Runs one session: waits for the arbiters to agree on the lower id as
     /// clock master, then the lead's host starts playing; reports what the
     /// follower made of it.
-    fn play_across_skewed_clocks(lead_id: u32, follow_id: u32, group_last_octet: u8) -> Observed {
+    fn play_across_skewed_clocks(lead_id: u32, follow_id: u32, net: Net) -> Observed {
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        // A private group so parallel tests never hear each other.
-        let dest = format!("239.255.77.{group_last_octet}:{port}");
+        let dest = match net {
+            Net::Multicast(octet) => format!("239.255.77.{octet}:{port}"),
+            Net::Unicast => format!("127.0.0.1:{port}"),
+        };
         let mut lead = start(Mode::Lead, lead_id, &dest, Arc::new(LEAD_SKEW), "lead");
         let mut follow = start(
             Mode::Follow,
@@ -1319,7 +1335,7 @@ mod session_clock_tests {
     /// clock, and the follower maps it onto its own.
     #[test]
     fn play_lands_on_time_across_skewed_clocks_lead_is_master() {
-        let seen = play_across_skewed_clocks(0x100, 0x200, 91);
+        let seen = play_across_skewed_clocks(0x100, 0x200, Net::Multicast(91));
         eprintln!("lead is master: {seen:?}");
         check(&seen);
     }
@@ -1328,8 +1344,18 @@ mod session_clock_tests {
     /// timeline.
     #[test]
     fn play_lands_on_time_across_skewed_clocks_follower_is_master() {
-        let seen = play_across_skewed_clocks(0x300, 0x200, 92);
+        let seen = play_across_skewed_clocks(0x300, 0x200, Net::Multicast(92));
         eprintln!("follower is master: {seen:?}");
+        check(&seen);
+    }
+
+    /// Unicast session: the lead pings its destination list, the follower
+    /// pings the address it heard the lead from; pongs go back to the
+    /// pinger's address.
+    #[test]
+    fn play_lands_on_time_across_skewed_clocks_unicast() {
+        let seen = play_across_skewed_clocks(0x100, 0x200, Net::Unicast);
+        eprintln!("unicast, lead is master: {seen:?}");
         check(&seen);
     }
 }
