@@ -1358,4 +1358,147 @@ mod session_clock_tests {
         eprintln!("unicast, lead is master: {seen:?}");
         check(&seen);
     }
+
+    /// A headless bridge-core `LivePeer` (what JAMNet Send/Receive and
+    /// `toaster peer` run) in the tests' session on `group`.
+    fn spawn_live_peer(
+        id: u32,
+        group: std::net::SocketAddrV4,
+        clock: Arc<dyn Clock>,
+    ) -> (
+        bridge_core::worker::Worker<bridge_core::worker::peer::LivePeer>,
+        bridge_core::worker::peer::SharedReport,
+    ) {
+        use bridge_core::worker::peer::{LivePeer, PeerConfig};
+        use bridge_core::worker::{Worker, WorkerConfig};
+        let session = {
+            let p = TransportParams::default();
+            p.session.write().session = "session-clock-test".into();
+            let uuid = p.session.read().session_uuid();
+            uuid
+        };
+        let (core, report) = LivePeer::new(PeerConfig {
+            session,
+            source: id,
+            name: "live-peer".into(),
+            ..PeerConfig::default()
+        });
+        let worker = Worker::spawn(
+            WorkerConfig {
+                net: bridge_core::net::NetConfig {
+                    group: Some(group),
+                    multicast_interface: std::net::Ipv4Addr::LOCALHOST,
+                    ..bridge_core::net::NetConfig::default()
+                },
+                ..WorkerConfig::default()
+            },
+            clock,
+            core,
+            None,
+            Arc::new(bridge_core::handle::LinkStats::default()),
+        )
+        .unwrap();
+        (worker, report)
+    }
+
+    fn private_group(last_octet: u8) -> std::net::SocketAddrV4 {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(239, 255, 77, last_octet), port)
+    }
+
+    /// Interop with `LivePeer`: a LivePeer whose clock is 5 s (+40 ppm)
+    /// ahead and a Transport follower elect the same clock master (the
+    /// LivePeer, lower id), and the follower's session time is the
+    /// LivePeer's clock.
+    #[test]
+    fn follower_syncs_to_a_live_peer_session_clock() {
+        let group = private_group(93);
+        let (live, report) = spawn_live_peer(0x100, group, Arc::new(LEAD_SKEW));
+        let mut follow = start(
+            Mode::Follow,
+            0x200,
+            &group.to_string(),
+            Arc::new(MonotonicClock::new()),
+            "follow",
+        );
+        let t0 = monotonic_ns();
+        let mut synced_at = None;
+        while monotonic_ns() < t0 + 8_000_000_000 {
+            let s = &follow.stats;
+            if s.clock_master.load(Ordering::Relaxed) == 0x100 && s.sync_quality.get() > 0.0 {
+                let now = monotonic_ns();
+                match synced_at {
+                    None => synced_at = Some(now),
+                    Some(t) if now > t + 500_000_000 => break,
+                    _ => {}
+                }
+            }
+            // Keep the follower's snapshot ring drained as a host would.
+            let _ = follow.snapshots.push(block(0, monotonic_ns(), false, 0));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let m = monotonic_ns();
+        let true_skew_ms = (LEAD_SKEW.at(m) - m) as f64 / 1e6;
+        let offset_ms = f64::from(follow.stats.session_offset_ms.get());
+        let clock_peers = follow.stats.clock_peers.load(Ordering::Relaxed);
+        let live_clock = report.lock().clock;
+        follow.sup.stop();
+        drop(live.join());
+        eprintln!(
+            "live peer master: follower session - local {offset_ms:.3} ms, true skew \
+             {true_skew_ms:.3} ms, live peer clock {live_clock:?}"
+        );
+        assert!(synced_at.is_some(), "follower never followed the LivePeer");
+        assert_eq!(clock_peers, 1);
+        assert!((offset_ms - true_skew_ms).abs() < 1.0);
+        let live_clock = live_clock.expect("the LivePeer reports its clock");
+        assert_eq!(live_clock.master.map(|p| p.0), Some(0x100));
+    }
+
+    /// The other way round: a Transport lead whose clock is 5 s (+40 ppm)
+    /// ahead is the clock master (lower id), and a `LivePeer` on the real
+    /// clock follows its timeline.
+    #[test]
+    fn live_peer_follows_a_transport_lead_session_clock() {
+        let group = private_group(95);
+        let (live, report) = spawn_live_peer(0x200, group, Arc::new(MonotonicClock::new()));
+        let lead = start(
+            Mode::Lead,
+            0x100,
+            &group.to_string(),
+            Arc::new(LEAD_SKEW),
+            "lead",
+        );
+        let t0 = monotonic_ns();
+        let mut seen = None;
+        while monotonic_ns() < t0 + 8_000_000_000 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let Some(c) = report.lock().clock else {
+                continue;
+            };
+            if c.synced && c.master.map(|p| p.0) == Some(0x100) && c.estimate.observations >= 8 {
+                seen = Some(c);
+                break;
+            }
+        }
+        // The report's mapping was taken at its last refresh: apply it now.
+        let m = monotonic_ns();
+        let true_skew_ms = (LEAD_SKEW.at(m) - m) as f64 / 1e6;
+        let lead_master = lead.stats.clock_master.load(Ordering::Relaxed);
+        let mut lead = lead;
+        lead.sup.stop();
+        drop(live.join());
+        let c = seen.expect("the LivePeer never followed the Transport lead");
+        let live_offset_ms = (c.estimate.to_remote_i128(m) - m as i128) as f64 / 1e6;
+        eprintln!(
+            "transport lead master: live peer session - local {live_offset_ms:.3} ms, \
+             true skew {true_skew_ms:.3} ms"
+        );
+        assert_eq!(lead_master, 0x100);
+        assert!((live_offset_ms - true_skew_ms).abs() < 1.0);
+    }
 }
