@@ -378,11 +378,13 @@ fn follow_time_unsettled(arbiter: &ClockDriftArbiter, clock_peers: usize) -> boo
 /// counted as `unsynced`; the lead re-announces its state.
 fn leave_identity_mapping(
     mapped_by_identity: &mut bool,
-    identity_now: bool,
+    arbiter: &ClockDriftArbiter,
+    clock_peers: usize,
     follower: &mut follow::FollowSession,
     received: &mut Vec<bridge_core::transport::TransportCommand>,
     stats: &TransportStats,
 ) {
+    let identity_now = clock_peers == 0 && !arbiter.is_synced();
     if *mapped_by_identity && !identity_now {
         let stale = follower.drop_pending() + received.len();
         received.clear();
@@ -697,7 +699,8 @@ fn run_worker(
                         let clock_peers = arbiter.peer_stats(at).count();
                         leave_identity_mapping(
                             &mut mapped_by_identity,
-                            clock_peers == 0 && !arbiter.is_synced(),
+                            &arbiter,
+                            clock_peers,
                             &mut follower,
                             &mut received,
                             &stats,
@@ -744,7 +747,8 @@ fn run_worker(
             let clock_peers = arbiter.peer_stats(now).count();
             leave_identity_mapping(
                 &mut mapped_by_identity,
-                clock_peers == 0 && !arbiter.is_synced(),
+                &arbiter,
+                clock_peers,
                 &mut follower,
                 &mut received,
                 &stats,
