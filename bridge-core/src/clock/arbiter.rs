@@ -457,6 +457,23 @@ impl ClockDriftArbiter {
             (true, _) => Some(self.id),
             (false, p) => p,
         };
+        if let (Some(prev), Some(m)) = (self.elected, master) {
+            if m != prev && m != self.id && self.synced {
+                // A hand-off: until now `m` stamped its pongs with its own
+                // model of the old master (refitted, and maybe slewing);
+                // from its election on, with its frozen mapping. Mixing the
+                // two regimes in one window bends the drift fit for a whole
+                // window length, so `m`'s model restarts here, from our
+                // session drift as the prior (the new master continues the
+                // old timeline at the old rate). Until it holds
+                // `min_follow_observations` exchanges we keep our mapping.
+                let prior = self.raw_estimate().drift;
+                if let Some(s) = self.peers.get_mut(&m) {
+                    s.model.reset();
+                    s.model.set_prior_drift(prior);
+                }
+            }
+        }
         self.elected = master;
         let want = match master {
             Some(m) if m == self.id => Source::Master,

@@ -46,7 +46,9 @@ use std::collections::VecDeque;
 /// Thread-safe: yes (plain value). Realtime-safe: yes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClockModelConfig {
-    /// Observations kept (sliding window). At 20 Hz, 256 is 12.8 s.
+    /// Observations kept (sliding window). At 20 Hz, 1024 is 51 s: under
+    /// 5 ± 2 ms of jitter the drift needs tens of seconds of fast round trips
+    /// to reach 1 ppm (docs/sync.md, "Drift under jitter").
     pub window: usize,
     /// Below this span of local time the drift is not estimated (the prior,
     /// normally the last estimate or 0, is used).
@@ -69,7 +71,7 @@ pub struct ClockModelConfig {
 impl Default for ClockModelConfig {
     fn default() -> Self {
         Self {
-            window: 256,
+            window: 1024,
             min_drift_span_ns: 200_000_000,
             prior_drift_sigma_ppm: 200.0,
             max_drift_ppm: 1000.0,

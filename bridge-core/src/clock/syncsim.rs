@@ -169,6 +169,8 @@ struct SimPeer {
     next_block_at: f64,
     scheduler: BlockScheduler,
     landed: Option<(u64, f64)>,
+    /// Session time of the PLAY already scheduled (burst copies are dropped).
+    play_scheduled: Option<u64>,
     errors: Vec<f64>,
 }
 
@@ -185,6 +187,8 @@ impl SimPeer {
 const BASE_NS: f64 = 1.0e13;
 const MIN_WAKE_NS: f64 = 50_000.0;
 const WAKE_SPREAD_NS: f64 = 500_000.0;
+/// Copies of the PLAY datagram the master sends to each follower.
+const PLAY_COPIES: usize = 3;
 
 fn p(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
@@ -243,6 +247,7 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                 next_block_at: audio_t0,
                 scheduler: BlockScheduler::new(),
                 landed: None,
+                play_scheduled: None,
                 errors: Vec::new(),
             }
         })
@@ -315,6 +320,10 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                     let _ = arb.on_pong(local, &pong);
                 }
                 Payload::Play { session_ns } => {
+                    if peer.play_scheduled == Some(session_ns) {
+                        continue;
+                    }
+                    peer.play_scheduled = Some(session_ns);
                     let local_target = arb.local_time_for_session(session_ns);
                     if let Some(sample) = peer.daw.sample_at_local(local_target) {
                         let target = sample.round().max(0.0) as u64;
@@ -384,8 +393,13 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                         session_ns,
                     });
                 }
+                // A burst of PLAY_COPIES copies, each lost independently
+                // (as JMID bursts): one datagram would miss a follower once
+                // in 50 at 2 % loss.
                 for j in (0..peers.len()).filter(|&j| j != mi) {
-                    send(&mut in_flight, &mut net, t, j, Payload::Play { session_ns });
+                    for _ in 0..PLAY_COPIES {
+                        send(&mut in_flight, &mut net, t, j, Payload::Play { session_ns });
+                    }
                 }
                 play_sent = true;
             }
