@@ -18,7 +18,8 @@ use bridge_core::discovery::mdns::MdnsDiscovery;
 use bridge_core::discovery::PeerEvent;
 use bridge_core::handle::LinkStats;
 use bridge_core::net::{NetConfig, StageConfig, DEFAULT_GROUP, DEFAULT_PORT};
-use bridge_core::protocol::{SampleFormat, SessionKey};
+use bridge_core::protocol::{PeerId, SampleFormat, SessionKey};
+use bridge_core::transport::live::{Applied, IssueConfig};
 use bridge_core::worker::clock::monotonic_ns;
 use bridge_core::worker::peer::{
     shared_targets, AudioSource, AudioTxConfig, LivePeer, PeerConfig, PeerReport, SharedReport,
@@ -101,6 +102,19 @@ pub struct PeerArgs {
     /// Injected local clock drift, ppm.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     clock_drift_ppm: f64,
+    /// Issue a transport command every S seconds once the session clock is
+    /// synced (PLAY at a new position and tempo, then STOP, alternating),
+    /// stamped --transport-lead-ms ahead in session time, each sent 3 times
+    /// 2 ms apart; 0 = never. Every peer applies every command it gets (its
+    /// own too) at the command's session instant; with --json it prints one
+    /// line per command: {"transport", "seq", "session_target_ns",
+    /// "local_target_ns", "local_applied_ns", "late", "master", …}.
+    #[arg(long, default_value_t = 0.0)]
+    transport_every_s: f64,
+    /// Lead of issued transport commands (session time between issuing and
+    /// effect), ms.
+    #[arg(long, default_value_t = 50.0)]
+    transport_lead_ms: f64,
 }
 
 /// `toaster send`.
@@ -478,6 +492,7 @@ fn summary_json(r: &PeerReport) -> serde_json::Value {
         "discovery": r.discovery,
         "driver": r.driver,
         "impairment": r.stage,
+        "transport": r.transport,
     })
 }
 
@@ -547,12 +562,35 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
         Arc::new(MonotonicClock)
     };
     let mut pc = c.peer(&net)?;
+    anyhow::ensure!(
+        args.transport_every_s >= 0.0 && args.transport_every_s.is_finite(),
+        "--transport-every-s must be ≥ 0"
+    );
+    anyhow::ensure!(
+        args.transport_lead_ms >= 0.0 && args.transport_lead_ms <= 10_000.0,
+        "--transport-lead-ms must be 0–10000"
+    );
+    if args.transport_every_s > 0.0 {
+        let mut issue = IssueConfig::every((args.transport_every_s * 1e9) as u64);
+        issue.lead_ns = (args.transport_lead_ms * 1e6) as u64;
+        pc.transport_issue = Some(issue);
+    }
+    // Every applied command becomes a JSON line.
+    pc.keep_transport_log = 100_000;
     let mdns = c.mdns(&mut pc)?;
     let (core, report) = LivePeer::new(pc);
     let shared = report.clone();
     let own = core.peer_id();
     let json_mode = c.json;
     let clk = clock.clone();
+    // Applied transport commands printed so far (one JSON line each).
+    let printed = std::cell::Cell::new(0usize);
+    let print_transport = |applied: &[Applied]| {
+        for a in &applied[printed.get().min(applied.len())..] {
+            println!("{}", transport_line(a));
+        }
+        printed.set(applied.len());
+    };
     let core = run_worker(
         net,
         clock,
@@ -583,10 +621,34 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
                            "self": own, "synced": synced, "session_source": source,
                            "monotonic_ns": monotonic_ns()})
                 );
+                // Clone first: printing must not hold the worker's report lock.
+                let applied = shared.lock().transport_applied.clone();
+                print_transport(&applied);
             }
         },
     )?;
+    let mut core = core;
+    if json_mode {
+        print_transport(&core.report().transport_applied);
+    }
     finish(core, json_mode)
+}
+
+/// One applied transport command as a JSON line (`toaster peer --json`).
+fn transport_line(a: &Applied) -> serde_json::Value {
+    json!({
+        "transport": a.kind.as_str().to_ascii_lowercase(),
+        "seq": a.seq,
+        "from": PeerId(a.from),
+        "own": a.own,
+        "session_target_ns": a.session_target_ns,
+        "local_target_ns": a.local_target_ns,
+        "local_applied_ns": a.local_applied_ns,
+        "late": a.late,
+        "master": a.master.map(PeerId),
+        "position_ms": a.position_ms,
+        "bpm": a.bpm,
+    })
 }
 
 fn finish(mut core: LivePeer, json_mode: bool) -> anyhow::Result<ExitCode> {

@@ -9,6 +9,8 @@
 //!   their exact sample inside a block and reports where each one landed.
 //! * [`TransportState`]: play/record flags, tempo, time signature, position in
 //!   ms and quarter notes, bar/beat.
+//! * [`live`]: issuing, de-duplicating, scheduling and applying commands
+//!   in a headless live peer (`toaster peer --transport-every-s`).
 //! * [`midi_clock`]: MIDI Clock, Song Position Pointer, Start/Stop/Continue and
 //!   MTC quarter frames, generated per block with sample offsets.
 //!
@@ -24,6 +26,7 @@
 //! in which commands arrive — every peer that received the same commands
 //! reaches the same state. Commands in different slots apply in timestamp order.
 
+pub mod live;
 pub mod midi_clock;
 pub mod scheduler;
 

@@ -51,6 +51,8 @@ use crate::protocol::{
     decode, FormatType, Goodbye, Heartbeat, Message, PeerId, RejectCounters, RejectReason,
     SampleFormat, SessionKey, StreamInfo, StreamKind,
 };
+use crate::transport::live::{Applied, IssueConfig, LiveTransport, TransportCounters};
+use crate::transport::TransportCommand;
 
 const MS: u64 = 1_000_000;
 /// Frames are kept at or under one Ethernet MTU (PROTOCOL.md section 1).
@@ -202,6 +204,13 @@ pub struct PeerConfig {
     /// How many delivered MIDI events the report lists (0 for plugins: the
     /// events go to the link, the list is for `toaster recv --json`).
     pub keep_midi_log: usize,
+    /// Issue transport commands (`toaster peer --transport-every-s`);
+    /// `None`: only follow the commands others send.
+    pub transport_issue: Option<IssueConfig>,
+    /// How many applied transport commands the report lists (newest kept;
+    /// 0 for plugins, whose report is cloned ten times a second: the
+    /// counters stay exact; `toaster peer` keeps them all for its JSON lines).
+    pub keep_transport_log: usize,
 }
 
 impl Default for PeerConfig {
@@ -230,6 +239,8 @@ impl Default for PeerConfig {
             playout_delay_live: None,
             keep_latency_samples: MAX_SAMPLES,
             keep_midi_log: 100_000,
+            transport_issue: None,
+            keep_transport_log: 0,
         }
     }
 }
@@ -390,6 +401,10 @@ pub struct PeerReport {
     pub driver: DriverStats,
     /// Impairment stage counters (test option).
     pub stage: Option<StageStats>,
+    /// Transport commands issued, received, dropped (by reason) and applied.
+    pub transport: TransportCounters,
+    /// Transport commands applied, in order (the newest `keep_transport_log`).
+    pub transport_applied: Vec<Applied>,
 }
 
 /// Output blocks rendered per stream per tick at most (a worker that woke
@@ -687,6 +702,8 @@ pub struct LivePeer {
     arbiter: Option<ClockDriftArbiter>,
     last_now: Option<u64>,
     pending_unicast: Vec<(SocketAddr, Vec<u8>)>,
+    /// Transport commands: issued, scheduled on the session clock, applied.
+    transport: LiveTransport,
 }
 
 impl LivePeer {
@@ -754,6 +771,7 @@ impl LivePeer {
                 arbiter: None,
                 last_now: None,
                 pending_unicast: Vec::new(),
+                transport: LiveTransport::new(own.0, cfg.transport_issue),
                 cfg,
             },
             shared,
@@ -810,6 +828,7 @@ impl LivePeer {
             });
         }
         self.report.local_addr = self.local;
+        self.report.transport = self.transport.counters();
     }
 
     /// Session time for local `now` (the arbiter's estimate; local time
@@ -1341,6 +1360,28 @@ impl LivePeer {
             .unwrap_or(u64::MAX)
     }
 
+    /// Issue due transport commands (sending their copies) and apply those
+    /// whose session instant has come.
+    fn tick_transport(&mut self, now: u64, out: &mut Outbox) {
+        let Some(arb) = self.arbiter.as_ref() else {
+            return;
+        };
+        let log = &mut self.report.transport_applied;
+        let keep = self.cfg.keep_transport_log;
+        self.transport.poll(now, arb, |a| {
+            if keep > 0 {
+                if log.len() >= keep {
+                    log.remove(0);
+                }
+                log.push(a);
+            }
+        });
+        while let Some((cmd, copy)) = self.transport.pop_outgoing(now) {
+            let flags = if copy > 0 { Flags::REDUNDANT } else { 0 };
+            self.send_message(now, &Message::Transport(cmd.to_wire()), flags, out);
+        }
+    }
+
     fn publish(&mut self, now: u64, link: Option<&WorkerLink>) {
         if now < self.next_publish_ns {
             return;
@@ -1463,6 +1504,7 @@ impl Core for LivePeer {
         if let Some(msg) = crate::clock::wire::due_ping(arb, now) {
             self.send_message(now, &msg, 0, out);
         }
+        self.tick_transport(now, out);
         self.report.driver = net.driver;
         self.report.stage = net.stage;
         let disc = self
@@ -1492,8 +1534,13 @@ impl Core for LivePeer {
         } else {
             u64::MAX
         };
+        let transport = self
+            .arbiter
+            .as_ref()
+            .map_or(u64::MAX, |a| self.transport.next_deadline_ns(a));
         disc.min(midi)
             .min(clock)
+            .min(transport)
             .min(demo)
             .min(self.next_tx_deadline(now))
             .min(self.next_playout_deadline())
@@ -1610,6 +1657,16 @@ impl LivePeer {
                 }
             }
             Message::Audio(a) => self.on_audio(now, &h, &a),
+            Message::Transport(t) => {
+                let cmd = TransportCommand::from_wire(&t, h.source);
+                match &self.arbiter {
+                    // Rejections are counted by reason in the transport counters.
+                    Some(a) => {
+                        let _ = self.transport.on_received(now, a, cmd);
+                    }
+                    None => self.transport.count_unsynced(),
+                }
+            }
             _ => {}
         }
     }
@@ -2010,6 +2067,145 @@ mod tests {
             ))
         };
         (verdict, oversleep)
+    }
+
+    /// Two peers in process (no sockets): `b`'s local clock reads 7 ms
+    /// ahead of `a`'s, datagrams arrive 3 ms after they are sent. `a`
+    /// founds the session and issues a transport command every 500 ms; `b`
+    /// joins 3 s later (so it syncs by a jump, not by the 500 ppm slew of a
+    /// hand-off). Both must apply each command `b` heard once, at the same
+    /// true instant, and count copies, corrupted frames and replays instead
+    /// of applying them twice.
+    #[test]
+    fn transport_commands_land_on_one_instant_in_both_peers() {
+        const OFFSET: u64 = 7 * MS;
+        const DELAY: u64 = 3 * MS;
+        let session = Uuid::from_u128(0x5eed);
+        let cfg = |source: u32, issue: Option<IssueConfig>| PeerConfig {
+            session,
+            source,
+            use_group: true,
+            transport_issue: issue,
+            keep_transport_log: 100,
+            ..PeerConfig::default()
+        };
+        let (mut a, _) = LivePeer::new(cfg(0x10, Some(IssueConfig::every(500 * MS))));
+        let (mut b, _) = LivePeer::new(cfg(0x20, None));
+        let addr_a: SocketAddr = "10.0.0.1:47700".parse().unwrap();
+        let addr_b: SocketAddr = "10.0.0.2:47700".parse().unwrap();
+        let info = |local| NetInfo {
+            local,
+            driver: crate::net::DriverStats::default(),
+            stage: None,
+        };
+        // In flight: (true arrival time, to b?, from, bytes).
+        let mut flight: Vec<(u64, bool, SocketAddr, Vec<u8>)> = Vec::new();
+        let mut transport_frames = Vec::new();
+        let (mut out_a, mut out_b) = (Outbox::default(), Outbox::default());
+        let mut t = 0u64;
+        const B_JOINS: u64 = 3_000 * MS;
+        while t < 9_000 * MS {
+            let mut i = 0;
+            while i < flight.len() {
+                if flight[i].0 <= t {
+                    let (_, to_b, from, bytes) = flight.remove(i);
+                    if to_b {
+                        if t < B_JOINS {
+                            continue;
+                        }
+                        b.on_datagram_with_link(t + OFFSET, from, &bytes, None);
+                    } else {
+                        a.on_datagram_with_link(t, from, &bytes, None);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            a.on_tick(t, &info(addr_a), None, &mut out_a);
+            if t >= B_JOINS {
+                b.on_tick(t + OFFSET, &info(addr_b), None, &mut out_b);
+            }
+            for (dest, bytes) in out_a.drain() {
+                if dest == Dest::Group || dest == Dest::To(addr_b) {
+                    if bytes[5 - 1] == 4 {
+                        transport_frames.push(bytes.to_vec());
+                    }
+                    flight.push((t + DELAY, true, addr_a, bytes.to_vec()));
+                }
+            }
+            for (dest, bytes) in out_b.drain() {
+                if dest == Dest::Group || dest == Dest::To(addr_a) {
+                    flight.push((t + DELAY, false, addr_b, bytes.to_vec()));
+                }
+            }
+            t += 100_000;
+        }
+        let (ra, rb) = (a.report(), b.report());
+        assert_eq!(ra.clock.and_then(|c| c.master), Some(PeerId(0x10)));
+        assert!(rb.clock.is_some_and(|c| c.synced));
+        let issued = ra.transport.issued;
+        assert!(issued >= 10, "issued {issued}");
+        // Three copies each, two of them duplicates at b.
+        assert_eq!(ra.transport.sent, 3 * issued);
+        assert_eq!(transport_frames.len() as u64, 3 * issued);
+        // (The copies of the command b syncs in the middle of, or of the
+        // last one still in flight at the end, may not all be duplicates.)
+        let (dup, got) = (rb.transport.duplicates, rb.transport.received);
+        assert!(
+            dup <= 2 * got && dup + 4 >= 2 * got,
+            "{dup} duplicates of {got}"
+        );
+        assert_eq!(rb.transport.late, 0);
+        let applied_a: Vec<_> = ra.transport_applied.iter().map(|x| x.seq).collect();
+        assert_eq!(applied_a, (1..=applied_a.len() as u64).collect::<Vec<_>>());
+        // b takes every command sent once it has synced: a contiguous tail,
+        // each once, and every one a applied in that span.
+        let applied_b: Vec<_> = rb.transport_applied.iter().map(|x| x.seq).collect();
+        assert!(applied_b.len() >= 5, "b applied {applied_b:?}");
+        let first = applied_b[0];
+        assert_eq!(
+            applied_b,
+            (first..first + applied_b.len() as u64).collect::<Vec<_>>()
+        );
+        assert_eq!(rb.transport.applied, applied_b.len() as u64);
+        for y in &rb.transport_applied {
+            let x = &ra.transport_applied[y.seq as usize - 1];
+            assert!(x.own && !y.own && !x.late && !y.late);
+            assert_eq!(x.session_target_ns, y.session_target_ns);
+            // The same true instant: b's local target minus its offset.
+            let err = (y.local_target_ns - OFFSET) as i64 - x.local_target_ns as i64;
+            assert!(err.abs() < 20_000, "seq {}: {err} ns", x.seq);
+            // Applied at the instant, not when issued or received (one 100 µs step).
+            assert!(x.local_applied_ns - x.local_target_ns <= 100_000);
+            assert!(y.local_applied_ns - y.local_target_ns <= 100_000);
+        }
+        // Replaying a copy b took is a duplicate; a corrupted copy is a
+        // counted bad frame; neither applies anything.
+        let before = b.report();
+        let seen = &transport_frames[(first as usize - 1) * 3];
+        b.on_datagram_with_link(t + OFFSET, addr_a, seen, None);
+        let mut bad = transport_frames[1].clone();
+        let n = bad.len();
+        bad[n / 2] ^= 0x20;
+        b.on_datagram_with_link(t + OFFSET, addr_a, &bad, None);
+        b.on_tick(t + OFFSET, &info(addr_b), None, &mut out_b);
+        let after = b.report();
+        assert_eq!(after.transport.duplicates, before.transport.duplicates + 1);
+        assert_eq!(after.transport.applied, before.transport.applied);
+        let rejected = |r: &PeerReport| r.drops.values().sum::<u64>();
+        assert_eq!(rejected(&after), rejected(&before) + 1);
+        // seq 1 (sent before b joined) arriving now is late: applied at
+        // once, flagged and counted, its intended instant long past.
+        assert!(first > 1);
+        b.on_datagram_with_link(t + OFFSET, addr_a, &transport_frames[0], None);
+        b.on_tick(t + OFFSET + 1, &info(addr_b), None, &mut out_b);
+        let late = b.report();
+        assert_eq!(late.transport.late, 1);
+        assert_eq!(late.transport.applied, after.transport.applied + 1);
+        let l = late.transport_applied.last().unwrap();
+        assert!(l.late && l.seq == 1);
+        assert_eq!(l.local_applied_ns, t + OFFSET + 1);
+        assert!(l.local_target_ns + 5_000 * MS < l.local_applied_ns);
     }
 
     #[test]
