@@ -20,6 +20,12 @@
 //!                                         negative control: with
 //!                                         JAMNET_DEBUG_ALLOC_IN_PROCESS=1 a debug
 //!                                         bundle must abort in process()
+//! jamnet-clap-host gui [--out DIR] [--settle-ms N] BUNDLE.clap...
+//!                                         open each editor through the CLAP gui
+//!                                         extension (X11, embedded in a window
+//!                                         this host creates) while processing in
+//!                                         real time, check the rendered frame,
+//!                                         save DIR/<bundle>.png (needs DISPLAY)
 //! ```
 //!
 //! Run against DEBUG bundles (`cargo xtask bundle …` without `--release`),
@@ -34,6 +40,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clack_extensions::audio_ports::{AudioPortInfoBuffer, PluginAudioPorts};
+use clack_extensions::gui::{GuiSize, HostGui, HostGuiImpl, PluginGui};
 use clack_extensions::params::{ParamInfoBuffer, ParamInfoFlags, PluginParams};
 use clack_extensions::state::{HostState, HostStateImpl, PluginState};
 use clack_host::events::event_types::{
@@ -43,6 +50,8 @@ use clack_host::events::io::{OutputEventBuffer, TryPushError};
 use clack_host::events::{EventFlags, UnknownEvent};
 use clack_host::prelude::*;
 use clack_host::utils::{BeatTime, SecondsTime};
+
+mod gui;
 
 const SAMPLE_RATE: f64 = 48_000.0;
 const BLOCK: usize = 64;
@@ -54,6 +63,7 @@ struct Shared {
     state: OnceLock<Option<PluginState>>,
     params: OnceLock<Option<PluginParams>>,
     audio_ports: OnceLock<Option<PluginAudioPorts>>,
+    gui: OnceLock<Option<PluginGui>>,
     callback_requested: AtomicBool,
 }
 
@@ -62,12 +72,30 @@ impl<'a> SharedHandler<'a> for Shared {
         let _ = self.state.set(instance.get_extension());
         let _ = self.params.set(instance.get_extension());
         let _ = self.audio_ports.set(instance.get_extension());
+        let _ = self.gui.set(instance.get_extension());
     }
     fn request_restart(&self) {}
     fn request_process(&self) {}
     fn request_callback(&self) {
         self.callback_requested.store(true, Ordering::Release);
     }
+}
+
+/// The host side of the gui extension (nice-plug requires it before it opens
+/// an editor). The harness's parent window has a fixed size, so resize
+/// requests are refused.
+impl HostGuiImpl for Shared {
+    fn resize_hints_changed(&self) {}
+    fn request_resize(&self, _new_size: GuiSize) -> Result<(), HostError> {
+        Err(HostError::Message("the test harness does not resize"))
+    }
+    fn request_show(&self) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn request_hide(&self) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn closed(&self, _was_destroyed: bool) {}
 }
 
 struct MainThread;
@@ -83,6 +111,7 @@ impl HostHandlers for Host {
 
     fn declare_extensions(builder: &mut HostExtensions<Self>, _shared: &Self::Shared<'_>) {
         builder.register::<HostState>();
+        builder.register::<HostGui>();
     }
 }
 
@@ -136,6 +165,7 @@ fn instantiate(entry: &PluginEntry) -> Result<Loaded> {
             state: OnceLock::new(),
             params: OnceLock::new(),
             audio_ports: OnceLock::new(),
+            gui: OnceLock::new(),
             callback_requested: AtomicBool::new(false),
         },
         |_| MainThread,
@@ -1016,7 +1046,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, rest) = args
         .split_first()
-        .ok_or_else(|| anyhow!("usage: check|bench|follow|alloc-probe BUNDLE.clap..."))?;
+        .ok_or_else(|| anyhow!("usage: check|bench|follow|alloc-probe|gui BUNDLE.clap..."))?;
     match cmd.as_str() {
         "check" => check(&rest.iter().map(PathBuf::from).collect::<Vec<_>>()),
         "bench" => {
@@ -1045,6 +1075,22 @@ fn main() -> Result<()> {
                 .find(|a| !a.starts_with("--"))
                 .ok_or_else(|| anyhow!("follow [--multicast] BUNDLE.clap"))?;
             follow(Path::new(bundle), multicast)
+        }
+        "gui" => {
+            let mut out = PathBuf::from("target/editor-shots");
+            let mut settle_ms = 1500;
+            let mut paths = Vec::new();
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                if a == "--out" {
+                    out = it.next().ok_or_else(|| anyhow!("--out DIR"))?.into();
+                } else if a == "--settle-ms" {
+                    settle_ms = it.next().ok_or_else(|| anyhow!("--settle-ms N"))?.parse()?;
+                } else {
+                    paths.push(PathBuf::from(a));
+                }
+            }
+            gui::gui(&paths, &out, std::time::Duration::from_millis(settle_ms))
         }
         "alloc-probe" => alloc_probe(Path::new(rest.first().ok_or_else(|| anyhow!("bundle"))?)),
         _ => bail!("unknown command {cmd}"),
