@@ -27,7 +27,7 @@ HOST="$TARGET/debug/jamnet-clap-host"
 
 # Xvfb on a free display number (-displayfd), 24-bit colour, no TCP.
 dfile=$(mktemp)
-Xvfb -displayfd 3 -screen 0 1024x768x24 -nolisten tcp 3>"$dfile" 2>"$TARGET/xvfb.log" &
+Xvfb -displayfd 3 -screen 0 1280x1024x24 -nolisten tcp 3>"$dfile" 2>"$TARGET/xvfb.log" &
 XVFB_PID=$!
 trap 'kill "$XVFB_PID" 2>/dev/null || true; rm -f "$dfile"' EXIT
 for _ in $(seq 100); do [ -s "$dfile" ] && break; sleep 0.1; done

@@ -5,6 +5,23 @@ use egui::{pos2, Color32, Rect, Sense, Stroke, Ui, Vec2};
 use crate::settings::SessionSettings;
 use crate::worker::{WorkerState, WorkerStatus};
 
+/// Theme and fonts the three editors share: egui's dark theme, and Hack
+/// (egui's bundled monospace font) as a fallback for the proportional text,
+/// which lacks the symbols the editors use (● ▶ ■ →); without it they
+/// render as empty boxes. Call from the editor's `build()`.
+pub fn setup_context(ctx: &egui::Context) {
+    ctx.set_visuals(egui::Visuals::dark());
+    let mut fonts = egui::FontDefinitions::default();
+    if fonts.font_data.contains_key("Hack") {
+        fonts
+            .families
+            .entry(egui::FontFamily::Proportional)
+            .or_default()
+            .push("Hack".to_owned());
+    }
+    ctx.set_fonts(fonts);
+}
+
 /// One coloured line: the worker's state and message.
 pub fn worker_status(ui: &mut Ui, status: &WorkerStatus) {
     let state = status.state();

@@ -25,7 +25,7 @@ const GRAPH_POINTS: usize = 120;
 
 /// Default window size.
 pub fn default_state() -> Arc<EguiEditorState> {
-    EguiEditorState::from_size(LogicalSize::new(540.0, 560.0), 1.0)
+    EguiEditorState::from_size(LogicalSize::new(540.0, 615.0), 1.0)
 }
 
 /// The editor app.
@@ -119,7 +119,7 @@ impl NiceEguiApp for ReceiveEditor {
         gui: GuiContext,
         _frame: &mut Frame,
     ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
-        egui_ctx.set_visuals(egui::Visuals::dark());
+        ui::setup_context(&egui_ctx);
         self.draft = self.params.session.read().clone();
         self.stream_draft = self.params.stream.read().clone();
         self.gui = Some(gui);

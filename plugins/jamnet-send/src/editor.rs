@@ -20,7 +20,7 @@ use crate::SendStats;
 
 /// Default window size.
 pub fn default_state() -> Arc<EguiEditorState> {
-    EguiEditorState::from_size(LogicalSize::new(520.0, 440.0), 1.0)
+    EguiEditorState::from_size(LogicalSize::new(520.0, 510.0), 1.0)
 }
 
 /// The editor app.
@@ -66,7 +66,7 @@ impl NiceEguiApp for SendEditor {
         gui: GuiContext,
         _frame: &mut Frame,
     ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
-        egui_ctx.set_visuals(egui::Visuals::dark());
+        ui::setup_context(&egui_ctx);
         // The host may have restored a saved state since the editor was made.
         self.draft = self.params.session.read().clone();
         self.stream_draft = self.params.stream_name.read().clone();

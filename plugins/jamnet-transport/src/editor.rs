@@ -18,9 +18,17 @@ use nice_plug_egui::{
 use crate::params::{Mode, TransportParams};
 use crate::TransportStats;
 
+/// A long explanatory line in a grid cell, wrapped to fit the window.
+fn note(ui: &mut egui::Ui, text: &str) {
+    ui.vertical(|ui| {
+        ui.set_max_width(340.0);
+        ui.add(egui::Label::new(text).wrap());
+    });
+}
+
 /// Default window size.
 pub fn default_state() -> Arc<EguiEditorState> {
-    EguiEditorState::from_size(LogicalSize::new(520.0, 520.0), 1.0)
+    EguiEditorState::from_size(LogicalSize::new(520.0, 580.0), 1.0)
 }
 
 /// The editor app.
@@ -63,7 +71,7 @@ impl NiceEguiApp for TransportEditor {
         gui: GuiContext,
         _frame: &mut Frame,
     ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
-        egui_ctx.set_visuals(egui::Visuals::dark());
+        ui::setup_context(&egui_ctx);
         self.draft = self.params.session.read().clone();
         self.gui = Some(gui);
         Ok(())
@@ -107,7 +115,8 @@ impl NiceEguiApp for TransportEditor {
                     ui.add(ParamSlider::for_param(&self.params.host_control, &setter));
                     ui.end_row();
                     ui.label("");
-                    ui.label(
+                    note(
+                        ui,
                         "not available through nice-plug (it exposes no CLAP \
                          transport-control): the setting is kept, nothing is asked of the host",
                     );
@@ -183,7 +192,8 @@ impl NiceEguiApp for TransportEditor {
                     ));
                     ui.end_row();
                     ui.label("");
-                    ui.label(
+                    note(
+                        ui,
                         "Clock/SPP/MTC go out as raw bytes in MIDI SysEx events \
                          (nice-plug has no system-message event); hosts that pass \
                          only F0…F7 SysEx drop them, VST3 has no MIDI Clock event",

@@ -26,13 +26,23 @@ use super::{Loaded, SAMPLE_RATE};
 /// The parent window's fill: a colour none of the editors draw.
 const UNPAINTED: [u8; 3] = [255, 0, 255];
 /// Give up waiting for a rendered frame after this long.
-const RENDER_TIMEOUT: Duration = Duration::from_secs(40);
+const RENDER_TIMEOUT: Duration = Duration::from_secs(6);
+/// Editors opened before giving up. Under Xvfb, baseview's X11 window
+/// sometimes never draws its first frame (mapped, viewable, never painted;
+/// it paces frames on Present CompleteNotify events and seems to miss the
+/// first one, about 1 in 3 runs on a loaded machine). Closing and reopening
+/// the editor, as a user would, recovers; every reopen is reported.
+const ATTEMPTS: u32 = 3;
 
 /// Thresholds a rendered editor must meet (see [`ShotStats::verdict`]).
 const MAX_UNPAINTED: f64 = 0.005;
 const MIN_COLOURS: usize = 40;
 const MAX_DOMINANT: f64 = 0.97;
 const MIN_TEXT_LINES: usize = 8;
+/// Width of the bottom and right bands that must be free of text.
+const EDGE: u32 = 4;
+/// "Light" (text on egui's dark theme; its widget fills are darker).
+const LIGHT: f64 = 120.0;
 
 /// An RGB capture of one window.
 struct Shot {
@@ -53,11 +63,30 @@ struct ShotStats {
     /// Bands of rows holding light pixels (text on the dark theme),
     /// separated by rows without: roughly the number of text lines.
     text_lines: usize,
+    /// Light pixels in the bottom and right [`EDGE`]-pixel bands: content
+    /// running into the window's edge, i.e. cut off.
+    edge_ink: usize,
+    /// The lowest row holding a light pixel (how tall the content is).
+    last_ink_row: u32,
 }
 
 impl ShotStats {
-    /// `Ok` when the capture looks like a rendered editor.
+    /// `Ok` when the capture looks like a rendered editor and nothing is
+    /// cut off at its edges.
     fn verdict(&self) -> Result<()> {
+        self.rendered()?;
+        ensure!(
+            self.edge_ink == 0,
+            "{} light pixels in the bottom/right {EDGE}-pixel edge (lowest at row {}): \
+             content is cut off, the editor's default size is too small",
+            self.edge_ink,
+            self.last_ink_row
+        );
+        Ok(())
+    }
+
+    /// `Ok` when the capture looks like a rendered editor.
+    fn rendered(&self) -> Result<()> {
         ensure!(
             self.unpainted <= MAX_UNPAINTED,
             "{:.1}% of the window is unpainted (max {:.1}%)",
@@ -96,11 +125,19 @@ impl Shot {
         let row_len = self.width as usize * 3;
         let mut text_lines = 0;
         let mut in_line = false;
-        for row in self.rgb.chunks_exact(row_len) {
-            let light = row
-                .chunks_exact(3)
-                .filter(|p| p != &UNPAINTED && luma(p) >= 120.0)
-                .count();
+        let mut edge_ink = 0;
+        let mut last_ink_row = 0;
+        for (y, row) in self.rgb.chunks_exact(row_len).enumerate() {
+            let mut light = 0;
+            for (x, p) in row.chunks_exact(3).enumerate() {
+                if p != UNPAINTED && luma(p) >= LIGHT {
+                    light += 1;
+                    last_ink_row = y as u32;
+                    if x as u32 >= self.width - EDGE || y as u32 >= self.height - EDGE {
+                        edge_ink += 1;
+                    }
+                }
+            }
             let has = light >= 2;
             if has && !in_line {
                 text_lines += 1;
@@ -112,6 +149,8 @@ impl Shot {
             colours: counts.len(),
             dominant: dominant as f64 / n as f64,
             text_lines,
+            edge_ink,
+            last_ink_row,
         }
     }
 
@@ -349,42 +388,65 @@ fn one(display: &Display, path: &Path, out_dir: &Path, settle: Duration) -> Resu
         p.name
     );
 
-    let h = p.instance.plugin_handle();
-    // SAFETY: `win` is a live X11 window of this connection; it outlives the
-    // editor (destroyed below, after gui.destroy).
-    unsafe { gui.set_parent(&h, Window::from_x11_handle(win as c_ulong)) }
-        .map_err(|e| anyhow!("{}: gui.set_parent failed: {e:?}", p.name))?;
-    gui.show(&h)
-        .map_err(|e| anyhow!("{}: gui.show failed: {e:?}", p.name))?;
-
-    // Wait for a frame that passes, then let it settle (egui lays out over
-    // a few frames; the stats refresh every 100 ms) and capture again.
+    let mut attempt = 1;
     loop {
-        pacer.run_for(&mut p, &mut proc, Duration::from_millis(100))?;
-        let s = display.capture(win, size)?.stats();
-        if s.verdict().is_ok() {
-            break;
-        }
-        if t_open.elapsed() > RENDER_TIMEOUT {
+        let h = p.instance.plugin_handle();
+        // SAFETY: `win` is a live X11 window of this connection; it outlives
+        // the editor (destroyed below, after gui.destroy).
+        unsafe { gui.set_parent(&h, Window::from_x11_handle(win as c_ulong)) }
+            .map_err(|e| anyhow!("{}: gui.set_parent failed: {e:?}", p.name))?;
+        gui.show(&h)
+            .map_err(|e| anyhow!("{}: gui.show failed: {e:?}", p.name))?;
+        let t_show = Instant::now();
+        // Wait for a frame that passes the render checks.
+        let last = loop {
+            pacer.run_for(&mut p, &mut proc, Duration::from_millis(100))?;
+            let shot = display.capture(win, size)?;
+            let s = shot.stats();
+            if s.rendered().is_ok() {
+                break None;
+            }
+            if t_show.elapsed() > RENDER_TIMEOUT {
+                break Some((shot, s));
+            }
+        };
+        let Some((shot, s)) = last else { break };
+        if attempt == ATTEMPTS {
+            let failed = out_dir.join(format!("{}-failed.png", slug(path)));
+            shot.write_png(&failed)?;
             bail!(
-                "{}: no rendered frame after {:?}; last capture: {s:?}",
+                "{}: no rendered frame in {ATTEMPTS} openings of {:?} each; last capture ({}): {s:?}",
                 p.name,
-                RENDER_TIMEOUT
+                RENDER_TIMEOUT,
+                failed.display()
             );
         }
+        println!(
+            "note {}: editor painted nothing in {:?} (opening {attempt}); closing and reopening it",
+            p.name, RENDER_TIMEOUT
+        );
+        let h = p.instance.plugin_handle();
+        let _ = gui.hide(&h);
+        gui.destroy(&h);
+        pump_main_thread(&mut p);
+        let h = p.instance.plugin_handle();
+        gui.create(&h, config)
+            .map_err(|e| anyhow!("{}: gui.create failed: {e:?}", p.name))?;
+        let _ = gui.set_scale(&h, 1.0);
+        attempt += 1;
     }
     let first_frame = t_open.elapsed();
     pacer.run_for(&mut p, &mut proc, settle)?;
     let shot = display.capture(win, size)?;
     let stats = shot.stats();
-    stats
-        .verdict()
-        .with_context(|| format!("{}: settled frame {stats:?}", p.name))?;
     let out = out_dir.join(format!("{}.png", slug(path)));
     shot.write_png(&out)?;
+    stats
+        .verdict()
+        .with_context(|| format!("{}: settled frame {stats:?} ({})", p.name, out.display()))?;
     println!(
-        "ok   {}: {}x{} editor, first good frame after {:.2} s; {:.2}% unpainted, {} colours, \
-         background {:.1}%, {} text lines -> {}",
+        "ok   {}: {}x{} editor, first good frame after {:.2} s (opening {attempt}); {:.2}% unpainted, {} colours, \
+         background {:.1}%, {} text lines, lowest text row {} -> {}",
         p.name,
         size.width,
         size.height,
@@ -393,6 +455,7 @@ fn one(display: &Display, path: &Path, out_dir: &Path, settle: Duration) -> Resu
         stats.colours,
         stats.dominant * 100.0,
         stats.text_lines,
+        stats.last_ink_row,
         out.display()
     );
 
