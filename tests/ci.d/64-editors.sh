@@ -4,7 +4,7 @@
 # embedded in a window the harness creates -- under Xvfb with Mesa's software
 # GL, while the plugin processes in real time. For each editor it waits for a
 # rendered frame, lets it settle, captures the window and asserts:
-#   - the capture has the size the plugin reported (gui.get_size),
+#   - the editor's X window has the size the plugin reported (gui.get_size),
 #   - <= 0.5% of it is still the parent window's magenta (the editor painted
 #     its whole area),
 #   - >= 40 distinct colours, no colour over 97% (not blank or uniform),

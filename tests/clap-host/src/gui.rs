@@ -436,6 +436,25 @@ fn one(display: &Display, path: &Path, out_dir: &Path, settle: Duration) -> Resu
         attempt += 1;
     }
     let first_frame = t_open.elapsed();
+    // The editor's own X window (the one child of ours) has the size the
+    // plugin reported.
+    let children = display.conn.query_tree(win)?.reply()?.children;
+    ensure!(
+        children.len() == 1,
+        "{}: expected the editor as the parent window's one child, found {}",
+        p.name,
+        children.len()
+    );
+    let g = display.conn.get_geometry(children[0])?.reply()?;
+    ensure!(
+        (g.width as u32, g.height as u32) == (size.width, size.height),
+        "{}: editor window is {}x{}, the plugin reported {}x{}",
+        p.name,
+        g.width,
+        g.height,
+        size.width,
+        size.height
+    );
     pacer.run_for(&mut p, &mut proc, settle)?;
     let shot = display.capture(win, size)?;
     let stats = shot.stats();
