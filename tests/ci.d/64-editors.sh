@@ -21,8 +21,10 @@ TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 B="$TARGET/bundled"
 OUT="$TARGET/editor-shots"
 
+# The same two commands as 60-hosts-plugins.sh (same feature unification),
+# so after it they are no-ops.
 cargo xtask bundle jamnet-send jamnet-receive jamnet-transport
-cargo build -p jamnet-clap-host
+cargo build -p jamnet-clap-host -p toaster
 HOST="$TARGET/debug/jamnet-clap-host"
 
 # Xvfb on a free display number (-displayfd), 24-bit colour, no TCP.
