@@ -17,15 +17,20 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build -q -p toaster
 T="$CARGO_TARGET_DIR/debug/toaster"
 
+# Three peers under 5 ± 2 ms jitter and 2 % loss, seeds 1–8, one JSON line each.
+jittered_runs() {
+  for seed in 1 2 3 4 5 6 7 8; do
+    "$T" sync --peers 3 --seconds "$1" --delay-ms 5 --jitter-ms 2 --loss 0.02 --seed "$seed" --json
+  done
+}
+
 echo "--- unimpaired"
 "$T" sync --peers 3 --seconds 15 --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1
 echo "--- 5 ± 2 ms jitter, 2 % loss, 8 seeds"
 # Per-peer p99 varies with the seed (the fastest packets decide): the target
 # is asserted on the median over peers and seeds, with a regression guard on
 # the worst; every figure is printed.
-for seed in 1 2 3 4 5 6 7 8; do
-  "$T" sync --peers 3 --seconds 15 --delay-ms 5 --jitter-ms 2 --loss 0.02 --seed "$seed" --json
-done | python3 -c '
+jittered_runs 15 | python3 -c '
 import json, statistics, sys
 rows = []
 for line in sys.stdin:
@@ -42,9 +47,7 @@ ok = statistics.median(p99) <= 250 and max(p99) <= 800 and statistics.median(dri
 sys.exit(0 if ok else 1)
 '
 echo "--- 5 ± 2 ms jitter, 2 % loss, 60 s, 8 seeds: drift error ≤ 1 ppm for every follower"
-for seed in 1 2 3 4 5 6 7 8; do
-  "$T" sync --peers 3 --seconds 60 --delay-ms 5 --jitter-ms 2 --loss 0.02 --seed "$seed" --json
-done | python3 -c '
+jittered_runs 60 | python3 -c '
 import json, statistics, sys
 rows = []
 for line in sys.stdin:
