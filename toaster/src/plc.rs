@@ -1613,6 +1613,11 @@ mod tests {
         // fall: on the packet edges (cycle 128) or inside packets (cycle 165).
         let on_edges = metrics(&mut spec, &x, &cyclic(&x, n, &mask, 128), n, &mask);
         let inside = metrics(&mut spec, &x, &cyclic(&x, n, &mask, 165), n, &mask);
+        // Printed for docs/plc.md (`cargo test -p toaster sliding_frames -- --nocapture`).
+        eprintln!(
+            "LSD packet frames: edges {:.1} dB, inside {:.1} dB; sliding frames: edges {:.1} dB, inside {:.1} dB",
+            on_edges.lsd_packet_db, inside.lsd_packet_db, on_edges.lsd_db, inside.lsd_db
+        );
         // Packet-aligned frames put the edge splices where the Hann window is
         // zero: they rate the two very differently.
         assert!(
