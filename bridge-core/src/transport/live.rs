@@ -42,6 +42,11 @@ use crate::clock::{ClockDriftArbiter, PeerId};
 
 /// The session clock as transport scheduling needs it (implemented by
 /// [`ClockDriftArbiter`]; tests use a plain linear map).
+///
+/// Thread-safe: as the implementor (the arbiter lives on one worker thread;
+/// the trait needs no `Sync`). Realtime-safe: the arbiter's methods are
+/// reads of its current estimate (no allocation, no locks); they are called
+/// on the worker, never on the audio thread.
 pub trait SessionClock {
     /// Our estimate of session time at local time `local_ns`.
     fn session_time(&self, local_ns: u64) -> u64;
