@@ -19,6 +19,9 @@
 #      (default settings; 1 s of silence, then a 2 s sweep): manual 30 ms
 #      buffer sample-exact, automatic buffer without a splice, correlation
 #      >= 0.99 in both
+#   6. jamnet-clap-host latency: Send -> Receive in two CLAP host processes
+#      pacing 64-sample blocks in real time: every click once, manual buffer
+#      within its latency budget (figures reported, automatic and manual)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
@@ -57,3 +60,14 @@ echo "--- DawDreamer"
 
 echo "--- Send -> Receive, two pedalboard processes"
 "$PY" tests/hosts/test_stream_pedalboard.py
+
+echo "--- Send -> Receive latency, two CLAP host processes, 64-sample blocks in real time"
+# Every click must arrive once; a manual buffer's p99 must stay within the
+# pipeline's budget (jamnet-clap-host/src/latency.rs). Four phases of the
+# receiving host's block clock against the sender's; figures in docs/plugins.md.
+for phase in 0 0.25 0.5 0.75; do
+  for jitter in auto 1; do
+    RUST_BACKTRACE=0 "$HOST" latency --seconds 8 --phase "$phase" --jitter-ms "$jitter" \
+      "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
+  done
+done

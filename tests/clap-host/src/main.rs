@@ -52,6 +52,7 @@ use clack_host::prelude::*;
 use clack_host::utils::{BeatTime, SecondsTime};
 
 mod gui;
+mod latency;
 
 const SAMPLE_RATE: f64 = 48_000.0;
 const BLOCK: usize = 64;
@@ -1092,6 +1093,34 @@ fn main() -> Result<()> {
             }
             gui::gui(&paths, &out, std::time::Duration::from_millis(settle_ms))
         }
+        "latency" => {
+            let mut plan = latency::Plan {
+                seconds: 20.0,
+                jitter_ms: None,
+                phase: 0.5,
+                warmup_s: 2.0,
+            };
+            let mut paths = Vec::new();
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                let mut val = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
+                match a.as_str() {
+                    "--seconds" => plan.seconds = val()?.parse()?,
+                    "--warmup" => plan.warmup_s = val()?.parse()?,
+                    "--phase" => plan.phase = val()?.parse()?,
+                    "--jitter-ms" => {
+                        let v = val()?;
+                        plan.jitter_ms = (v != "auto").then(|| v.parse()).transpose()?;
+                    }
+                    _ => paths.push(PathBuf::from(a)),
+                }
+            }
+            let [send, receive] = paths.as_slice() else {
+                bail!("latency [--seconds S] [--jitter-ms auto|MS] [--phase F] SEND.clap RECEIVE.clap");
+            };
+            latency::latency(send, receive, &plan)
+        }
+        "latency-role" => latency::role(rest),
         "alloc-probe" => alloc_probe(Path::new(rest.first().ok_or_else(|| anyhow!("bundle"))?)),
         _ => bail!("unknown command {cmd}"),
     }
