@@ -71,3 +71,12 @@ for phase in 0 0.25 0.5 0.75; do
       "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
   done
 done
+# The receiving host's audio clock 200 ppm slow, then fast, against the
+# CPU clock (as an audio interface's crystal is): the playout must follow
+# it (bridge_core::clock::HostRate) instead of filling or draining the
+# output ring (before it did: +4.2 ms in 30 s at -200 ppm, and a dropout
+# whenever the cushion ran dry at +200 ppm).
+for ppm in -200 200; do
+  RUST_BACKTRACE=0 "$HOST" latency --seconds 30 --warmup 12 --receive-ppm "$ppm" --jitter-ms 2 \
+    --max-creep-ms 1.0 "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
+done

@@ -1099,6 +1099,8 @@ fn main() -> Result<()> {
                 jitter_ms: None,
                 phase: 0.5,
                 warmup_s: 2.0,
+                receive_ppm: 0.0,
+                max_creep_ms: None,
             };
             let mut paths = Vec::new();
             let mut it = rest.iter();
@@ -1108,6 +1110,8 @@ fn main() -> Result<()> {
                     "--seconds" => plan.seconds = val()?.parse()?,
                     "--warmup" => plan.warmup_s = val()?.parse()?,
                     "--phase" => plan.phase = val()?.parse()?,
+                    "--receive-ppm" => plan.receive_ppm = val()?.parse()?,
+                    "--max-creep-ms" => plan.max_creep_ms = Some(val()?.parse()?),
                     "--jitter-ms" => {
                         let v = val()?;
                         plan.jitter_ms = (v != "auto").then(|| v.parse()).transpose()?;
