@@ -702,6 +702,12 @@ impl WorkerLink {
             / self.config.block_samples()
     }
 
+    /// Frames queued towards the audio thread.
+    pub fn output_frames_queued(&self) -> usize {
+        (self.audio_to_plugin.buffer().capacity() - self.audio_to_plugin.slots())
+            / self.config.channels
+    }
+
     /// Blocks the worker should produce now to keep the output ring at its target.
     pub fn output_blocks_wanted(&self) -> usize {
         self.config

@@ -115,15 +115,29 @@ const HOST_STALL_NS: u64 = 250_000_000;
 /// many times faster than real time and must not make the worker race.
 const HOST_MAX_PPM: f64 = 1_000.0;
 
+/// Window over which [`HostRate`] averages the output ring's fill.
+const FILL_WINDOW_NS: u64 = 1_000_000_000;
+/// Level loop gain: ppm of playout rate per frame of mean fill away from
+/// the reference (a time constant of about 4 s at 48 kHz).
+const FILL_PPM_PER_FRAME: f64 = 5.0;
+/// Largest level correction, ppm.
+const FILL_MAX_PPM: f64 = 300.0;
+
 /// How fast the host's audio thread consumes a plugin's output, against the
 /// worker's clock — the rate of the audio interface's crystal, which is not
-/// the CPU clock's. The worker samples the audio thread's running count of
-/// frames consumed (an atomic the handle bumps, played or silence) whenever
-/// it wakes; the count was reached at or before that instant, so the pairs
-/// feed a one-sided [`DawClock`]. A playout clock that ticks at
-/// [`HostRate::block_ns`] keeps the output ring's fill constant; one that
-/// ticks at the nominal rate fills or drains it by the crystal's error
-/// (200 ppm: 12 ms a minute), until it underruns or overflows.
+/// the CPU clock's. A playout clock that ticks at the nominal rate fills or
+/// drains the output ring by the crystal's error (200 ppm: 12 ms a minute)
+/// until it overflows or underruns; one that ticks at [`HostRate::ppm`]
+/// keeps the ring's fill where it settled after the first play.
+///
+/// Two loops: the *rate* — the worker samples the audio thread's running
+/// count of frames consumed (an atomic the handle bumps, played or silence)
+/// whenever it wakes; the count was reached at or before that instant, so
+/// the pairs feed a one-sided [`DawClock`], believed once they span 8 s; and
+/// the *level* — the ring's mean fill over each second against the mean of
+/// the first second after playing started, corrected proportionally. The
+/// level loop holds the fill while the rate is still unknown and takes out
+/// whatever the rate estimate gets slightly wrong.
 ///
 /// Thread-safe: no (worker thread). Realtime-safe: no allocation;
 /// [`HostRate::observe`] costs O(window) when it feeds the model.
@@ -134,7 +148,14 @@ pub struct HostRate {
     first_fed_ns: Option<u64>,
     last_fed_ns: u64,
     last_progress_ns: u64,
-    ppm: f64,
+    rate_ppm: f64,
+    level_ppm: f64,
+    /// Underrun count when the fill reference was taken.
+    underruns: u64,
+    window_start_ns: Option<u64>,
+    fill_sum: f64,
+    fill_n: u64,
+    fill_ref: Option<f64>,
 }
 
 impl HostRate {
@@ -153,57 +174,111 @@ impl HostRate {
             first_fed_ns: None,
             last_fed_ns: 0,
             last_progress_ns: 0,
-            ppm: 0.0,
+            rate_ppm: 0.0,
+            level_ppm: 0.0,
+            underruns: 0,
+            window_start_ns: None,
+            fill_sum: 0.0,
+            fill_n: 0,
+            fill_ref: None,
         }
     }
 
-    /// The host had consumed `frames` in total (running count) at or before
-    /// local time `now_ns`.
-    pub fn observe(&mut self, now_ns: u64, frames: u64) {
+    /// At local time `now_ns` the host had consumed `frames` in total
+    /// (running count, played or silence; reached at or before `now_ns`),
+    /// `underruns` of its pulls had found the ring short, and `queued`
+    /// frames waited in the ring.
+    pub fn observe(&mut self, now_ns: u64, frames: u64, underruns: u64, queued: usize) {
         match self.last_count {
             Some(c) if frames < c => {
                 // A new counter (re-linked): start over.
                 *self = Self::new(self.clock.sample_rate());
+                return;
             }
             Some(c) if frames == c => {
                 if now_ns.saturating_sub(self.last_progress_ns) > HOST_STALL_NS
-                    && self.clock.estimate().is_some()
+                    && (self.clock.estimate().is_some() || self.fill_ref.is_some())
                 {
-                    // The host stopped calling process(): forget its phase.
+                    // The host stopped calling process(): forget it.
                     *self = Self {
                         last_count: Some(c),
                         last_progress_ns: now_ns,
                         ..Self::new(self.clock.sample_rate())
                     };
                 }
+                self.track_fill(now_ns, underruns, queued);
                 return;
             }
             _ => {}
         }
         self.last_count = Some(frames);
         self.last_progress_ns = now_ns;
+        self.track_fill(now_ns, underruns, queued);
         if now_ns.saturating_sub(self.last_fed_ns) < HOST_RATE_EVERY_NS {
             return;
         }
         self.last_fed_ns = now_ns;
         let first = *self.first_fed_ns.get_or_insert(now_ns);
         let _ = self.clock.on_process(frames, now_ns);
-        self.ppm = match self.clock.rate_error_ppm() {
+        self.rate_ppm = match self.clock.rate_error_ppm() {
             Some(p) if p.abs() <= HOST_MAX_PPM && now_ns - first >= HOST_RATE_SETTLE_NS => p,
             _ => 0.0,
         };
     }
 
-    /// The host's rate error against the local clock, ppm (positive: it
-    /// consumes faster than nominal); 0 until known, and for a host that is
-    /// not running in real time.
+    fn track_fill(&mut self, now_ns: u64, underruns: u64, queued: usize) {
+        if self.last_count.is_none_or(|c| c == 0) {
+            return; // the host has not pulled yet
+        }
+        if underruns != self.underruns {
+            // The ring ran short and re-primes with a fresh cushion: take a
+            // new reference once it plays again.
+            self.underruns = underruns;
+            self.fill_ref = None;
+            self.level_ppm = 0.0;
+            self.window_start_ns = None;
+        }
+        let start = *self.window_start_ns.get_or_insert(now_ns);
+        self.fill_sum += queued as f64;
+        self.fill_n += 1;
+        if now_ns - start < FILL_WINDOW_NS {
+            return;
+        }
+        let mean = self.fill_sum / self.fill_n as f64;
+        (self.fill_sum, self.fill_n, self.window_start_ns) = (0.0, 0, Some(now_ns));
+        match self.fill_ref {
+            None => self.fill_ref = Some(mean),
+            // Fuller than it settled: the host is slower than we tick.
+            Some(r) => {
+                self.level_ppm =
+                    (-(mean - r) * FILL_PPM_PER_FRAME).clamp(-FILL_MAX_PPM, FILL_MAX_PPM)
+            }
+        }
+    }
+
+    /// How much faster than nominal the playout should tick, ppm: the host's
+    /// rate error against the local clock (positive: it consumes faster; 0
+    /// until learnt) plus the level correction; 0 for a host not running in
+    /// real time.
     pub fn ppm(&self) -> f64 {
-        self.ppm
+        if self
+            .clock
+            .rate_error_ppm()
+            .is_some_and(|p| p.abs() > HOST_MAX_PPM)
+        {
+            return 0.0;
+        }
+        self.rate_ppm + self.level_ppm
+    }
+
+    /// The host's rate error alone, ppm (0 until learnt).
+    pub fn rate_ppm(&self) -> f64 {
+        self.rate_ppm
     }
 
     /// Local time one block of `frames` at `sample_rate` lasts for the host, ns.
     pub fn block_ns(&self, frames: usize, sample_rate: u32) -> f64 {
-        frames as f64 * 1e9 / f64::from(sample_rate.max(1)) / (1.0 + self.ppm * 1e-6)
+        frames as f64 * 1e9 / f64::from(sample_rate.max(1)) / (1.0 + self.ppm() * 1e-6)
     }
 }
 
@@ -258,7 +333,7 @@ mod tests {
         while now - start < 20e9 {
             now += rng.random_range(100_000.0..1_400_000.0);
             let pulls = ((now - start) / period).floor() as u64;
-            rate.observe(now as u64, pulls * 64);
+            rate.observe(now as u64, pulls * 64, 0, 128);
             if now - start < 7.5e9 {
                 // Not before its observations span 8 s (a short fit is
                 // hundreds of ppm off, and the error would stay in the ring).
@@ -270,15 +345,88 @@ mod tests {
         assert!((rate.block_ns(64, 48_000) - want).abs() < 0.01 * 1e3);
         // The host stops calling (transport-less pause): after the stall the
         // rate is unknown again, and a fresh counter restarts too.
-        rate.observe(
-            now as u64 + 300_000_000,
-            (((now - start) / period).floor() as u64) * 64,
-        );
-        rate.observe(
-            now as u64 + 600_000_000,
-            (((now - start) / period).floor() as u64) * 64,
-        );
+        let count = (((now - start) / period).floor() as u64) * 64;
+        rate.observe(now as u64 + 300_000_000, count, 0, 128);
+        rate.observe(now as u64 + 600_000_000, count, 0, 128);
         assert_eq!(rate.ppm(), 0.0);
+    }
+
+    /// The closed loop: a worker ticking at [`HostRate::block_ns`] pushes
+    /// 64-frame blocks into a ring a host pulls 64 frames from at its own
+    /// crystal's rate; returns the ring's fill (frames, mean of each second)
+    /// over `secs`, and whether it ever ran short.
+    fn simulate_ring(host_ppm: f64, follow: bool, secs: f64, seed: u64) -> (Vec<f64>, bool) {
+        let fs = 48_000.0;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut rate = HostRate::new(fs);
+        let host_period = 64.0 * 1e9 / (fs * (1.0 + host_ppm * 1e-6));
+        let t0 = 1.0e12;
+        let (mut next_pull, mut next_tick) = (t0 + 2.0 * host_period, t0);
+        let (mut fill, mut consumed, mut underrun) = (3 * 64i64, 0u64, 0u64);
+        let (mut means, mut sum, mut n, mut sec) = (Vec::new(), 0.0, 0.0, 0u64);
+        let mut short = false;
+        while next_tick - t0 < secs * 1e9 {
+            if next_pull <= next_tick {
+                if fill >= 64 {
+                    fill -= 64;
+                } else {
+                    short = true;
+                    underrun += 64;
+                }
+                consumed += 64;
+                next_pull += host_period;
+                continue;
+            }
+            // The worker wakes a little late, observes, then pushes.
+            let now = next_tick + rng.random_range(0.0..200_000.0);
+            rate.observe(now as u64, consumed, underrun, fill as usize);
+            fill += 64;
+            let tick = if follow {
+                rate.block_ns(64, 48_000)
+            } else {
+                64.0 * 1e9 / fs
+            };
+            next_tick += tick;
+            sum += fill as f64;
+            n += 1.0;
+            if ((now - t0) / 1e9) as u64 != sec {
+                sec = ((now - t0) / 1e9) as u64;
+                means.push(sum / n);
+                (sum, n) = (0.0, 0.0);
+            }
+        }
+        (means, short)
+    }
+
+    #[test]
+    fn host_rate_holds_the_output_ring_against_a_crystal_error() {
+        for (ppm, seed) in [(-250.0, 1), (250.0, 2), (-60.0, 3), (0.0, 4)] {
+            let (fill, short) = simulate_ring(ppm, true, 90.0, seed);
+            let median = |v: &[f64]| {
+                let mut v = v.to_vec();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let moved = median(&fill[78..88]) - median(&fill[12..22]);
+            let worst = fill[12..]
+                .iter()
+                .map(|f| (f - median(&fill[12..22])).abs())
+                .fold(0.0, f64::max);
+            assert!(!short, "{ppm} ppm: the ring ran short");
+            // Where it settled, for the whole 90 s (the fill is whole
+            // blocks: a second's mean can dip by one when a wake-up is late).
+            assert!(
+                moved.abs() < 32.0 && worst <= 64.0,
+                "{ppm} ppm: fill moved {moved:.0} frames (worst second {worst:.0}): {fill:?}"
+            );
+        }
+        // The control: ticking at the nominal rate, the same crystal moves
+        // the fill by its error (250 ppm: 12 frames a second) until the
+        // ring runs dry or grows without bound.
+        let (fill, short) = simulate_ring(-250.0, false, 90.0, 1);
+        assert!(fill[87] - fill[12] > 700.0, "{fill:?}");
+        let (_, short_fast) = simulate_ring(250.0, false, 90.0, 2);
+        assert!(short_fast && !short);
     }
 
     #[test]
@@ -286,7 +434,7 @@ mod tests {
         // Freewheeling: 20 times real time.
         let mut rate = HostRate::new(48_000.0);
         for k in 0..2_000u64 {
-            rate.observe(1_000_000 + k * 25_000_000, k * 24_000);
+            rate.observe(1_000_000 + k * 25_000_000, k * 24_000, 0, 128);
         }
         assert_eq!(rate.ppm(), 0.0);
     }

@@ -1283,8 +1283,11 @@ impl LivePeer {
                 let rate = self
                     .host_rate
                     .get_or_insert_with(|| HostRate::new(f64::from(l.config().sample_rate)));
-                rate.observe(now, consumed);
-                self.report.host_rate_ppm = rate.ppm();
+                let underruns = st
+                    .audio_frames_underrun
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                rate.observe(now, consumed, underruns, l.output_frames_queued());
+                self.report.host_rate_ppm = rate.rate_ppm();
                 rate.ppm()
             }
             None => 0.0,
