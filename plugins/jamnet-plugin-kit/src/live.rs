@@ -331,7 +331,10 @@ impl SupervisorState {
             }
             // A worker that ended on its own: report it, keep the link.
             if self.current.as_ref().is_some_and(LiveLink::finished) {
-                let error = self.stats.error().unwrap_or_else(|| "worker stopped".into());
+                let error = self
+                    .stats
+                    .error()
+                    .unwrap_or_else(|| "worker stopped".into());
                 self.spare = self.current.take().and_then(LiveLink::stop);
                 self.applied = None;
                 (hooks.publish)(LiveEvent::Failed(&WorkerError::Io(error)));

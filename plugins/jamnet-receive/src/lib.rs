@@ -124,11 +124,8 @@ impl JamnetReceive {
         self.stats
             .playout_ns
             .store(self.playout_ns(), Ordering::Relaxed);
-        let (params, gen_stats, stats) = (
-            self.params.clone(),
-            self.stats.clone(),
-            self.stats.clone(),
-        );
+        let (params, gen_stats, stats) =
+            (self.params.clone(), self.stats.clone(), self.stats.clone());
         let hooks = LiveHooks {
             settings: Box::new(move || params.session.read().clone()),
             settings_gen: Box::new(move || gen_stats.settings_gen.load(Ordering::Acquire)),
@@ -338,3 +335,128 @@ impl Vst3Plugin for JamnetReceive {
 
 nice_export_clap!(JamnetReceive);
 nice_export_vst3!(JamnetReceive);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_core::net::NetConfig;
+    use bridge_core::protocol::audio::SampleFormat;
+    use bridge_core::worker::peer::{AudioSource, AudioTxConfig, LivePeer, PeerConfig};
+    use bridge_core::worker::{MonotonicClock, Worker, WorkerConfig};
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::time::{Duration, Instant};
+
+    fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn wait_status(stats: &ReceiveStats, state: WorkerState, contains: &str) {
+        let t0 = Instant::now();
+        while stats.status.state() != state || !stats.status.message().contains(contains) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "want {state:?} with {contains:?}, have {:?}: {}",
+                stats.status.state(),
+                stats.status.message()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The plugin as the editor drives it: an Apply of a new port and
+    /// session while active moves the worker there (no re-activation), and
+    /// a real sender's audio for the new session plays through the
+    /// plugin's own handle. Invalid settings show as Failed and recover.
+    #[test]
+    fn settings_applied_in_the_editor_take_effect_while_active() {
+        let (p1, p2) = (free_port(), free_port());
+        let mut plugin = JamnetReceive::default();
+        {
+            let mut s = plugin.params.session.write();
+            s.session = "rx-plugin-a".into();
+            s.destination = format!("127.0.0.1:{p1}");
+        }
+        plugin.start_live(1, 48_000, 64);
+        let stats = plugin.stats.clone();
+        wait_status(&stats, WorkerState::Running, &format!(":{p1}"));
+        let report_a = stats.report.lock().clone().unwrap();
+
+        // The editor's Apply: persisted settings, then the generation bump.
+        let edit = |destination: String| {
+            let mut s = plugin.params.session.write();
+            s.session = "rx-plugin-b".into();
+            s.destination = destination;
+            drop(s);
+            stats.settings_gen.fetch_add(1, Ordering::Release);
+        };
+        edit("no such host".into());
+        wait_status(&stats, WorkerState::Failed, "not an IP address");
+        edit(format!("127.0.0.1:{p2}"));
+        wait_status(&stats, WorkerState::Running, &format!(":{p2}"));
+        assert!(stats.status.message().contains("rx-plugin-b"));
+        let report_b = stats.report.lock().clone().unwrap();
+        assert!(!Arc::ptr_eq(&report_a, &report_b), "report not replaced");
+        assert!(UdpSocket::bind(("127.0.0.1", p1)).is_ok(), "old port held");
+
+        // A real sender in session B, to the new port.
+        let session_b = plugin.params.session.read().session_uuid();
+        let (core, _) = LivePeer::new(PeerConfig {
+            session: session_b,
+            name: "remote".into(),
+            unicast_targets: vec![(Ipv4Addr::LOCALHOST, p2).into()],
+            use_group: false,
+            audio_tx: Some((
+                AudioTxConfig {
+                    stream_id: 1,
+                    channels: 1,
+                    sample_rate: 48_000,
+                    block_frames: 64,
+                    format: SampleFormat::F32,
+                    jellie: false,
+                },
+                AudioSource::Generator(Box::new(|_, block| block.fill(0.5))),
+            )),
+            ..PeerConfig::default()
+        });
+        let sender = Worker::spawn(
+            WorkerConfig {
+                net: NetConfig {
+                    bind_ip: Ipv4Addr::LOCALHOST,
+                    group: None,
+                    ..NetConfig::default()
+                },
+                ..WorkerConfig::default()
+            },
+            Arc::new(MonotonicClock),
+            core,
+            None,
+            Arc::new(LinkStats::default()),
+        )
+        .unwrap();
+        // Pull host-sized blocks from the plugin's handle, paced in real time.
+        let handle = plugin.handle.as_mut().expect("handle kept");
+        let mut out = [[0.0f32; 64]; 1];
+        let t0 = Instant::now();
+        let mut heard = false;
+        for n in 1..=3_000u32 {
+            if handle.pull_planar(&mut out) == 64 && out[0].iter().all(|&s| s == 0.5) {
+                heard = true;
+                break;
+            }
+            let due = t0 + Duration::from_micros(1_333) * n;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        assert!(
+            heard,
+            "no audio from the new session: {:?}",
+            handle.stats().snapshot()
+        );
+        drop(sender);
+        plugin.stop_live();
+        assert_eq!(stats.status.state(), WorkerState::Stopped);
+    }
+}

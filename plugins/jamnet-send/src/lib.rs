@@ -112,11 +112,8 @@ impl JamnetSend {
             jellie: self.params.jellie.value(),
             midi_burst: self.params.burst.value() as u8,
         };
-        let (params, gen_stats, stats) = (
-            self.params.clone(),
-            self.stats.clone(),
-            self.stats.clone(),
-        );
+        let (params, gen_stats, stats) =
+            (self.params.clone(), self.stats.clone(), self.stats.clone());
         let hooks = LiveHooks {
             settings: Box::new(move || params.session.read().clone()),
             settings_gen: Box::new(move || gen_stats.settings_gen.load(Ordering::Acquire)),
@@ -314,3 +311,109 @@ impl Vst3Plugin for JamnetSend {
 
 nice_export_clap!(JamnetSend);
 nice_export_vst3!(JamnetSend);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_core::protocol::frame::decode_frame;
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    fn wait_status(stats: &SendStats, state: WorkerState, contains: &str) {
+        let t0 = Instant::now();
+        while stats.status.state() != state || !stats.status.message().contains(contains) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "want {state:?} with {contains:?}, have {:?}: {}",
+                stats.status.state(),
+                stats.status.message()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Session frames for `session` arriving on `sock` within a second.
+    fn frames_for(sock: &UdpSocket, settings: &jamnet_plugin_kit::SessionSettings) -> usize {
+        let session = settings.session_uuid();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let t0 = Instant::now();
+        let mut buf = [0u8; 2048];
+        let mut n = 0;
+        while t0.elapsed() < Duration::from_secs(1) {
+            if let Ok((len, _)) = sock.recv_from(&mut buf) {
+                if decode_frame(&buf[..len], None).is_ok_and(|f| f.header.session == session) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// The plugin as the editor drives it: an Apply of a new destination
+    /// and session while active sends there from then on (no
+    /// re-activation), through the plugin's own handle.
+    #[test]
+    fn settings_applied_in_the_editor_take_effect_while_active() {
+        let old_dest = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let new_dest = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut plugin = JamnetSend::default();
+        {
+            let mut s = plugin.params.session.write();
+            s.session = "tx-plugin-a".into();
+            s.destination = old_dest.local_addr().unwrap().to_string();
+        }
+        plugin.start_live(1, 48_000, 64);
+        let stats = plugin.stats.clone();
+        wait_status(&stats, WorkerState::Running, "tx-plugin-a");
+        let local_a = stats.local.lock().unwrap();
+        let settings_a = plugin.params.session.read().clone();
+        for _ in 0..10 {
+            plugin.handle.as_mut().unwrap().push_planar(&[[0.1f32; 64]]);
+        }
+        assert!(frames_for(&old_dest, &settings_a) > 0);
+
+        {
+            let mut s = plugin.params.session.write();
+            s.session = "tx-plugin-b".into();
+            s.destination = new_dest.local_addr().unwrap().to_string();
+        }
+        stats.settings_gen.fetch_add(1, Ordering::Release);
+        wait_status(&stats, WorkerState::Running, "tx-plugin-b");
+        assert_ne!(stats.local.lock().unwrap(), local_a, "same socket");
+        let session_b = plugin.params.session.read().session_uuid();
+        // Audio pushed through the plugin's handle goes to the new place.
+        let handle = plugin.handle.as_mut().expect("handle kept");
+        let pushed_before = handle.stats().snapshot().audio_frames_pushed;
+        for _ in 0..40 {
+            handle.push_planar(&[[0.25f32; 64]]);
+        }
+        let mut buf = [0u8; 2048];
+        new_dest
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let t0 = Instant::now();
+        let mut audio = 0;
+        while t0.elapsed() < Duration::from_secs(2) && audio < 40 {
+            let Ok((len, _)) = new_dest.recv_from(&mut buf) else {
+                break;
+            };
+            let Ok(f) = decode_frame(&buf[..len], None) else {
+                continue;
+            };
+            if f.header.session != session_b {
+                continue;
+            }
+            if let Ok(bridge_core::protocol::messages::Message::Audio(a)) =
+                bridge_core::protocol::messages::Message::parse(&f)
+            {
+                assert!((0..a.sample_count()).all(|i| a.sample_f32(i) == 0.25));
+                audio += 1;
+            }
+        }
+        assert_eq!(audio, 40, "audio blocks at the new destination");
+        assert!(handle.stats().snapshot().audio_frames_pushed >= pushed_before + 40 * 64);
+        plugin.stop_live();
+        assert_eq!(stats.status.state(), WorkerState::Stopped);
+    }
+}
