@@ -162,6 +162,9 @@ pub enum WorkerError {
     Panicked(String),
 }
 
+/// How a worker thread ended: the core (or why not) and the link it held.
+type WorkerOutcome<C> = (Result<C, WorkerError>, Option<WorkerLink>);
+
 /// Why [`Worker::try_spawn`] failed, with the link it was given (to retry).
 ///
 /// Thread-safe: no (holds the link; `Send`). Realtime-safe: no.
@@ -212,7 +215,7 @@ impl Default for WorkerConfig {
 /// Realtime-safe: no (never touch it from the audio thread; the audio thread
 /// holds only the [`crate::handle::AudioHandle`]).
 pub struct Worker<C: Core> {
-    thread: Option<JoinHandle<(Result<C, WorkerError>, Option<WorkerLink>)>>,
+    thread: Option<JoinHandle<WorkerOutcome<C>>>,
     stop: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
     local: SocketAddr,
@@ -242,7 +245,7 @@ impl<C: Core> Worker<C> {
         core: C,
         link: Option<WorkerLink>,
         stats: Arc<LinkStats>,
-    ) -> Result<Self, SpawnError> {
+    ) -> Result<Self, Box<SpawnError>> {
         stats.set_worker_state(WorkerState::Starting);
         let (driver, local) = match UdpDriver::open(&config.net).and_then(|d| {
             let local = d.local_addr().map_err(NetError::Poll)?;
@@ -250,10 +253,10 @@ impl<C: Core> Worker<C> {
         }) {
             Ok(v) => v,
             Err(e) => {
-                return Err(SpawnError {
+                return Err(Box::new(SpawnError {
                     error: WorkerError::Net(e),
                     link,
-                })
+                }))
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
@@ -303,10 +306,10 @@ impl<C: Core> Worker<C> {
         let thread = match spawned {
             Ok(t) => t,
             Err(e) => {
-                return Err(SpawnError {
+                return Err(Box::new(SpawnError {
                     error: WorkerError::Spawn(e),
                     link: link_slot.lock().take(),
-                })
+                }))
             }
         };
         Ok(Self {
@@ -348,7 +351,7 @@ impl<C: Core> Worker<C> {
     /// was given, so a new worker (say, on new session settings) can serve
     /// the same [`crate::handle::AudioHandle`]: its rings and sample counters
     /// carry on. The link is `None` only if none was given.
-    pub fn join_keeping_link(mut self) -> (Result<C, WorkerError>, Option<WorkerLink>) {
+    pub fn join_keeping_link(mut self) -> WorkerOutcome<C> {
         self.request_stop();
         let t = self.thread.take().expect("joined once");
         match t.join() {

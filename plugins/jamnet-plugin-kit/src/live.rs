@@ -369,14 +369,14 @@ impl SupervisorState {
             self.spare = old.stop();
         }
         self.applied = None;
-        let Some(mut link) = self.spare.take() else {
+        let Some(link) = self.spare.as_mut() else {
             let e = WorkerError::Io("the audio link was lost; re-activate the plugin".into());
             (hooks.publish)(LiveEvent::Failed(&e));
             return;
         };
         // What the plugin pushed while no worker ran is stale.
         link.discard_input_blocks();
-        match spawn_worker(settings, &self.config, link, self.stats.clone()) {
+        match spawn_worker(settings, &self.config, &mut self.spare, self.stats.clone()) {
             Ok(live) => {
                 (hooks.publish)(LiveEvent::Running {
                     settings,
@@ -386,38 +386,29 @@ impl SupervisorState {
                 self.applied = Some(settings.clone());
                 self.current = Some(live);
             }
-            Err((e, link)) => {
-                self.spare = link;
-                (hooks.publish)(LiveEvent::Failed(&e));
-            }
+            Err(e) => (hooks.publish)(LiveEvent::Failed(&e)),
         }
     }
 }
 
-/// Start a worker on `settings` serving `worker_link`; on failure the link
-/// comes back.
+/// Start a worker on `settings` serving the link in `worker_link` (taken
+/// on success; left there on failure, for the next try).
 fn spawn_worker(
     settings: &SessionSettings,
     config: &LiveConfig,
-    worker_link: WorkerLink,
+    worker_link: &mut Option<WorkerLink>,
     stats: Arc<LinkStats>,
-) -> Result<LiveLink, (WorkerError, Option<WorkerLink>)> {
-    let parsed = settings
-        .destination()
-        .and_then(|d| Ok((d, settings.key_bytes()?.map(SessionKey))));
-    let (destination, key) = match parsed {
-        Ok(v) => v,
-        Err(e) => return Err((e.into(), Some(worker_link))),
-    };
+) -> Result<LiveLink, WorkerError> {
+    let destination = settings.destination()?;
+    let key = settings.key_bytes()?.map(SessionKey);
     let (channels, sample_rate, send) = (config.channels, config.sample_rate, config.send);
     let recv = config.recv.clone();
     let (group, unicast_targets) = match &destination {
         Destination::Multicast(std::net::SocketAddr::V4(g)) => (Some(*g), Vec::new()),
         Destination::Multicast(a) => {
-            return Err((
-                WorkerError::Io(format!("IPv6 multicast {a} is not supported")),
-                Some(worker_link),
-            ));
+            return Err(WorkerError::Io(format!(
+                "IPv6 multicast {a} is not supported"
+            )));
         }
         Destination::Unicast(v) => (None, v.clone()),
     };
@@ -483,10 +474,13 @@ fn spawn_worker(
         },
         Arc::new(MonotonicClock),
         core,
-        Some(worker_link),
+        worker_link.take(),
         stats,
     )
-    .map_err(|e| (WorkerError::Io(e.error.to_string()), e.link))?;
+    .map_err(|e| {
+        *worker_link = e.link;
+        WorkerError::Io(e.error.to_string())
+    })?;
     let local = worker.local_addr();
     Ok(LiveLink {
         worker: Some(worker),
