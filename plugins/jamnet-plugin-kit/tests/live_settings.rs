@@ -118,6 +118,11 @@ impl Plugin {
         self.gen.fetch_add(1, Ordering::Release);
     }
 
+    /// What a host's state restore does: new settings, no generation bump.
+    fn restore(&self, s: SessionSettings) {
+        *self.settings.lock() = s;
+    }
+
     fn wait_event(&self, contains: &str) -> String {
         let t0 = Instant::now();
         loop {
@@ -385,9 +390,22 @@ fn send_follows_new_destination_and_session_live() {
         "old destination: {got:?}"
     );
 
+    // A burst of changes (an edit, then a state restore 50 ms later)
+    // restarts the worker once, on the last settings.
     let b = settings("send-b", new_dest.local_addr().unwrap().to_string());
-    plugin.apply(b.clone());
+    plugin.apply(settings(
+        "send-c",
+        old_dest.local_addr().unwrap().to_string(),
+    ));
+    std::thread::sleep(Duration::from_millis(50));
+    plugin.restore(b.clone());
     plugin.wait_event("running send-b");
+    assert_eq!(session.restarts(), 1);
+    assert!(
+        !plugin.events.lock().iter().any(|e| e.contains("send-c")),
+        "{:?}",
+        plugin.events.lock()
+    );
     let got = audio_on(&new_dest, &b, Duration::from_millis(500));
     assert!(
         got.is_some_and(|p| (p - 0.25).abs() < 1e-6),
