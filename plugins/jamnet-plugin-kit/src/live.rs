@@ -100,7 +100,7 @@ impl Default for ReceiveSpec {
 ///
 /// Thread-safe: no (`Send`). Realtime-safe: no (dropping it joins the
 /// worker thread).
-pub struct LiveLink {
+struct LiveLink {
     /// `None` only after [`LiveLink::stop`] took it.
     worker: Option<Worker<LivePeer>>,
     /// Local unicast address, for the editor.
@@ -190,6 +190,8 @@ pub struct LiveConfig {
 }
 
 /// What the worker currently does, as handed to [`LiveHooks::publish`].
+///
+/// Thread-safe: yes (borrowed plain values). Realtime-safe: no.
 #[derive(Debug)]
 pub enum LiveEvent<'a> {
     /// A worker runs on `settings`.
@@ -210,6 +212,8 @@ pub enum LiveEvent<'a> {
 /// How the supervisor reads the plugin's settings and tells the plugin what
 /// happened. Every closure runs on the supervisor thread (and, for the first
 /// start, on the thread calling [`start`]); never on the audio thread.
+///
+/// Thread-safe: no (`Send`, moved to the supervisor). Realtime-safe: no.
 pub struct LiveHooks {
     /// The persisted settings as they are now.
     pub settings: Box<dyn Fn() -> SessionSettings + Send>,
