@@ -22,6 +22,9 @@
 #      (default settings; 1 s of silence, then a 2 s sweep): manual 30 ms
 #      buffer sample-exact, automatic buffer without a splice, correlation
 #      >= 0.99 in both
+#   6. jamnet-clap-host latency: Send -> Receive in two CLAP host processes
+#      pacing 64-sample blocks in real time: every click once, manual buffer
+#      within its latency budget (figures reported, automatic and manual)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
@@ -63,3 +66,23 @@ echo "--- DawDreamer"
 
 echo "--- Send -> Receive, two pedalboard processes"
 "$PY" tests/hosts/test_stream_pedalboard.py
+
+echo "--- Send -> Receive latency, two CLAP host processes, 64-sample blocks in real time"
+# Every click must arrive once; a manual buffer's p99 must stay within the
+# pipeline's budget (jamnet-clap-host/src/latency.rs). Four phases of the
+# receiving host's block clock against the sender's; figures in docs/plugins.md.
+for phase in 0 0.25 0.5 0.75; do
+  for jitter in auto 1; do
+    RUST_BACKTRACE=0 "$HOST" latency --seconds 8 --phase "$phase" --jitter-ms "$jitter" \
+      "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
+  done
+done
+# The receiving host's audio clock 200 ppm slow, then fast, against the
+# CPU clock (as an audio interface's crystal is): the playout must follow
+# it (bridge_core::clock::HostRate) instead of filling or draining the
+# output ring (before it did: +4.2 ms in 30 s at -200 ppm, and a dropout
+# whenever the cushion ran dry at +200 ppm).
+for ppm in -200 200; do
+  RUST_BACKTRACE=0 "$HOST" latency --seconds 30 --warmup 12 --receive-ppm "$ppm" --jitter-ms 2 \
+    --max-creep-ms 1.0 "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
+done

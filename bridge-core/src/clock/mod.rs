@@ -22,7 +22,7 @@ pub mod syncsim;
 pub mod wire;
 
 pub use arbiter::{ArbiterConfig, ClockDriftArbiter, PeerClockStats};
-pub use daw::DawClock;
+pub use daw::{DawClock, HostRate};
 pub use model::{ClockEstimate, ClockModel, ClockModelConfig, Exchange};
 
 /// A peer id: the frame header's `source` (never 0), shown as 8 lowercase hex digits.

@@ -35,7 +35,7 @@ use uuid::Uuid;
 use super::{Core, Dest, NetInfo, Outbox};
 use crate::burst::wire::{encode_midi_frame, line_from_jmid};
 use crate::burst::{BurstConfig, BurstFrame, BurstReceiver, BurstSender, DedupConfig};
-use crate::clock::{ArbiterConfig, ClockDriftArbiter, ClockEstimate};
+use crate::clock::{ArbiterConfig, ClockDriftArbiter, ClockEstimate, HostRate};
 use crate::conceal::{ConcealMethod, Concealer};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryStats, PeerEntry, PeerEvent};
 use crate::drift::{DriftCompensator, DriftConfig, DriftEstimator};
@@ -391,6 +391,10 @@ pub struct PeerReport {
     pub midi_duplicates: u64,
     /// Audio streams received.
     pub streams: Vec<StreamReport>,
+    /// The host's audio clock against ours, ppm, as the playout follows it
+    /// (0 until learnt, without a link, or for a host not running in real
+    /// time; see [`HostRate`]).
+    pub host_rate_ppm: f64,
     /// Audio blocks sent by us.
     pub audio_blocks_sent: u64,
     /// Datagrams dropped, by reason.
@@ -433,6 +437,9 @@ struct RxStream {
     out: Vec<f32>,
     /// Local time of output block 0 and blocks rendered since; `None` while stopped.
     clock: Option<(u64, u64)>,
+    /// Local time one output block lasts for the host (its audio clock,
+    /// [`HostRate`]), ns; `clock` is re-anchored whenever it changes.
+    tick_ns: f64,
     first_played: Option<u64>,
     /// Sample index just after the last block played.
     played_end: Option<u64>,
@@ -467,6 +474,20 @@ const MAX_PEER_EVENTS: usize = 1_000;
 const STREAM_IDLE_NS: u64 = 500 * MS;
 
 impl RxStream {
+    /// Local time output block `n` of the clock anchored at `t0` is due.
+    fn block_due(&self, t0: u64, n: u64) -> u64 {
+        t0 + (n as f64 * self.tick_ns).round() as u64
+    }
+
+    /// Follow the host's audio clock: blocks last `tick_ns` from now on
+    /// (the blocks already due keep their times).
+    fn set_tick_ns(&mut self, tick_ns: f64) {
+        if let Some((t0, n)) = self.clock {
+            self.clock = Some((self.block_due(t0, n), 0));
+        }
+        self.tick_ns = tick_ns;
+    }
+
     fn new(
         cfg: &PeerConfig,
         source: u32,
@@ -488,6 +509,7 @@ impl RxStream {
             drift: None,
             out: vec![0.0; block_frames * channels],
             clock: None,
+            tick_ns: block_frames as f64 * 1e9 / f64::from(a.sample_rate.max(1)),
             first_played: None,
             played_end: None,
             last_arrival_ns: 0,
@@ -701,6 +723,9 @@ pub struct LivePeer {
     stopped: bool,
     arbiter: Option<ClockDriftArbiter>,
     last_now: Option<u64>,
+    /// The host's audio clock against ours, from the link's consumption
+    /// counter (`None` without a link).
+    host_rate: Option<HostRate>,
     pending_unicast: Vec<(SocketAddr, Vec<u8>)>,
     /// Transport commands: issued, scheduled on the session clock, applied.
     transport: LiveTransport,
@@ -770,6 +795,7 @@ impl LivePeer {
                 stopped: false,
                 arbiter: None,
                 last_now: None,
+                host_rate: None,
                 pending_unicast: Vec::new(),
                 transport: LiveTransport::new(own.0, cfg.transport_issue),
                 cfg,
@@ -1244,6 +1270,25 @@ impl LivePeer {
         let (link_ch, link_frames) = link
             .as_ref()
             .map_or((0, 0), |l| (l.config().channels, l.config().block_frames));
+        // Tick at the host's audio clock, not ours: the host consumes the
+        // output ring at its crystal's rate (see `HostRate`).
+        let host_ppm = match link.as_ref() {
+            Some(l) => {
+                let st = l.stats();
+                let consumed = st
+                    .audio_frames_pulled
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    + st.audio_frames_underrun
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                let rate = self
+                    .host_rate
+                    .get_or_insert_with(|| HostRate::new(f64::from(l.config().sample_rate)));
+                rate.observe(now, consumed);
+                self.report.host_rate_ppm = rate.ppm();
+                rate.ppm()
+            }
+            None => 0.0,
+        };
         let mut mixed = 0usize;
         self.mix.clear();
         // Held for this tick only (the editor thread rarely takes it).
@@ -1259,10 +1304,15 @@ impl LivePeer {
                 f.matches(name, self.rx[i].stream_id)
             });
             let r = &mut self.rx[i];
+            let tick_ns = r.block_frames as f64 * 1e9
+                / f64::from(r.sample_rate.max(1))
+                / (1.0 + host_ppm * 1e-6);
+            if (tick_ns - r.tick_ns).abs() > 1e-3 {
+                r.set_tick_ns(tick_ns);
+            }
             let mut rendered = 0;
             while let Some((t0, n)) = r.clock {
-                let block_ns = r.block_frames as u64 * 1_000_000_000 / r.sample_rate as u64;
-                let t = t0 + n * block_ns;
+                let t = r.block_due(t0, n);
                 if t > now {
                     break;
                 }
@@ -1286,7 +1336,9 @@ impl LivePeer {
                 let before = r.jb.last_played();
                 let ok = match r.drift.as_mut() {
                     Some(dc) => {
-                        let ratio = r.drift_est.ratio();
+                        // Sender samples per host sample: the estimate is
+                        // per sample of our clock; the host's runs host_ppm fast.
+                        let ratio = r.drift_est.ratio() / (1.0 + host_ppm * 1e-6);
                         dc.render(t, &mut r.jb, r.concealer.as_mut(), Some(ratio), &mut r.out)
                             .is_ok()
                     }
@@ -1353,8 +1405,7 @@ impl LivePeer {
             .iter()
             .filter_map(|r| {
                 let (t0, n) = r.clock?;
-                let block_ns = r.block_frames as u64 * 1_000_000_000 / r.sample_rate as u64;
-                Some(t0 + n * block_ns)
+                Some(r.block_due(t0, n))
             })
             .min()
             .unwrap_or(u64::MAX)

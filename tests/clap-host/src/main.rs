@@ -57,6 +57,7 @@ use clack_host::prelude::*;
 use clack_host::utils::{BeatTime, SecondsTime};
 
 mod gui;
+mod latency;
 
 const SAMPLE_RATE: f64 = 48_000.0;
 const BLOCK: usize = 64;
@@ -1203,6 +1204,38 @@ fn main() -> Result<()> {
             }
             gui::gui(&paths, &out, std::time::Duration::from_millis(settle_ms))
         }
+        "latency" => {
+            let mut plan = latency::Plan {
+                seconds: 20.0,
+                jitter_ms: None,
+                phase: 0.5,
+                warmup_s: 2.0,
+                receive_ppm: 0.0,
+                max_creep_ms: None,
+            };
+            let mut paths = Vec::new();
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                let mut val = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
+                match a.as_str() {
+                    "--seconds" => plan.seconds = val()?.parse()?,
+                    "--warmup" => plan.warmup_s = val()?.parse()?,
+                    "--phase" => plan.phase = val()?.parse()?,
+                    "--receive-ppm" => plan.receive_ppm = val()?.parse()?,
+                    "--max-creep-ms" => plan.max_creep_ms = Some(val()?.parse()?),
+                    "--jitter-ms" => {
+                        let v = val()?;
+                        plan.jitter_ms = (v != "auto").then(|| v.parse()).transpose()?;
+                    }
+                    _ => paths.push(PathBuf::from(a)),
+                }
+            }
+            let [send, receive] = paths.as_slice() else {
+                bail!("latency [--seconds S] [--jitter-ms auto|MS] [--phase F] SEND.clap RECEIVE.clap");
+            };
+            latency::latency(send, receive, &plan)
+        }
+        "latency-role" => latency::role(rest),
         "alloc-probe" => alloc_probe(Path::new(rest.first().ok_or_else(|| anyhow!("bundle"))?)),
         _ => bail!("unknown command {cmd}"),
     }
