@@ -696,6 +696,22 @@ impl WorkerLink {
         Some(first)
     }
 
+    /// Drop every whole block of plugin audio waiting to be sent (a new
+    /// worker taking over this link does this: what queued up while no
+    /// worker ran is stale). Block alignment and the frame counter stay
+    /// consistent with the audio thread's. Returns the blocks dropped.
+    pub fn discard_input_blocks(&mut self) -> usize {
+        let n = self.config.block_samples();
+        let blocks = self.audio_from_plugin.slots() / n;
+        if let Ok(chunk) = self.audio_from_plugin.read_chunk(blocks * n) {
+            chunk.commit_all();
+            self.input_read += (blocks * self.config.block_frames) as u64;
+            blocks
+        } else {
+            0
+        }
+    }
+
     /// Blocks queued towards the audio thread (its output latency).
     pub fn output_blocks_queued(&self) -> usize {
         (self.audio_to_plugin.buffer().capacity() - self.audio_to_plugin.slots())
@@ -784,6 +800,23 @@ mod tests {
         let mut c = cfg();
         c.output_target_blocks = 4;
         assert_eq!(link(c).err(), Some(LinkError::RingTooSmall));
+    }
+
+    #[test]
+    fn discarding_input_keeps_block_alignment() {
+        let (mut h, mut w) = link(cfg()).unwrap();
+        // 2.5 blocks queued: two whole blocks go, the half block stays.
+        let buf: Vec<f32> = (0..80).map(|i| i as f32).collect();
+        assert!(h.push_interleaved(&buf));
+        assert_eq!(w.discard_input_blocks(), 2);
+        assert_eq!(w.input_blocks_ready(), 0);
+        let more: Vec<f32> = (80..112).map(|i| i as f32).collect();
+        assert!(h.push_interleaved(&more));
+        let mut block = vec![0.0; 32];
+        // The next block starts at frame 32 and holds frames 32..48.
+        assert_eq!(w.pop_input_block(&mut block), Some(32));
+        assert_eq!(block[0], 64.0);
+        assert_eq!(block[31], 95.0);
     }
 
     #[test]

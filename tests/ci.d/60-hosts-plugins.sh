@@ -5,6 +5,9 @@
 #   1. jamnet-clap-host check: every .clap loaded, activated, 3000 blocks
 #      processed with a moving transport, output checked, a parameter changed
 #      through process(), state saved/edited/restored, 6 instances at once
+#   1a. jamnet-clap-host live-settings: new session settings restored into
+#      active Send and Receive while process() runs in real time; Receive
+#      listens on the new port, Send's audio reaches the new destination
 #   1b. jamnet-clap-host follow: JAMNet Transport in follow mode fed real UDP
 #      `transport` frames (unicast, then a loopback multicast group): MIDI
 #      Clock 48/s at 120 BPM, Start/SPP/Continue/Stop, MTC quarter frames,
@@ -35,6 +38,9 @@ B="$JAMNET_BUNDLE_DIR"
 
 echo "--- CLAP harness (debug bundles: process() runs under assert_process_allocs)"
 RUST_BACKTRACE=0 "$HOST" check "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap" "$B/JAMNet Transport.clap"
+
+echo "--- CLAP harness: session settings restored into active Send/Receive apply live"
+RUST_BACKTRACE=0 "$HOST" live-settings "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
 
 echo "--- CLAP harness: JAMNet Transport follow mode fed real UDP transport frames"
 RUST_BACKTRACE=0 "$HOST" follow "$B/JAMNet Transport.clap"

@@ -162,6 +162,30 @@ pub enum WorkerError {
     Panicked(String),
 }
 
+/// How a worker thread ended: the core (or why not) and the link it held.
+type WorkerOutcome<C> = (Result<C, WorkerError>, Option<WorkerLink>);
+
+/// Why [`Worker::try_spawn`] failed, with the link it was given (to retry).
+///
+/// Thread-safe: no (holds the link; `Send`). Realtime-safe: no.
+#[derive(thiserror::Error)]
+#[error("{error}")]
+pub struct SpawnError {
+    /// What went wrong.
+    pub error: WorkerError,
+    /// The [`WorkerLink`] passed to [`Worker::try_spawn`], unused.
+    pub link: Option<WorkerLink>,
+}
+
+impl std::fmt::Debug for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpawnError")
+            .field("error", &self.error)
+            .field("link", &self.link.is_some())
+            .finish()
+    }
+}
+
 /// Worker settings.
 ///
 /// Thread-safe: yes. Realtime-safe: yes.
@@ -191,7 +215,7 @@ impl Default for WorkerConfig {
 /// Realtime-safe: no (never touch it from the audio thread; the audio thread
 /// holds only the [`crate::handle::AudioHandle`]).
 pub struct Worker<C: Core> {
-    thread: Option<JoinHandle<Result<C, WorkerError>>>,
+    thread: Option<JoinHandle<WorkerOutcome<C>>>,
     stop: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
     local: SocketAddr,
@@ -209,18 +233,45 @@ impl<C: Core> Worker<C> {
         link: Option<WorkerLink>,
         stats: Arc<LinkStats>,
     ) -> Result<Self, WorkerError> {
+        Self::try_spawn(config, clock, core, link, stats).map_err(|e| e.error)
+    }
+
+    /// [`Self::spawn`], but a failure hands the [`WorkerLink`] back (in
+    /// [`SpawnError::link`]), so a plugin can retry with other settings
+    /// while its audio thread keeps the same [`crate::handle::AudioHandle`].
+    pub fn try_spawn(
+        config: WorkerConfig,
+        clock: Arc<dyn Clock>,
+        core: C,
+        link: Option<WorkerLink>,
+        stats: Arc<LinkStats>,
+    ) -> Result<Self, Box<SpawnError>> {
         stats.set_worker_state(WorkerState::Starting);
-        let driver = UdpDriver::open(&config.net)?;
-        let local = driver
-            .local_addr()
-            .map_err(|e| WorkerError::Net(NetError::Poll(e)))?;
+        let (driver, local) = match UdpDriver::open(&config.net).and_then(|d| {
+            let local = d.local_addr().map_err(NetError::Poll)?;
+            Ok((d, local))
+        }) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(Box::new(SpawnError {
+                    error: WorkerError::Net(e),
+                    link,
+                }))
+            }
+        };
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
+        // The link travels through a slot so that a failed thread spawn
+        // (which drops the closure) can still hand it back.
+        let link_slot = Arc::new(parking_lot::Mutex::new(link));
+        let spawned = std::thread::Builder::new()
             .name(config.thread_name.clone())
             .spawn({
                 let stop = stop.clone();
                 let stats = stats.clone();
+                let link_slot = link_slot.clone();
                 move || {
+                    let link = link_slot.lock().take();
+                    drop(link_slot);
                     let mut state = LoopState {
                         driver,
                         core,
@@ -233,7 +284,8 @@ impl<C: Core> Worker<C> {
                         local,
                     };
                     let result = catch_unwind(AssertUnwindSafe(|| state.run()));
-                    match result {
+                    let link = state.link.take();
+                    let result = match result {
                         Ok(Ok(())) => {
                             stats.set_worker_state(WorkerState::Stopped);
                             Ok(state.core)
@@ -247,10 +299,19 @@ impl<C: Core> Worker<C> {
                             stats.set_error(format!("worker panicked: {msg}"));
                             Err(WorkerError::Panicked(msg))
                         }
-                    }
+                    };
+                    (result, link)
                 }
-            })
-            .map_err(WorkerError::Spawn)?;
+            });
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(Box::new(SpawnError {
+                    error: WorkerError::Spawn(e),
+                    link: link_slot.lock().take(),
+                }))
+            }
+        };
         Ok(Self {
             thread: Some(thread),
             stop,
@@ -281,13 +342,22 @@ impl<C: Core> Worker<C> {
 
     /// Stop the thread and take the core back (for final summaries), or the
     /// error / caught panic that ended it.
-    pub fn join(mut self) -> Result<C, WorkerError> {
+    pub fn join(self) -> Result<C, WorkerError> {
+        self.join_keeping_link().0
+    }
+
+    /// Stop the thread (it sends the core's last words first) and take back
+    /// both the core's outcome (as [`Self::join`]) and the [`WorkerLink`] it
+    /// was given, so a new worker (say, on new session settings) can serve
+    /// the same [`crate::handle::AudioHandle`]: its rings and sample counters
+    /// carry on. The link is `None` only if none was given.
+    pub fn join_keeping_link(mut self) -> WorkerOutcome<C> {
         self.request_stop();
         let t = self.thread.take().expect("joined once");
         match t.join() {
             Ok(r) => r,
             // Unreachable in practice: the closure catches every panic.
-            Err(p) => Err(WorkerError::Panicked(panic_message(&p))),
+            Err(p) => (Err(WorkerError::Panicked(panic_message(&p))), None),
         }
     }
 }
@@ -510,6 +580,49 @@ mod tests {
             Err(WorkerError::Panicked(m)) => assert!(m.contains("poison byte")),
             other => panic!("expected a caught panic, got {:?}", other.err()),
         }
+    }
+
+    /// A stopped worker hands its link back; a second worker on another
+    /// socket serves the same audio handle (rings and counters carry on),
+    /// and a spawn that fails hands the link back too.
+    #[test]
+    fn the_link_survives_a_worker_restart() {
+        let (mut h, l) = crate::handle::link(crate::handle::LinkConfig {
+            channels: 1,
+            block_frames: 16,
+            ..crate::handle::LinkConfig::default()
+        })
+        .unwrap();
+        let stats = l.stats().clone();
+        let (core, _) = echo(None);
+        let clock = Arc::new(MonotonicClock::new());
+        let w = Worker::spawn(cfg(), clock.clone(), core, Some(l), stats.clone()).unwrap();
+        let (result, l) = w.join_keeping_link();
+        assert!(result.is_ok());
+        let mut l = l.expect("link handed back");
+        // A port that is taken: the spawn fails and the link comes back.
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut busy = cfg();
+        busy.net.unicast_port = taken.local_addr().unwrap().port();
+        let (core, _) = echo(None);
+        let err = match Worker::try_spawn(busy, clock.clone(), core, Some(l), stats.clone()) {
+            Ok(_) => panic!("bound a port that is taken"),
+            Err(e) => e,
+        };
+        assert!(matches!(err.error, WorkerError::Net(_)), "{err}");
+        l = err.link.expect("link handed back after a failed spawn");
+        // The same handle still talks to whoever holds the link next.
+        assert!(h.push_interleaved(&[0.5; 16]));
+        let (core, _) = echo(None);
+        let w = Worker::spawn(cfg(), clock, core, Some(l), stats).unwrap();
+        let (_, l) = w.join_keeping_link();
+        let mut l = l.unwrap();
+        let mut block = [0.0f32; 16];
+        assert_eq!(l.pop_input_block(&mut block), Some(0));
+        assert_eq!(block, [0.5; 16]);
+        assert!(l.push_output_block(&[0.25; 16]));
+        drop(l);
+        assert!(h.worker_gone());
     }
 
     #[test]

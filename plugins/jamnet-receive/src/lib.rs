@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bridge_core::conceal::ConcealMethod;
 use bridge_core::handle::{AudioHandle, LinkStats};
 use bridge_core::worker::peer::{SharedReport, SharedStreamFilter};
-use jamnet_plugin_kit::live::LiveLink;
+use jamnet_plugin_kit::live::{LiveConfig, LiveEvent, LiveHooks, LiveSession};
 use jamnet_plugin_kit::{AtomicF32Cell, PeakMeter, RateCounter, WorkerState, WorkerStatus};
 use nice_plug::prelude::*;
 use nice_plug_egui::EguiEditorState;
@@ -51,7 +51,8 @@ pub struct ReceiveStats {
     pub concealed: AtomicU64,
     /// MIDI events passed to the host.
     pub midi_out: RateCounter,
-    /// Bumped by the editor when settings changed; the worker reloads them.
+    /// Bumped by the editor when settings changed; the live session applies
+    /// them (restarting its worker) about 300 ms later.
     pub settings_gen: AtomicU32,
     /// Sample rate the host activated us with (Hz).
     pub sample_rate: AtomicU32,
@@ -75,8 +76,8 @@ pub struct JamnetReceive {
     stats: Arc<ReceiveStats>,
     /// Audio-thread end of the live link (made in `activate`).
     handle: Option<AudioHandle>,
-    /// The live worker (stopped in `deactivate`).
-    live: Option<LiveLink>,
+    /// The live worker and its settings supervisor (stopped in `deactivate`).
+    live: Option<LiveSession>,
     editor_state: Arc<EguiEditorState>,
     /// Debug-only negative control for the allocation checker.
     alloc_probe: bool,
@@ -98,9 +99,75 @@ impl Default for JamnetReceive {
 
 impl JamnetReceive {
     fn stop_live(&mut self) {
+        // The session first (its supervisor would report the worker's exit
+        // on a dropped handle as a failure), then the audio end.
+        let was_live = self.live.take().is_some();
         self.handle = None;
-        if self.live.take().is_some() {
+        if was_live {
             self.stats.status.report(WorkerState::Stopped, "");
+        }
+    }
+
+    /// Start the live session (from `activate`; tests call it directly):
+    /// `channels` at `sample_rate`, the host's buffers at most
+    /// `max_host_block`. Settings changes apply live from then on.
+    fn start_live(&mut self, channels: usize, sample_rate: u32, max_host_block: usize) {
+        self.stop_live();
+        *self.stats.filter.lock() = self.params.stream.read().filter();
+        let conceal = match self.params.concealment.value() {
+            params::Concealment::Auto | params::Concealment::Pnbtr => ConcealMethod::Pnbtr,
+            params::Concealment::PnbtrGpu => ConcealMethod::PnbtrGpu,
+            params::Concealment::Burg => ConcealMethod::Burg,
+            params::Concealment::Repeat => ConcealMethod::Repeat,
+            params::Concealment::Zero => ConcealMethod::Zero,
+        };
+        self.stats
+            .playout_ns
+            .store(self.playout_ns(), Ordering::Relaxed);
+        let (params, gen_stats, stats) =
+            (self.params.clone(), self.stats.clone(), self.stats.clone());
+        let hooks = LiveHooks {
+            settings: Box::new(move || params.session.read().clone()),
+            settings_gen: Box::new(move || gen_stats.settings_gen.load(Ordering::Acquire)),
+            publish: Box::new(move |event| match event {
+                LiveEvent::Running {
+                    settings,
+                    local,
+                    report,
+                } => {
+                    *stats.report.lock() = Some(report.clone());
+                    stats.status.report(
+                        WorkerState::Running,
+                        format!("session {:?}, listening on {local}", settings.session),
+                    );
+                }
+                LiveEvent::Failed(e) => {
+                    *stats.report.lock() = None;
+                    stats.status.report(WorkerState::Failed, e.to_string());
+                }
+            }),
+        };
+        let config = LiveConfig {
+            channels,
+            sample_rate,
+            max_host_block,
+            send: None,
+            recv: jamnet_plugin_kit::live::ReceiveSpec {
+                playout_delay_ms: 0.0,
+                conceal,
+                filter: Some(self.stats.filter.clone()),
+                playout_live: Some(self.stats.playout_ns.clone()),
+                play: true,
+            },
+            thread_name: "jamnet-receive".into(),
+        };
+        match jamnet_plugin_kit::live::start(config, hooks) {
+            Ok((handle, link_stats, live)) => {
+                *self.stats.link.lock() = Some(link_stats);
+                self.handle = Some(handle);
+                self.live = Some(live);
+            }
+            Err(e) => self.stats.status.report(WorkerState::Failed, e.to_string()),
         }
     }
 
@@ -166,52 +233,14 @@ impl Plugin for JamnetReceive {
         self.stats
             .sample_rate
             .store(buffer_config.sample_rate as u32, Ordering::Relaxed);
-        self.stop_live();
         let channels = audio_io_layout
             .main_output_channels
             .map_or(2, NonZeroU32::get) as usize;
-        let settings = self.params.session.read().clone();
-        *self.stats.filter.lock() = self.params.stream.read().filter();
-        let conceal = match self.params.concealment.value() {
-            params::Concealment::Auto | params::Concealment::Pnbtr => ConcealMethod::Pnbtr,
-            params::Concealment::PnbtrGpu => ConcealMethod::PnbtrGpu,
-            params::Concealment::Burg => ConcealMethod::Burg,
-            params::Concealment::Repeat => ConcealMethod::Repeat,
-            params::Concealment::Zero => ConcealMethod::Zero,
-        };
-        self.stats
-            .playout_ns
-            .store(self.playout_ns(), Ordering::Relaxed);
-        match jamnet_plugin_kit::live::start(
-            &settings,
+        self.start_live(
             channels,
             buffer_config.sample_rate as u32,
             buffer_config.max_buffer_size as usize,
-            None,
-            jamnet_plugin_kit::live::ReceiveSpec {
-                playout_delay_ms: 0.0,
-                conceal,
-                filter: Some(self.stats.filter.clone()),
-                playout_live: Some(self.stats.playout_ns.clone()),
-                play: true,
-            },
-            "jamnet-receive",
-        ) {
-            Ok((handle, link_stats, live)) => {
-                self.stats.status.report(
-                    WorkerState::Running,
-                    format!(
-                        "session {:?}, listening on {}",
-                        settings.session, live.local
-                    ),
-                );
-                *self.stats.link.lock() = Some(link_stats);
-                *self.stats.report.lock() = Some(live.report.clone());
-                self.handle = Some(handle);
-                self.live = Some(live);
-            }
-            Err(e) => self.stats.status.report(WorkerState::Failed, e.to_string()),
-        }
+        );
         self.alloc_probe = jamnet_plugin_kit::alloc_probe_requested();
         true
     }
@@ -306,3 +335,128 @@ impl Vst3Plugin for JamnetReceive {
 
 nice_export_clap!(JamnetReceive);
 nice_export_vst3!(JamnetReceive);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_core::net::NetConfig;
+    use bridge_core::protocol::audio::SampleFormat;
+    use bridge_core::worker::peer::{AudioSource, AudioTxConfig, LivePeer, PeerConfig};
+    use bridge_core::worker::{MonotonicClock, Worker, WorkerConfig};
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::time::{Duration, Instant};
+
+    fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn wait_status(stats: &ReceiveStats, state: WorkerState, contains: &str) {
+        let t0 = Instant::now();
+        while stats.status.state() != state || !stats.status.message().contains(contains) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "want {state:?} with {contains:?}, have {:?}: {}",
+                stats.status.state(),
+                stats.status.message()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The plugin as the editor drives it: an Apply of a new port and
+    /// session while active moves the worker there (no re-activation), and
+    /// a real sender's audio for the new session plays through the
+    /// plugin's own handle. Invalid settings show as Failed and recover.
+    #[test]
+    fn settings_applied_in_the_editor_take_effect_while_active() {
+        let (p1, p2) = (free_port(), free_port());
+        let mut plugin = JamnetReceive::default();
+        {
+            let mut s = plugin.params.session.write();
+            s.session = "rx-plugin-a".into();
+            s.destination = format!("127.0.0.1:{p1}");
+        }
+        plugin.start_live(1, 48_000, 64);
+        let stats = plugin.stats.clone();
+        wait_status(&stats, WorkerState::Running, &format!(":{p1}"));
+        let report_a = stats.report.lock().clone().unwrap();
+
+        // The editor's Apply: persisted settings, then the generation bump.
+        let edit = |destination: String| {
+            let mut s = plugin.params.session.write();
+            s.session = "rx-plugin-b".into();
+            s.destination = destination;
+            drop(s);
+            stats.settings_gen.fetch_add(1, Ordering::Release);
+        };
+        edit("no such host".into());
+        wait_status(&stats, WorkerState::Failed, "not an IP address");
+        edit(format!("127.0.0.1:{p2}"));
+        wait_status(&stats, WorkerState::Running, &format!(":{p2}"));
+        assert!(stats.status.message().contains("rx-plugin-b"));
+        let report_b = stats.report.lock().clone().unwrap();
+        assert!(!Arc::ptr_eq(&report_a, &report_b), "report not replaced");
+        assert!(UdpSocket::bind(("127.0.0.1", p1)).is_ok(), "old port held");
+
+        // A real sender in session B, to the new port.
+        let session_b = plugin.params.session.read().session_uuid();
+        let (core, _) = LivePeer::new(PeerConfig {
+            session: session_b,
+            name: "remote".into(),
+            unicast_targets: vec![(Ipv4Addr::LOCALHOST, p2).into()],
+            use_group: false,
+            audio_tx: Some((
+                AudioTxConfig {
+                    stream_id: 1,
+                    channels: 1,
+                    sample_rate: 48_000,
+                    block_frames: 64,
+                    format: SampleFormat::F32,
+                    jellie: false,
+                },
+                AudioSource::Generator(Box::new(|_, block| block.fill(0.5))),
+            )),
+            ..PeerConfig::default()
+        });
+        let sender = Worker::spawn(
+            WorkerConfig {
+                net: NetConfig {
+                    bind_ip: Ipv4Addr::LOCALHOST,
+                    group: None,
+                    ..NetConfig::default()
+                },
+                ..WorkerConfig::default()
+            },
+            Arc::new(MonotonicClock),
+            core,
+            None,
+            Arc::new(LinkStats::default()),
+        )
+        .unwrap();
+        // Pull host-sized blocks from the plugin's handle, paced in real time.
+        let handle = plugin.handle.as_mut().expect("handle kept");
+        let mut out = [[0.0f32; 64]; 1];
+        let t0 = Instant::now();
+        let mut heard = false;
+        for n in 1..=3_000u32 {
+            if handle.pull_planar(&mut out) == 64 && out[0].iter().all(|&s| s == 0.5) {
+                heard = true;
+                break;
+            }
+            let due = t0 + Duration::from_micros(1_333) * n;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        assert!(
+            heard,
+            "no audio from the new session: {:?}",
+            handle.stats().snapshot()
+        );
+        drop(sender);
+        plugin.stop_live();
+        assert_eq!(stats.status.state(), WorkerState::Stopped);
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bridge_core::handle::{AudioHandle, LinkStats, MidiEvent};
 use bridge_core::protocol::audio::SampleFormat;
-use jamnet_plugin_kit::live::{LiveLink, SendSpec};
+use jamnet_plugin_kit::live::{LiveConfig, LiveEvent, LiveHooks, LiveSession, SendSpec};
 use jamnet_plugin_kit::{PeakMeter, RateCounter, WorkerState, WorkerStatus};
 use nice_plug::midi::MidiResult;
 use nice_plug::prelude::*;
@@ -44,8 +44,8 @@ pub struct SendStats {
     pub send_errors: AtomicU64,
     /// Peers currently listening to this stream (from their heartbeats).
     pub listeners: AtomicU32,
-    /// Bumped by the editor when the session settings changed; the worker
-    /// reloads them.
+    /// Bumped by the editor when the session settings changed; the live
+    /// session applies them (restarting its worker) about 300 ms later.
     pub settings_gen: AtomicU32,
     /// Sample rate the host activated us with (Hz).
     pub sample_rate: AtomicU32,
@@ -66,8 +66,8 @@ pub struct JamnetSend {
     stats: Arc<SendStats>,
     /// Audio-thread end of the live link (made in `activate`).
     handle: Option<AudioHandle>,
-    /// The live worker (stopped in `deactivate`).
-    live: Option<LiveLink>,
+    /// The live worker and its settings supervisor (stopped in `deactivate`).
+    live: Option<LiveSession>,
     editor_state: Arc<EguiEditorState>,
     /// Debug-only negative control for the allocation checker.
     alloc_probe: bool,
@@ -89,9 +89,74 @@ impl Default for JamnetSend {
 
 impl JamnetSend {
     fn stop_live(&mut self) {
+        // The session first (its supervisor would report the worker's exit
+        // on a dropped handle as a failure), then the audio end.
+        let was_live = self.live.take().is_some();
         self.handle = None;
-        if self.live.take().is_some() {
+        if was_live {
             self.stats.status.report(WorkerState::Stopped, "");
+        }
+    }
+
+    /// Start the live session (from `activate`; tests call it directly):
+    /// `channels` at `sample_rate`, the host's buffers at most
+    /// `max_host_block`. Settings changes apply live from then on.
+    fn start_live(&mut self, channels: usize, sample_rate: u32, max_host_block: usize) {
+        self.stop_live();
+        let spec = SendSpec {
+            format: match self.params.format.value() {
+                params::WireFormat::I16 => SampleFormat::I16,
+                params::WireFormat::I24 => SampleFormat::I24,
+                params::WireFormat::F32 => SampleFormat::F32,
+            },
+            jellie: self.params.jellie.value(),
+            midi_burst: self.params.burst.value() as u8,
+        };
+        let (params, gen_stats, stats) =
+            (self.params.clone(), self.stats.clone(), self.stats.clone());
+        let hooks = LiveHooks {
+            settings: Box::new(move || params.session.read().clone()),
+            settings_gen: Box::new(move || gen_stats.settings_gen.load(Ordering::Acquire)),
+            publish: Box::new(move |event| match event {
+                LiveEvent::Running {
+                    settings, local, ..
+                } => {
+                    *stats.local.lock() = Some(local);
+                    stats.status.report(
+                        WorkerState::Running,
+                        format!("session {:?}, sending from {local}", settings.session),
+                    );
+                }
+                LiveEvent::Failed(e) => {
+                    *stats.local.lock() = None;
+                    stats.status.report(WorkerState::Failed, e.to_string());
+                }
+            }),
+        };
+        let config = LiveConfig {
+            channels,
+            sample_rate,
+            max_host_block,
+            send: Some(spec),
+            // Send passes its input through and never plays what it hears
+            // (it listens for peers and their receive reports only): other
+            // peers' streams are counted, not rendered.
+            recv: jamnet_plugin_kit::live::ReceiveSpec {
+                playout_delay_ms: 20.0,
+                conceal: bridge_core::conceal::ConcealMethod::Zero,
+                filter: None,
+                playout_live: None,
+                play: false,
+            },
+            thread_name: "jamnet-send".into(),
+        };
+        match jamnet_plugin_kit::live::start(config, hooks) {
+            Ok((handle, link_stats, live)) => {
+                *self.stats.link.lock() = Some(link_stats);
+                self.handle = Some(handle);
+                self.live = Some(live);
+            }
+            Err(e) => self.stats.status.report(WorkerState::Failed, e.to_string()),
         }
     }
 
@@ -152,50 +217,11 @@ impl Plugin for JamnetSend {
         self.stats
             .sample_rate
             .store(buffer_config.sample_rate as u32, Ordering::Relaxed);
-        self.stop_live();
-        let settings = self.params.session.read().clone();
-        let spec = SendSpec {
-            format: match self.params.format.value() {
-                params::WireFormat::I16 => SampleFormat::I16,
-                params::WireFormat::I24 => SampleFormat::I24,
-                params::WireFormat::F32 => SampleFormat::F32,
-            },
-            jellie: self.params.jellie.value(),
-            midi_burst: self.params.burst.value() as u8,
-        };
-        match jamnet_plugin_kit::live::start(
-            &settings,
+        self.start_live(
             channels.max(1) as usize,
             buffer_config.sample_rate as u32,
             buffer_config.max_buffer_size as usize,
-            Some(spec),
-            // Send passes its input through and never plays what it hears
-            // (it listens for peers and their receive reports only): other
-            // peers' streams are counted, not rendered.
-            jamnet_plugin_kit::live::ReceiveSpec {
-                playout_delay_ms: 20.0,
-                conceal: bridge_core::conceal::ConcealMethod::Zero,
-                filter: None,
-                playout_live: None,
-                play: false,
-            },
-            "jamnet-send",
-        ) {
-            Ok((handle, link_stats, live)) => {
-                self.stats.status.report(
-                    WorkerState::Running,
-                    format!(
-                        "session {:?}, sending from {}",
-                        settings.session, live.local
-                    ),
-                );
-                *self.stats.link.lock() = Some(link_stats);
-                *self.stats.local.lock() = Some(live.local);
-                self.handle = Some(handle);
-                self.live = Some(live);
-            }
-            Err(e) => self.stats.status.report(WorkerState::Failed, e.to_string()),
-        }
+        );
         self.alloc_probe = jamnet_plugin_kit::alloc_probe_requested();
         true
     }
@@ -285,3 +311,109 @@ impl Vst3Plugin for JamnetSend {
 
 nice_export_clap!(JamnetSend);
 nice_export_vst3!(JamnetSend);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_core::protocol::frame::decode_frame;
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    fn wait_status(stats: &SendStats, state: WorkerState, contains: &str) {
+        let t0 = Instant::now();
+        while stats.status.state() != state || !stats.status.message().contains(contains) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "want {state:?} with {contains:?}, have {:?}: {}",
+                stats.status.state(),
+                stats.status.message()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Session frames for `session` arriving on `sock` within a second.
+    fn frames_for(sock: &UdpSocket, settings: &jamnet_plugin_kit::SessionSettings) -> usize {
+        let session = settings.session_uuid();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let t0 = Instant::now();
+        let mut buf = [0u8; 2048];
+        let mut n = 0;
+        while t0.elapsed() < Duration::from_secs(1) {
+            if let Ok((len, _)) = sock.recv_from(&mut buf) {
+                if decode_frame(&buf[..len], None).is_ok_and(|f| f.header.session == session) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// The plugin as the editor drives it: an Apply of a new destination
+    /// and session while active sends there from then on (no
+    /// re-activation), through the plugin's own handle.
+    #[test]
+    fn settings_applied_in_the_editor_take_effect_while_active() {
+        let old_dest = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let new_dest = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut plugin = JamnetSend::default();
+        {
+            let mut s = plugin.params.session.write();
+            s.session = "tx-plugin-a".into();
+            s.destination = old_dest.local_addr().unwrap().to_string();
+        }
+        plugin.start_live(1, 48_000, 64);
+        let stats = plugin.stats.clone();
+        wait_status(&stats, WorkerState::Running, "tx-plugin-a");
+        let local_a = stats.local.lock().unwrap();
+        let settings_a = plugin.params.session.read().clone();
+        for _ in 0..10 {
+            plugin.handle.as_mut().unwrap().push_planar(&[[0.1f32; 64]]);
+        }
+        assert!(frames_for(&old_dest, &settings_a) > 0);
+
+        {
+            let mut s = plugin.params.session.write();
+            s.session = "tx-plugin-b".into();
+            s.destination = new_dest.local_addr().unwrap().to_string();
+        }
+        stats.settings_gen.fetch_add(1, Ordering::Release);
+        wait_status(&stats, WorkerState::Running, "tx-plugin-b");
+        assert_ne!(stats.local.lock().unwrap(), local_a, "same socket");
+        let session_b = plugin.params.session.read().session_uuid();
+        // Audio pushed through the plugin's handle goes to the new place.
+        let handle = plugin.handle.as_mut().expect("handle kept");
+        let pushed_before = handle.stats().snapshot().audio_frames_pushed;
+        for _ in 0..40 {
+            handle.push_planar(&[[0.25f32; 64]]);
+        }
+        let mut buf = [0u8; 2048];
+        new_dest
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let t0 = Instant::now();
+        let mut audio = 0;
+        while t0.elapsed() < Duration::from_secs(2) && audio < 40 {
+            let Ok((len, _)) = new_dest.recv_from(&mut buf) else {
+                break;
+            };
+            let Ok(f) = decode_frame(&buf[..len], None) else {
+                continue;
+            };
+            if f.header.session != session_b {
+                continue;
+            }
+            if let Ok(bridge_core::protocol::messages::Message::Audio(a)) =
+                bridge_core::protocol::messages::Message::parse(&f)
+            {
+                assert!((0..a.sample_count()).all(|i| a.sample_f32(i) == 0.25));
+                audio += 1;
+            }
+        }
+        assert_eq!(audio, 40, "audio blocks at the new destination");
+        assert!(handle.stats().snapshot().audio_frames_pushed >= pushed_before + 40 * 64);
+        plugin.stop_live();
+        assert_eq!(stats.status.state(), WorkerState::Stopped);
+    }
+}

@@ -16,6 +16,11 @@
 //!                                         Clock rate and spacing, Start, SPP,
 //!                                         Continue, Stop, MTC quarter frames
 //!                                         (unicast, or a loopback multicast group)
+//! jamnet-clap-host live-settings SEND.clap RECEIVE.clap
+//!                                         session settings restored into active
+//!                                         Send and Receive while process() runs
+//!                                         in real time: both move (port, session,
+//!                                         destination) without re-activation
 //! jamnet-clap-host alloc-probe BUNDLE.clap
 //!                                         negative control: with
 //!                                         JAMNET_DEBUG_ALLOC_IN_PROCESS=1 a debug
@@ -468,6 +473,108 @@ fn pick_change(params: &[ParamDesc]) -> Option<(ClapId, f64)> {
         .iter()
         .find(|d| d.stepped && d.max > d.min)
         .map(|d| (d.id, if d.default == d.max { d.min } else { d.max }))
+}
+
+/// Session settings restored (CLAP state load, as a host restoring a
+/// preset or undoing) into *active* Send and Receive instances while
+/// `process()` runs, paced in real time (debug bundles: under
+/// `assert_process_allocs`, so the live worker restart must not touch the
+/// audio thread). Receive must then listen on the new unicast port, and
+/// Send's audio must reach the new destination in the new session, without
+/// re-activation.
+fn live_settings(send: &Path, receive: &Path) -> Result<()> {
+    let session = uuid::Uuid::new_v4();
+    let rx_port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let tx_dest = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    tx_dest.set_nonblocking(true)?;
+    let destinations = [
+        tx_dest.local_addr()?.to_string(),
+        format!("127.0.0.1:{rx_port}"),
+    ];
+    let mut loaded = vec![
+        instantiate(&load_entry(send)?)?,
+        instantiate(&load_entry(receive)?)?,
+    ];
+    let mut procs = Vec::new();
+    let mut ios = Vec::new();
+    for p in &mut loaded {
+        procs.push(activate(p)?);
+        ios.push(Io::new(p.inputs, p.outputs));
+    }
+    ensure!(
+        std::net::UdpSocket::bind(("127.0.0.1", rx_port)).is_ok(),
+        "the new port is taken before the change"
+    );
+    // 0.3 s before the change, 1.7 s after it, 64-sample blocks at 48 kHz.
+    let (change_at, blocks) = (225u64, 1_500u64);
+    // What reaches Send's new destination, drained every block.
+    let (mut audio, mut frames) = (0u32, 0u32);
+    let mut buf = [0u8; 2048];
+    let t0 = Instant::now();
+    for b in 0..blocks {
+        let sample = b * BLOCK as u64;
+        let transport = transport_at(sample, true);
+        if b == change_at {
+            for (p, dest) in loaded.iter_mut().zip(&destinations) {
+                let mut json = state_json(&save_state(p)?)?;
+                let fields = json["fields"]
+                    .as_object_mut()
+                    .ok_or_else(|| anyhow!("no fields"))?;
+                let mut settings: serde_json::Value = serde_json::from_str(
+                    fields
+                        .get("session")
+                        .and_then(|v| v.as_str())
+                        .ok_or_else(|| anyhow!("{}: no session settings", p.name))?,
+                )?;
+                settings["session"] = session.to_string().into();
+                settings["destination"] = dest.clone().into();
+                fields.insert("session".into(), settings.to_string().into());
+                load_state(p, &json_state(&json)?)?;
+            }
+        }
+        for (i, p) in loaded.iter_mut().enumerate() {
+            ios[i].fill_input(sample);
+            ios[i]
+                .run(&mut procs[i], sample, &transport)
+                .with_context(|| format!("{}: process block {b}", p.name))?;
+            pump_main_thread(p);
+        }
+        while let Ok((n, _)) = tx_dest.recv_from(&mut buf) {
+            let Ok(f) = bridge_core::protocol::frame::decode_frame(&buf[..n], None) else {
+                continue;
+            };
+            if f.header.session != session {
+                continue;
+            }
+            frames += 1;
+            if matches!(
+                bridge_core::protocol::messages::Message::parse(&f),
+                Ok(bridge_core::protocol::messages::Message::Audio(_))
+            ) {
+                audio += 1;
+            }
+        }
+        let due =
+            t0 + std::time::Duration::from_secs_f64((b + 1) as f64 * BLOCK as f64 / SAMPLE_RATE);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    }
+    ensure!(
+        std::net::UdpSocket::bind(("127.0.0.1", rx_port)).is_err(),
+        "Receive does not listen on its new port {rx_port}"
+    );
+    ensure!(
+        audio > 100,
+        "Send's new destination got {audio} audio frames of the new session ({frames} frames)"
+    );
+    for (p, proc) in loaded.iter_mut().zip(procs) {
+        p.instance.deactivate(proc.stop_processing());
+    }
+    println!(
+        "live-settings ok: Receive listens on {rx_port}, Send's new destination got {audio} audio frames ({frames} frames) of session {session}, no re-activation"
+    );
+    Ok(())
 }
 
 fn check(paths: &[PathBuf]) -> Result<()> {
@@ -1050,6 +1157,10 @@ fn main() -> Result<()> {
         .ok_or_else(|| anyhow!("usage: check|bench|follow|alloc-probe|gui BUNDLE.clap..."))?;
     match cmd.as_str() {
         "check" => check(&rest.iter().map(PathBuf::from).collect::<Vec<_>>()),
+        "live-settings" => match rest {
+            [send, receive] => live_settings(Path::new(send), Path::new(receive)),
+            _ => bail!("live-settings SEND.clap RECEIVE.clap"),
+        },
         "bench" => {
             let mut blocks = 20_000;
             let mut paths = Vec::new();
