@@ -133,10 +133,19 @@ for s, jellie in ((a, True), (b, False)):
     # delay starts at the target: it drops those unheard start blocks and
     # counts them (at most 4 blocks, ~11 ms here). Everything else plays.
     trimmed = st["start_trimmed_blocks"]
-    check(st["first_sample"] == trimmed * st["block_frames"] and trimmed <= 4 and st["restarts"] == 0,
-          f"C: {s['name']} played from its first block (after {trimmed} counted start-trim blocks) without restarting")
+    # A stream without JELLIE cannot play a first block the network lost
+    # (5 % kernel loss, 10 % corruption: about 1 run in 16 here, measured):
+    # it starts at the first block that arrived. With JELLIE the lost first
+    # block is rebuilt, so that stream must start at block 0.
+    lead = st["first_sample"] // st["block_frames"] - trimmed
+    allowed_lead = 0 if jellie else 3
+    check(st["first_sample"] % st["block_frames"] == 0 and 0 <= lead <= allowed_lead
+          and trimmed <= 4 and st["restarts"] == 0,
+          f"C: {s['name']} played from its first block that arrived (after {trimmed} counted start-trim blocks,"
+          f" {lead} leading blocks never received, at most {allowed_lead}) without restarting"
+          f" (first_sample {st['first_sample']}, block {st['block_frames']}, restarts {st['restarts']})")
     # The last few blocks may be lost for good (nothing follows to repair them).
-    check(span == blocks and blocks + trimmed >= s["audio_blocks_sent"] - 3,
+    check(span == blocks and blocks + trimmed + lead >= s["audio_blocks_sent"] - 3,
           f"C: {s['name']} audio continuous: {blocks} blocks cover the span {span} of {s['audio_blocks_sent']} sent ({trimmed} trimmed at the start)")
     real = st["blocks_played"] + st["blocks_rebuilt"]
     need = 0.97 if jellie else 0.75
