@@ -714,8 +714,7 @@ impl WorkerLink {
 
     /// Blocks queued towards the audio thread (its output latency).
     pub fn output_blocks_queued(&self) -> usize {
-        (self.audio_to_plugin.buffer().capacity() - self.audio_to_plugin.slots())
-            / self.config.block_samples()
+        self.output_frames_queued() / self.config.block_frames
     }
 
     /// Frames queued towards the audio thread.

@@ -298,8 +298,16 @@ impl HostRate {
 
     /// Local time one block of `frames` at `sample_rate` lasts for the host, ns.
     pub fn block_ns(&self, frames: usize, sample_rate: u32) -> f64 {
-        frames as f64 * 1e9 / f64::from(sample_rate.max(1)) / (1.0 + self.ppm() * 1e-6)
+        host_block_ns(frames, sample_rate, self.ppm())
     }
+}
+
+/// Local time one block of `frames` at nominal `sample_rate` lasts for a
+/// host whose clock runs `ppm` fast, ns.
+///
+/// Thread-safe: yes. Realtime-safe: yes.
+pub fn host_block_ns(frames: usize, sample_rate: u32, ppm: f64) -> f64 {
+    frames as f64 * 1e9 / f64::from(sample_rate.max(1)) / (1.0 + ppm * 1e-6)
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use uuid::Uuid;
 use super::{Core, Dest, NetInfo, Outbox};
 use crate::burst::wire::{encode_midi_frame, line_from_jmid};
 use crate::burst::{BurstConfig, BurstFrame, BurstReceiver, BurstSender, DedupConfig};
+use crate::clock::daw::host_block_ns;
 use crate::clock::{ArbiterConfig, ClockDriftArbiter, ClockEstimate, HostRate};
 use crate::conceal::{ConcealMethod, Concealer};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryStats, PeerEntry, PeerEvent};
@@ -509,7 +510,7 @@ impl RxStream {
             drift: None,
             out: vec![0.0; block_frames * channels],
             clock: None,
-            tick_ns: block_frames as f64 * 1e9 / f64::from(a.sample_rate.max(1)),
+            tick_ns: host_block_ns(block_frames, a.sample_rate, 0.0),
             first_played: None,
             played_end: None,
             last_arrival_ns: 0,
@@ -1307,9 +1308,7 @@ impl LivePeer {
                 f.matches(name, self.rx[i].stream_id)
             });
             let r = &mut self.rx[i];
-            let tick_ns = r.block_frames as f64 * 1e9
-                / f64::from(r.sample_rate.max(1))
-                / (1.0 + host_ppm * 1e-6);
+            let tick_ns = host_block_ns(r.block_frames, r.sample_rate, host_ppm);
             if (tick_ns - r.tick_ns).abs() > 1e-3 {
                 r.set_tick_ns(tick_ns);
             }

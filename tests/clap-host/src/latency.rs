@@ -21,8 +21,8 @@ use clack_host::events::event_types::ParamValueEvent;
 use clack_host::prelude::*;
 
 use crate::{
-    activate, instantiate, json_state, list_params, load_entry, load_state, pump_main_thread,
-    save_state, state_json, transport_at, Io, Loaded, BLOCK, SAMPLE_RATE,
+    activate, instantiate, list_params, load_entry, pump_main_thread, restore_session,
+    transport_at, Io, BLOCK, SAMPLE_RATE,
 };
 
 /// Samples between clicks (50 ms + 1 sample: 2401 mod 64 = 33, so the
@@ -68,25 +68,6 @@ fn wait_until(due: u64) {
     }
 }
 
-/// Point an instance at `dest` in `session` through its persisted settings
-/// (the way a saved project restores them).
-fn set_session(p: &mut Loaded, dest: &str, session: uuid::Uuid) -> Result<()> {
-    let mut json = state_json(&save_state(p)?)?;
-    let fields = json["fields"]
-        .as_object_mut()
-        .ok_or_else(|| anyhow!("no fields"))?;
-    let mut settings: serde_json::Value = serde_json::from_str(
-        fields
-            .get("session")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| anyhow!("no session settings"))?,
-    )?;
-    settings["session"] = session.to_string().into();
-    settings["destination"] = dest.into();
-    fields.insert("session".into(), settings.to_string().into());
-    load_state(p, &json_state(&json)?)
-}
-
 /// One role, as the parent starts it: `send|receive BUNDLE DEST SESSION
 /// ORIGIN_NS BLOCKS auto|JITTER_MS PPM OUT`. Runs the bundle for BLOCKS blocks
 /// from ORIGIN_NS and writes the click times (ns, one per line) it sent or
@@ -104,7 +85,7 @@ pub fn role(args: &[String]) -> Result<()> {
     let ppm: f64 = ppm.parse()?;
     let entry = load_entry(bundle)?;
     let mut p = instantiate(&entry)?;
-    set_session(&mut p, dest, session)?;
+    restore_session(&mut p, dest, session)?;
     let params = list_params(&mut p)?;
     let mut proc = activate(&mut p)?;
     let mut io = Io::new(p.inputs, p.outputs);

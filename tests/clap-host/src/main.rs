@@ -289,6 +289,25 @@ fn json_state(json: &serde_json::Value) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Point an instance at `dest` in `session` through its persisted session
+/// settings, restored the way a saved project restores them.
+fn restore_session(p: &mut Loaded, dest: &str, session: impl std::fmt::Display) -> Result<()> {
+    let mut json = state_json(&save_state(p)?)?;
+    let fields = json["fields"]
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("no fields"))?;
+    let mut settings: serde_json::Value = serde_json::from_str(
+        fields
+            .get("session")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| anyhow!("{}: no session settings", p.name))?,
+    )?;
+    settings["session"] = session.to_string().into();
+    settings["destination"] = dest.into();
+    fields.insert("session".into(), settings.to_string().into());
+    load_state(p, &json_state(&json)?)
+}
+
 fn transport_at(sample: u64, playing: bool) -> TransportEvent {
     let seconds = sample as f64 / SAMPLE_RATE;
     let beats = seconds * TEMPO / 60.0;
@@ -518,20 +537,7 @@ fn live_settings(send: &Path, receive: &Path) -> Result<()> {
         let transport = transport_at(sample, true);
         if b == change_at {
             for (p, dest) in loaded.iter_mut().zip(&destinations) {
-                let mut json = state_json(&save_state(p)?)?;
-                let fields = json["fields"]
-                    .as_object_mut()
-                    .ok_or_else(|| anyhow!("no fields"))?;
-                let mut settings: serde_json::Value = serde_json::from_str(
-                    fields
-                        .get("session")
-                        .and_then(|v| v.as_str())
-                        .ok_or_else(|| anyhow!("{}: no session settings", p.name))?,
-                )?;
-                settings["session"] = session.to_string().into();
-                settings["destination"] = dest.clone().into();
-                fields.insert("session".into(), settings.to_string().into());
-                load_state(p, &json_state(&json)?)?;
+                restore_session(p, dest, session)?;
             }
         }
         for (i, p) in loaded.iter_mut().enumerate() {
@@ -905,20 +911,7 @@ fn configure_follow(
         format!("127.0.0.1:{port}")
     };
     let session = uuid::Uuid::from_u128(0x5e55_1011_f011_0000_0000_0000_0000_0001);
-    let mut json = state_json(&save_state(p)?)?;
-    let fields = json["fields"]
-        .as_object_mut()
-        .ok_or_else(|| anyhow!("no fields"))?;
-    let mut settings: serde_json::Value = serde_json::from_str(
-        fields
-            .get("session")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| anyhow!("no session settings"))?,
-    )?;
-    settings["session"] = session.to_string().into();
-    settings["destination"] = dest.clone().into();
-    fields.insert("session".into(), settings.to_string().into());
-    load_state(p, &json_state(&json)?)?;
+    restore_session(p, &dest, session)?;
     Ok((mode_id, follow_value, mtc_id, dest, session))
 }
 
