@@ -29,7 +29,7 @@
 //! the same counters, so a plugin places an event in its current buffer at
 //! `event.sample_time - buffer_start` (see [`MidiEvent::offset_in`]).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -231,6 +231,8 @@ pub struct LinkStats {
     pub audio_frames_pulled: AtomicU64,
     /// Frames the plugin had to fill with silence (worker late).
     pub audio_frames_underrun: AtomicU64,
+    /// Frames the host asked for in its last pull (its buffer size).
+    pub audio_pull_frames: AtomicU64,
     /// MIDI events pushed towards the network.
     pub midi_pushed: AtomicU64,
     /// MIDI events dropped because the ring was full or the message too long.
@@ -242,6 +244,9 @@ pub struct LinkStats {
 
     // Written by the worker.
     worker_state: AtomicU8,
+    /// The worker thread runs at real-time priority (it asked and was
+    /// allowed; see `WorkerConfig::realtime_priority`).
+    pub worker_realtime: AtomicBool,
     /// Peers currently in the session (not counting this one).
     pub peers: AtomicU32,
     /// Datagrams sent.
@@ -258,6 +263,9 @@ pub struct LinkStats {
     pub audio_blocks_rebuilt: AtomicU64,
     /// Audio blocks concealed (predicted or faded).
     pub audio_blocks_concealed: AtomicU64,
+    /// Frames of late audio the worker dropped instead of queueing, to take
+    /// back the latency a dropout added (see [`WorkerLink::push_output_tick`]).
+    pub audio_frames_repaid: AtomicU64,
     /// Current jitter estimate, microseconds.
     pub jitter_us: AtomicU64,
     /// Current playout (jitter buffer) delay, microseconds.
@@ -274,10 +282,12 @@ pub struct LinkStats {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct LinkStatsSnapshot {
     pub worker_state: WorkerState,
+    pub worker_realtime: bool,
     pub audio_frames_pushed: u64,
     pub audio_frames_overflow: u64,
     pub audio_frames_pulled: u64,
     pub audio_frames_underrun: u64,
+    pub audio_frames_repaid: u64,
     pub midi_pushed: u64,
     pub midi_rejected: u64,
     pub midi_delivered: u64,
@@ -323,10 +333,12 @@ impl LinkStats {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         LinkStatsSnapshot {
             worker_state: self.worker_state(),
+            worker_realtime: self.worker_realtime.load(Ordering::Relaxed),
             audio_frames_pushed: r(&self.audio_frames_pushed),
             audio_frames_overflow: r(&self.audio_frames_overflow),
             audio_frames_pulled: r(&self.audio_frames_pulled),
             audio_frames_underrun: r(&self.audio_frames_underrun),
+            audio_frames_repaid: r(&self.audio_frames_repaid),
             midi_pushed: r(&self.midi_pushed),
             midi_rejected: r(&self.midi_rejected),
             midi_delivered: r(&self.midi_delivered),
@@ -388,6 +400,8 @@ pub struct WorkerLink {
     transport_to_plugin: Producer<TransportSnapshot>,
     output_written: u64,
     input_read: u64,
+    /// `audio_frames_underrun` as [`WorkerLink::push_output_tick`] last saw it.
+    underrun_seen: u64,
     stats: Arc<LinkStats>,
 }
 
@@ -439,6 +453,7 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             transport_to_plugin,
             output_written: 0,
             input_read: 0,
+            underrun_seen: 0,
             stats,
         },
     ))
@@ -546,6 +561,9 @@ impl AudioHandle {
         if frames == 0 {
             return 0;
         }
+        self.stats
+            .audio_pull_frames
+            .store(frames as u64, Ordering::Relaxed);
         if avail >= need {
             self.output_primed = true;
             frames
@@ -745,6 +763,53 @@ impl WorkerLink {
         }
         self.output_written += self.config.block_frames as u64;
         true
+    }
+
+    /// Queue the blocks one worker tick rendered (`blocks`: whole blocks of
+    /// `block_samples()`, oldest first), first taking back the latency that
+    /// a dropout caused by this worker's lateness added.
+    ///
+    /// Why: a worker that woke late (a busy machine) let the ring run dry;
+    /// the audio thread played silence for the missing buffers (counted in
+    /// `audio_frames_underrun`) and kept its place, so the catch-up blocks
+    /// rendered now would all queue behind that silence and every later
+    /// sample would play that much later, for good: latency ratchets up
+    /// with each dropout (CI saw a manual 1 ms buffer end 10.7 ms late).
+    /// The blocks the host played silence for are dropped instead, oldest
+    /// first, so the audio resumes where it would have been: one splice, at
+    /// the dropout that already broke the sound.
+    ///
+    /// Only underruns new since the previous tick with blocks count (a
+    /// dropout the catch-up in this very tick can pay for), never those before the host
+    /// first played (priming), and never so many that the ring falls below
+    /// one host buffer and the start cushion: the audio thread must resume
+    /// at once, from the same cushion it started with. A ring that ran short because the
+    /// host pulled early has no such excess, so nothing is dropped for it.
+    /// Returns the blocks dropped; they count in `audio_frames_repaid`.
+    pub fn push_output_tick(&mut self, blocks: &[f32]) -> usize {
+        let n = self.config.block_samples();
+        let bf = self.config.block_frames;
+        let count = blocks.len() / n;
+        if count == 0 {
+            return 0;
+        }
+        let underrun = self.stats.audio_frames_underrun.load(Ordering::Relaxed);
+        let new_underrun = underrun.saturating_sub(self.underrun_seen);
+        self.underrun_seen = underrun;
+        let played = self.stats.audio_frames_pulled.load(Ordering::Relaxed) > 0;
+        let dropped = if played && new_underrun >= bf as u64 {
+            let pull = self.stats.audio_pull_frames.load(Ordering::Relaxed) as usize;
+            let floor = pull + self.config.output_cushion_frames();
+            let excess = (self.output_frames_queued() + count * bf).saturating_sub(floor) / bf;
+            ((new_underrun / bf as u64) as usize).min(excess).min(count)
+        } else {
+            0
+        };
+        bump(&self.stats.audio_frames_repaid, (dropped * bf) as u64);
+        for block in blocks.chunks_exact(n).skip(dropped) {
+            self.push_output_block(block);
+        }
+        dropped
     }
 
     /// Next MIDI event from the plugin.
@@ -958,5 +1023,102 @@ mod tests {
         assert_eq!(s.error.as_deref(), Some("boom"));
         drop(w);
         assert!(h.worker_gone());
+    }
+
+    /// Worker and host in lock-step (one 64-frame block per 64-frame host
+    /// buffer, each block holding its index), then a worker stall of
+    /// `stall` buffers and a catch-up tick. Returns (how many blocks behind
+    /// the host plays before the stall, after it, blocks repaid).
+    fn stall_and_catch_up(stall: usize, repay: bool) -> (i64, i64, u64) {
+        let (mut h, mut w) = link(LinkConfig {
+            channels: 1,
+            block_frames: 64,
+            ring_blocks: 32,
+            ..LinkConfig::default()
+        })
+        .unwrap();
+        let mut next = 0u32;
+        let mut render = |n: usize| -> Vec<f32> {
+            let v: Vec<f32> = (0..n * 64).map(|i| (next + i as u32 / 64) as f32).collect();
+            next += n as u32;
+            v
+        };
+        let mut out = [0.0f32; 64];
+        let lag = |h: &mut AudioHandle, cycle: i64, out: &mut [f32; 64]| {
+            (h.pull_interleaved(out) == 64).then(|| cycle - out[0] as i64)
+        };
+        let mut before = None;
+        let mut after = None;
+        for cycle in 0..200i64 {
+            let stalled = (100..100 + stall as i64).contains(&cycle);
+            if !stalled {
+                // The tick after a stall renders every block that came due.
+                let n = if cycle == 100 + stall as i64 {
+                    stall + 1
+                } else {
+                    1
+                };
+                let blocks = render(n);
+                if repay {
+                    w.push_output_tick(&blocks);
+                } else {
+                    for b in blocks.chunks_exact(64) {
+                        w.push_output_block(b);
+                    }
+                }
+            }
+            if let Some(l) = lag(&mut h, cycle, &mut out) {
+                if cycle < 100 {
+                    before = Some(l);
+                } else {
+                    after = Some(l);
+                }
+            }
+        }
+        let repaid = h.stats().snapshot().audio_frames_repaid / 64;
+        (before.unwrap(), after.unwrap(), repaid)
+    }
+
+    #[test]
+    fn a_dropout_from_a_late_worker_does_not_add_latency() {
+        for stall in [4, 6, 12] {
+            // Without repayment each buffer of silence delays every later
+            // sample for good (the regression this guards against).
+            let (before, after, _) = stall_and_catch_up(stall, false);
+            assert!(after > before, "stall {stall}: {before} -> {after}");
+            let (before, after, repaid) = stall_and_catch_up(stall, true);
+            assert!(repaid > 0, "stall {stall}: nothing repaid");
+            assert!(
+                (after - before).abs() <= 1,
+                "stall {stall}: played {before} blocks behind, then {after} (repaid {repaid})"
+            );
+        }
+    }
+
+    #[test]
+    fn priming_and_a_host_that_pulls_early_drop_nothing() {
+        let (mut h, mut w) = link(LinkConfig {
+            channels: 1,
+            block_frames: 64,
+            ring_blocks: 32,
+            ..LinkConfig::default()
+        })
+        .unwrap();
+        let mut out = [0.0f32; 64];
+        // Priming: the host pulls silence before anything is queued, then a
+        // tick brings several blocks at once: all of them queue.
+        for _ in 0..5 {
+            assert_eq!(h.pull_interleaved(&mut out), 0);
+        }
+        assert_eq!(w.push_output_tick(&[0.5; 4 * 64]), 0);
+        assert_eq!(w.output_blocks_queued(), 4);
+        // The host plays, then pulls early (twice in one block's time) and
+        // finds the ring short: the next single-block tick drops nothing.
+        while h.pull_interleaved(&mut out) == 64 {}
+        assert!(h.stats().snapshot().audio_frames_underrun > 5 * 64);
+        assert_eq!(w.push_output_tick(&[0.5; 64]), 0);
+        assert_eq!(w.push_output_tick(&[0.5; 2 * 64]), 0);
+        assert_eq!(w.output_blocks_queued(), 3);
+        assert_eq!(h.stats().snapshot().audio_frames_repaid, 0);
     }
 }

@@ -197,7 +197,22 @@ pub struct WorkerConfig {
     pub max_sleep: Duration,
     /// Thread name.
     pub thread_name: String,
+    /// Ask for `SCHED_FIFO` at this priority (1–99) for the worker thread,
+    /// best effort (Linux; refused without `CAP_SYS_NICE` or an `rtprio`
+    /// limit, as for a user outside the `audio` group). `None`: normal.
+    ///
+    /// Why: a plugin's worker renders the audio its host will play a few
+    /// milliseconds later; on a busy machine a normal-priority thread
+    /// wakes late, the ring runs dry and the host plays a dropout. A low
+    /// real-time priority (plugins use [`WORKER_REALTIME_PRIORITY`]) stays
+    /// below the hosts' audio threads (JACK: 70+) while preempting the
+    /// desktop. Whether it was granted is in `LinkStats::worker_realtime`.
+    pub realtime_priority: Option<i32>,
 }
+
+/// The real-time priority plugins ask for their workers (below audio
+/// threads, above everything that is not real-time).
+pub const WORKER_REALTIME_PRIORITY: i32 = 20;
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -205,7 +220,36 @@ impl Default for WorkerConfig {
             net: NetConfig::default(),
             max_sleep: Duration::from_millis(50),
             thread_name: "jamnet-worker".into(),
+            realtime_priority: None,
         }
+    }
+}
+
+/// Put the calling thread in `SCHED_FIFO` at `priority` (1–99).
+///
+/// Thread-safe: yes (affects the calling thread only). Realtime-safe: no (a
+/// syscall). Errors with the OS's reason (`EPERM` without the right to).
+pub fn set_current_thread_realtime(priority: i32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param {
+            sched_priority: priority.clamp(1, 99),
+        };
+        // SAFETY: `pthread_self()` is always a valid handle for the calling
+        // thread and `param` is a fully initialised `sched_param` that
+        // outlives the call; the call only reads it.
+        let rc =
+            unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(rc))
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = priority;
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
     }
 }
 
@@ -270,6 +314,10 @@ impl<C: Core> Worker<C> {
                 let stats = stats.clone();
                 let link_slot = link_slot.clone();
                 move || {
+                    if let Some(priority) = config.realtime_priority {
+                        let granted = set_current_thread_realtime(priority).is_ok();
+                        stats.worker_realtime.store(granted, Ordering::Relaxed);
+                    }
                     let link = link_slot.lock().take();
                     drop(link_slot);
                     let mut state = LoopState {

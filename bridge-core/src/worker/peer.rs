@@ -1387,9 +1387,8 @@ impl LivePeer {
         }
         if let Some(l) = link {
             if let Some(len) = want.filter(|&n| n > 0) {
-                for block in self.mix.chunks_exact(len) {
-                    l.push_output_block(block);
-                }
+                let all = self.mix.len() / len * len;
+                l.push_output_tick(&self.mix[..all]);
             }
         }
     }

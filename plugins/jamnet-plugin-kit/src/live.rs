@@ -28,7 +28,7 @@ use bridge_core::protocol::frame::SessionKey;
 use bridge_core::worker::peer::{
     AudioSource, AudioTxConfig, LivePeer, PeerConfig, PeerReport, SharedReport, SharedStreamFilter,
 };
-use bridge_core::worker::{MonotonicClock, Worker, WorkerConfig};
+use bridge_core::worker::{MonotonicClock, Worker, WorkerConfig, WORKER_REALTIME_PRIORITY};
 
 use crate::settings::{Destination, SessionSettings};
 use crate::worker::WorkerError;
@@ -474,6 +474,7 @@ fn spawn_worker(
         WorkerConfig {
             net,
             thread_name: config.thread_name.clone(),
+            realtime_priority: Some(WORKER_REALTIME_PRIORITY),
             ..WorkerConfig::default()
         },
         Arc::new(MonotonicClock),

@@ -212,6 +212,15 @@ impl NiceEguiApp for ReceiveEditor {
                 ui.label("Rejected");
                 ui.label(l.frames_rejected.to_string());
                 ui.end_row();
+                ui.label("Dropout repaid");
+                ui.label(l.audio_frames_repaid.to_string());
+                ui.label("Worker");
+                ui.label(if l.worker_realtime {
+                    "real-time"
+                } else {
+                    "normal priority"
+                });
+                ui.end_row();
             });
         if let Some(e) = l.error {
             ui.colored_label(egui::Color32::from_rgb(230, 80, 80), e);
