@@ -25,7 +25,7 @@ const GRAPH_POINTS: usize = 120;
 
 /// Default window size.
 pub fn default_state() -> Arc<EguiEditorState> {
-    EguiEditorState::from_size(LogicalSize::new(540.0, 615.0), 1.0)
+    EguiEditorState::from_size(LogicalSize::new(540.0, 640.0), 1.0)
 }
 
 /// The editor app.
@@ -214,11 +214,11 @@ impl NiceEguiApp for ReceiveEditor {
                 ui.end_row();
                 ui.label("Dropout repaid");
                 ui.label(l.audio_frames_repaid.to_string());
-                ui.label("Worker");
+                ui.label("Priority");
                 ui.label(if l.worker_realtime {
                     "real-time"
                 } else {
-                    "normal priority"
+                    "normal"
                 });
                 ui.end_row();
             });
