@@ -231,8 +231,6 @@ pub struct LinkStats {
     pub audio_frames_pulled: AtomicU64,
     /// Frames the plugin had to fill with silence (worker late).
     pub audio_frames_underrun: AtomicU64,
-    /// Frames the host asked for in its last pull (its buffer size).
-    pub audio_pull_frames: AtomicU64,
     /// MIDI events pushed towards the network.
     pub midi_pushed: AtomicU64,
     /// MIDI events dropped because the ring was full or the message too long.
@@ -263,8 +261,8 @@ pub struct LinkStats {
     pub audio_blocks_rebuilt: AtomicU64,
     /// Audio blocks concealed (predicted or faded).
     pub audio_blocks_concealed: AtomicU64,
-    /// Frames of late audio the worker dropped instead of queueing, to take
-    /// back the latency a dropout added (see [`WorkerLink::push_output_tick`]).
+    /// Frames of late audio skipped to take back the latency a dropout
+    /// added (see [`AudioHandle::pull_planar`]).
     pub audio_frames_repaid: AtomicU64,
     /// Current jitter estimate, microseconds.
     pub jitter_us: AtomicU64,
@@ -383,6 +381,12 @@ pub struct AudioHandle {
     /// it. Cleared by a shortfall; set again once a buffer plus one network
     /// block is queued (see [`AudioHandle::pull_planar`]).
     output_primed: bool,
+    /// Frames of silence played since the ring last had audio (a dropout),
+    /// not yet taken back, and host frames since the dropout began.
+    owed_frames: usize,
+    owed_age_frames: usize,
+    /// A dropout's window is open (its silence is owed).
+    owing: bool,
     stats: Arc<LinkStats>,
 }
 
@@ -400,10 +404,14 @@ pub struct WorkerLink {
     transport_to_plugin: Producer<TransportSnapshot>,
     output_written: u64,
     input_read: u64,
-    /// `audio_frames_underrun` as [`WorkerLink::push_output_tick`] last saw it.
-    underrun_seen: u64,
     stats: Arc<LinkStats>,
 }
+
+/// How long (host time, ms) the audio thread keeps a dropout's silence
+/// owed before forgiving it: a worker that catches up within this gets the
+/// stream back on its timeline; after it (a stalled or paused stream) the
+/// audio resumes later, as it did before repayment existed.
+pub const REPAY_WINDOW_MS: u64 = 250;
 
 /// Build a connected [`AudioHandle`] / [`WorkerLink`] pair. Allocates every
 /// ring here, once (call it outside the audio thread, e.g. in `activate`).
@@ -441,6 +449,9 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             input_frames: 0,
             output_frames: 0,
             output_primed: false,
+            owed_frames: 0,
+            owed_age_frames: 0,
+            owing: false,
             stats: stats.clone(),
         },
         WorkerLink {
@@ -453,7 +464,6 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             transport_to_plugin,
             output_written: 0,
             input_read: 0,
-            underrun_seen: 0,
             stats,
         },
     ))
@@ -551,23 +561,66 @@ impl AudioHandle {
     /// jitter from then on. After a shortfall (and at start) the cushion
     /// must also cover [`LinkConfig::output_cushion_frames`] before playing
     /// resumes.
+    ///
+    /// A dropout's silence is owed: the worker keeps rendering on its clock,
+    /// so once it catches up the ring holds the blocks the host played
+    /// silence for, and playing them would leave every later sample that
+    /// much late, for good (CI saw a manual 1 ms buffer end 10.7 ms late
+    /// after two dropouts). They are skipped instead, so the audio resumes
+    /// where it would have been: one splice, at the dropout that already
+    /// broke the sound. Exactly: when the ring holds the debt plus a buffer,
+    /// all of it goes at once; otherwise playing resumes with the cushion
+    /// and what lies beyond a buffer plus the cushion is skipped, then and
+    /// on later calls, until [`REPAY_WINDOW_MS`] after the dropout. The
+    /// silence before anything was played (priming) is not owed. Skipped
+    /// frames count in `audio_frames_repaid`.
     fn output_take(&mut self, frames: usize) -> usize {
-        let avail = self.audio_from_net.slots() / self.config.channels;
-        let need = if self.output_primed {
-            frames
-        } else {
-            frames + self.config.output_cushion_frames()
-        };
+        let ch = self.config.channels;
+        let avail = self.audio_from_net.slots() / ch;
         if frames == 0 {
             return 0;
         }
-        self.stats
-            .audio_pull_frames
-            .store(frames as u64, Ordering::Relaxed);
-        if avail >= need {
+        let cushion = self.config.output_cushion_frames();
+        if self.owing {
+            self.owed_age_frames += frames;
+            let window = self.config.sample_rate as usize * REPAY_WINDOW_MS as usize / 1000;
+            if self.owed_age_frames > window {
+                self.owed_frames = 0;
+                self.owing = false;
+            }
+        }
+        let exact =
+            !self.output_primed && self.owed_frames > 0 && avail >= self.owed_frames + frames;
+        let need = if self.output_primed {
+            frames
+        } else {
+            frames + cushion
+        };
+        if exact || avail >= need {
+            let keep = if exact { frames } else { frames + cushion };
+            let skip = self.owed_frames.min(avail.saturating_sub(keep));
+            if skip > 0 {
+                if let Ok(chunk) = self.audio_from_net.read_chunk(skip * ch) {
+                    chunk.commit_all();
+                    self.owed_frames -= skip;
+                    self.output_frames += skip as u64;
+                    bump(&self.stats.audio_frames_repaid, skip as u64);
+                }
+            }
             self.output_primed = true;
             frames
         } else {
+            // A dropout begins when a primed ring runs short (not while
+            // priming); its silence is owed until the window closes.
+            if self.output_primed && self.output_frames > 0 {
+                self.owed_age_frames = 0;
+                self.owing = true;
+            }
+            if self.owing {
+                // Never more than the ring could hold back.
+                self.owed_frames = (self.owed_frames + frames)
+                    .min(self.config.block_frames * self.config.ring_blocks);
+            }
             self.output_primed = false;
             bump(&self.stats.audio_frames_underrun, frames as u64);
             0
@@ -763,53 +816,6 @@ impl WorkerLink {
         }
         self.output_written += self.config.block_frames as u64;
         true
-    }
-
-    /// Queue the blocks one worker tick rendered (`blocks`: whole blocks of
-    /// `block_samples()`, oldest first), first taking back the latency that
-    /// a dropout caused by this worker's lateness added.
-    ///
-    /// Why: a worker that woke late (a busy machine) let the ring run dry;
-    /// the audio thread played silence for the missing buffers (counted in
-    /// `audio_frames_underrun`) and kept its place, so the catch-up blocks
-    /// rendered now would all queue behind that silence and every later
-    /// sample would play that much later, for good: latency ratchets up
-    /// with each dropout (CI saw a manual 1 ms buffer end 10.7 ms late).
-    /// The blocks the host played silence for are dropped instead, oldest
-    /// first, so the audio resumes where it would have been: one splice, at
-    /// the dropout that already broke the sound.
-    ///
-    /// Only underruns new since the previous tick with blocks count (a
-    /// dropout the catch-up in this very tick can pay for), never those before the host
-    /// first played (priming), and never so many that the ring falls below
-    /// one host buffer and the start cushion: the audio thread must resume
-    /// at once, from the same cushion it started with. A ring that ran short because the
-    /// host pulled early has no such excess, so nothing is dropped for it.
-    /// Returns the blocks dropped; they count in `audio_frames_repaid`.
-    pub fn push_output_tick(&mut self, blocks: &[f32]) -> usize {
-        let n = self.config.block_samples();
-        let bf = self.config.block_frames;
-        let count = blocks.len() / n;
-        if count == 0 {
-            return 0;
-        }
-        let underrun = self.stats.audio_frames_underrun.load(Ordering::Relaxed);
-        let new_underrun = underrun.saturating_sub(self.underrun_seen);
-        self.underrun_seen = underrun;
-        let played = self.stats.audio_frames_pulled.load(Ordering::Relaxed) > 0;
-        let dropped = if played && new_underrun >= bf as u64 {
-            let pull = self.stats.audio_pull_frames.load(Ordering::Relaxed) as usize;
-            let floor = pull + self.config.output_cushion_frames();
-            let excess = (self.output_frames_queued() + count * bf).saturating_sub(floor) / bf;
-            ((new_underrun / bf as u64) as usize).min(excess).min(count)
-        } else {
-            0
-        };
-        bump(&self.stats.audio_frames_repaid, (dropped * bf) as u64);
-        for block in blocks.chunks_exact(n).skip(dropped) {
-            self.push_output_block(block);
-        }
-        dropped
     }
 
     /// Next MIDI event from the plugin.
@@ -1025,11 +1031,17 @@ mod tests {
         assert!(h.worker_gone());
     }
 
+    fn push_all(w: &mut WorkerLink, blocks: &[f32]) {
+        for b in blocks.chunks_exact(w.config().block_samples()) {
+            assert!(w.push_output_block(b));
+        }
+    }
+
     /// Worker and host in lock-step (one 64-frame block per 64-frame host
     /// buffer, each block holding its index), then a worker stall of
-    /// `stall` buffers and a catch-up tick. Returns (how many blocks behind
-    /// the host plays before the stall, after it, blocks repaid).
-    fn stall_and_catch_up(stall: usize, repay: bool) -> (i64, i64, u64) {
+    /// `stall` buffers and a catch-up. Returns how many blocks behind the
+    /// host plays before the stall and after it, and the frames repaid.
+    fn stall_and_catch_up(stall: usize) -> (i64, i64, u64) {
         let (mut h, mut w) = link(LinkConfig {
             channels: 1,
             block_frames: 64,
@@ -1038,61 +1050,128 @@ mod tests {
         })
         .unwrap();
         let mut next = 0u32;
-        let mut render = |n: usize| -> Vec<f32> {
-            let v: Vec<f32> = (0..n * 64).map(|i| (next + i as u32 / 64) as f32).collect();
-            next += n as u32;
-            v
-        };
         let mut out = [0.0f32; 64];
-        let lag = |h: &mut AudioHandle, cycle: i64, out: &mut [f32; 64]| {
-            (h.pull_interleaved(out) == 64).then(|| cycle - out[0] as i64)
-        };
-        let mut before = None;
-        let mut after = None;
+        let (mut before, mut after) = (None, None);
         for cycle in 0..200i64 {
-            let stalled = (100..100 + stall as i64).contains(&cycle);
-            if !stalled {
+            if !(100..100 + stall as i64).contains(&cycle) {
                 // The tick after a stall renders every block that came due.
                 let n = if cycle == 100 + stall as i64 {
                     stall + 1
                 } else {
                     1
-                };
-                let blocks = render(n);
-                if repay {
-                    w.push_output_tick(&blocks);
-                } else {
-                    for b in blocks.chunks_exact(64) {
-                        w.push_output_block(b);
-                    }
-                }
+                } as u32;
+                let v: Vec<f32> = (0..n * 64).map(|i| (next + i / 64) as f32).collect();
+                next += n;
+                push_all(&mut w, &v);
             }
-            if let Some(l) = lag(&mut h, cycle, &mut out) {
+            if h.pull_interleaved(&mut out) == 64 {
+                let lag = cycle - out[0] as i64;
                 if cycle < 100 {
-                    before = Some(l);
+                    before = Some(lag);
                 } else {
-                    after = Some(l);
+                    after = Some(lag);
                 }
             }
         }
-        let repaid = h.stats().snapshot().audio_frames_repaid / 64;
+        let repaid = h.stats().snapshot().audio_frames_repaid;
         (before.unwrap(), after.unwrap(), repaid)
     }
 
     #[test]
     fn a_dropout_from_a_late_worker_does_not_add_latency() {
+        // Without repayment each buffer of silence would delay every later
+        // sample for good: `after` would be `before` + the dropout.
         for stall in [4, 6, 12] {
-            // Without repayment each buffer of silence delays every later
-            // sample for good (the regression this guards against).
-            let (before, after, _) = stall_and_catch_up(stall, false);
-            assert!(after > before, "stall {stall}: {before} -> {after}");
-            let (before, after, repaid) = stall_and_catch_up(stall, true);
+            let (before, after, repaid) = stall_and_catch_up(stall);
             assert!(repaid > 0, "stall {stall}: nothing repaid");
-            assert!(
-                (after - before).abs() <= 1,
+            assert_eq!(
+                after, before,
                 "stall {stall}: played {before} blocks behind, then {after} (repaid {repaid})"
             );
         }
+    }
+
+    #[test]
+    fn a_dropout_is_repaid_when_the_host_finds_it_after_the_catch_up_tick() {
+        // Host and worker stall together (the whole process was descheduled);
+        // on waking the host calls process() back to back to catch up, and
+        // the worker's catch-up tick lands in the middle of that burst, so
+        // some of the underruns are counted only after it.
+        for (stall, split) in [(6, 2), (12, 5), (12, 12), (20, 3)] {
+            let (mut h, mut w) = link(LinkConfig {
+                channels: 1,
+                block_frames: 64,
+                ring_blocks: 64,
+                ..LinkConfig::default()
+            })
+            .unwrap();
+            let (mut next, mut pulls) = (0u32, 0i64);
+            let mut out = [0.0f32; 64];
+            let mut lags = Vec::new();
+            let mut pull = |h: &mut AudioHandle, lags: &mut Vec<(i64, i64)>| {
+                if h.pull_interleaved(&mut out) == 64 {
+                    lags.push((pulls, pulls - out[0] as i64));
+                }
+                pulls += 1;
+            };
+            let mut tick = |w: &mut WorkerLink, n: u32| {
+                let v: Vec<f32> = (0..n * 64).map(|i| (next + i / 64) as f32).collect();
+                next += n;
+                push_all(w, &v);
+            };
+            for _ in 0..100 {
+                tick(&mut w, 1);
+                pull(&mut h, &mut lags);
+            }
+            let resume = 100 + stall as i64;
+            for _ in 0..split {
+                pull(&mut h, &mut lags);
+            }
+            tick(&mut w, stall as u32 + 1);
+            for _ in split..=stall {
+                pull(&mut h, &mut lags);
+            }
+            for _ in resume + 1..resume + 60 {
+                tick(&mut w, 1);
+                pull(&mut h, &mut lags);
+            }
+            let lag_at = |from: i64| lags.iter().find(|(p, _)| *p >= from).unwrap().1;
+            let (before, after) = (lag_at(90), lags.last().unwrap().1);
+            assert!(
+                (after - before).abs() <= 1,
+                "stall {stall}, split {split}: {before} blocks behind, then {after} ({:?})",
+                h.stats().snapshot()
+            );
+        }
+    }
+
+    #[test]
+    fn silence_before_a_stream_resumes_is_not_owed() {
+        let (mut h, mut w) = link(LinkConfig {
+            channels: 1,
+            block_frames: 64,
+            ring_blocks: 32,
+            ..LinkConfig::default()
+        })
+        .unwrap();
+        let mut out = [0.0f32; 64];
+        let block = [0.25f32; 64];
+        for _ in 0..50 {
+            push_all(&mut w, &block);
+            h.pull_interleaved(&mut out);
+        }
+        // The sender pauses for a second: the host plays silence throughout.
+        for _ in 0..750 {
+            h.pull_interleaved(&mut out);
+        }
+        // It resumes, the first tick bringing a few blocks at once: they
+        // all queue (the pause was no dropout to take back).
+        push_all(&mut w, &[0.25; 6 * 64]);
+        for _ in 0..20 {
+            push_all(&mut w, &block);
+            h.pull_interleaved(&mut out);
+        }
+        assert_eq!(h.stats().snapshot().audio_frames_repaid, 0);
     }
 
     #[test]
@@ -1110,14 +1189,14 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(h.pull_interleaved(&mut out), 0);
         }
-        assert_eq!(w.push_output_tick(&[0.5; 4 * 64]), 0);
+        push_all(&mut w, &[0.5; 4 * 64]);
         assert_eq!(w.output_blocks_queued(), 4);
         // The host plays, then pulls early (twice in one block's time) and
         // finds the ring short: the next single-block tick drops nothing.
         while h.pull_interleaved(&mut out) == 64 {}
         assert!(h.stats().snapshot().audio_frames_underrun > 5 * 64);
-        assert_eq!(w.push_output_tick(&[0.5; 64]), 0);
-        assert_eq!(w.push_output_tick(&[0.5; 2 * 64]), 0);
+        push_all(&mut w, &[0.5; 64]);
+        push_all(&mut w, &[0.5; 2 * 64]);
         assert_eq!(w.output_blocks_queued(), 3);
         assert_eq!(h.stats().snapshot().audio_frames_repaid, 0);
     }

@@ -379,6 +379,34 @@ mod tests {
         assert_eq!(rate.ppm(), 0.0);
     }
 
+    #[test]
+    fn host_rate_ignores_the_time_before_the_host_first_pulls() {
+        // The worker starts (plugin activated) 1.5 s before the host first
+        // calls process(): the count reads 0 all that time. Frame 0 was not
+        // reached then; a fit that took it for an observation was off.
+        let fs = 48_000.0;
+        for (ppm, seed) in [(200.0, 5), (-200.0, 6), (200.0, 7), (0.0, 8)] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut rate = HostRate::new(fs);
+            let period = 64.0 * 1e9 / (fs * (1.0 + ppm * 1e-6));
+            let mut now = 1.0e12;
+            let start = now + 1.5e9;
+            let mut worst: f64 = 0.0;
+            while now - start < 20e9 {
+                now += rng.random_range(100_000.0..1_400_000.0);
+                let pulls = ((now - start) / period).floor().max(0.0) as u64;
+                rate.observe(now as u64, pulls * 64, 0, 128);
+                if now - start < 7.5e9 {
+                    assert_eq!(rate.ppm(), 0.0, "{ppm} ppm applied before 8 s of pulls");
+                }
+                if rate.rate_ppm() != 0.0 {
+                    worst = worst.max((rate.rate_ppm() - ppm).abs());
+                }
+            }
+            assert!(worst < 10.0, "{ppm} ppm: rate off by up to {worst:.1} ppm");
+        }
+    }
+
     /// The closed loop: a worker ticking at [`HostRate::block_ns`] pushes
     /// 64-frame blocks into a ring a host pulls 64 frames from at its own
     /// crystal's rate; returns the ring's fill (frames, mean of each second)

@@ -396,6 +396,12 @@ pub struct PeerReport {
     /// (0 until learnt, without a link, or for a host not running in real
     /// time; see [`HostRate`]).
     pub host_rate_ppm: f64,
+    /// Frames the host's audio thread played as silence because the output
+    /// ring was short (the link's `audio_frames_underrun`).
+    pub output_underrun_frames: u64,
+    /// Frames of late output dropped to take back a dropout's latency (the
+    /// link's `audio_frames_repaid`).
+    pub output_repaid_frames: u64,
     /// Audio blocks sent by us.
     pub audio_blocks_sent: u64,
     /// Datagrams dropped, by reason.
@@ -1289,6 +1295,10 @@ impl LivePeer {
                     .load(std::sync::atomic::Ordering::Relaxed);
                 rate.observe(now, consumed, underruns, l.output_frames_queued());
                 self.report.host_rate_ppm = rate.rate_ppm();
+                self.report.output_underrun_frames = underruns;
+                self.report.output_repaid_frames = st
+                    .audio_frames_repaid
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 rate.ppm()
             }
             None => 0.0,
@@ -1387,8 +1397,9 @@ impl LivePeer {
         }
         if let Some(l) = link {
             if let Some(len) = want.filter(|&n| n > 0) {
-                let all = self.mix.len() / len * len;
-                l.push_output_tick(&self.mix[..all]);
+                for block in self.mix.chunks_exact(len) {
+                    l.push_output_block(block);
+                }
             }
         }
     }

@@ -260,6 +260,13 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
             lat.push(d / 1e6);
         }
     }
+    if std::env::var_os("JAMNET_LATENCY_TRACE").is_some() {
+        // Each delivered click: its send time (s from the start) and latency (ms).
+        let delivered = sent.iter().enumerate().filter(|(i, _)| matched[*i]);
+        for ((_, s), l) in delivered.zip(&lat) {
+            eprintln!("trace {:.3} {l:.3}", (s - origin as f64) / 1e9);
+        }
+    }
     let expected = sent.iter().filter(|&&s| s >= from).count();
     ensure!(!lat.is_empty(), "no click arrived ({} sent)", sent.len());
     // How the latency moved from the first to the last quarter of the run
