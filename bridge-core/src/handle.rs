@@ -387,6 +387,8 @@ pub struct AudioHandle {
     owed_age_frames: usize,
     /// A dropout's window is open (its silence is owed).
     owing: bool,
+    /// Host frames since the last dropout began.
+    frames_since_dropout: usize,
     stats: Arc<LinkStats>,
 }
 
@@ -412,6 +414,9 @@ pub struct WorkerLink {
 /// stream back on its timeline; after it (a stalled or paused stream) the
 /// audio resumes later, as it did before repayment existed.
 pub const REPAY_WINDOW_MS: u64 = 250;
+/// A dropout that begins within this long (host time, ms) of the previous
+/// one is not owed: see [`AudioHandle::pull_planar`].
+pub const REPAY_RECUR_MS: u64 = 2_000;
 
 /// Build a connected [`AudioHandle`] / [`WorkerLink`] pair. Allocates every
 /// ring here, once (call it outside the audio thread, e.g. in `activate`).
@@ -452,6 +457,7 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             owed_frames: 0,
             owed_age_frames: 0,
             owing: false,
+            frames_since_dropout: usize::MAX,
             stats: stats.clone(),
         },
         WorkerLink {
@@ -572,8 +578,10 @@ impl AudioHandle {
     /// all of it goes at once; otherwise playing resumes with the cushion
     /// and what lies beyond a buffer plus the cushion is skipped, then and
     /// on later calls, until [`REPAY_WINDOW_MS`] after the dropout. The
-    /// silence before anything was played (priming) is not owed. Skipped
-    /// frames count in `audio_frames_repaid`.
+    /// silence before anything was played (priming) is not owed, nor that
+    /// of a dropout within [`REPAY_RECUR_MS`] of the previous one (a host
+    /// whose callback timing needs more cushion keeps the extra buffer, as
+    /// it did before). Skipped frames count in `audio_frames_repaid`.
     fn output_take(&mut self, frames: usize) -> usize {
         let ch = self.config.channels;
         let avail = self.audio_from_net.slots() / ch;
@@ -581,6 +589,7 @@ impl AudioHandle {
             return 0;
         }
         let cushion = self.config.output_cushion_frames();
+        self.frames_since_dropout = self.frames_since_dropout.saturating_add(frames);
         if self.owing {
             self.owed_age_frames += frames;
             let window = self.config.sample_rate as usize * REPAY_WINDOW_MS as usize / 1000;
@@ -613,8 +622,15 @@ impl AudioHandle {
             // A dropout begins when a primed ring runs short (not while
             // priming); its silence is owed until the window closes.
             if self.output_primed && self.output_frames > 0 {
+                // One that recurs soon after the last is the host's timing
+                // (its callbacks wobble more than the cushion covers), not a
+                // stall: it is not owed, so the ring keeps the extra buffer
+                // and the dropouts stop, as before repayment existed.
+                let recur = self.config.sample_rate as usize * REPAY_RECUR_MS as usize / 1000;
+                self.owing = self.frames_since_dropout > recur;
+                self.frames_since_dropout = 0;
                 self.owed_age_frames = 0;
-                self.owing = true;
+                self.owed_frames = 0;
             }
             if self.owing {
                 // Never more than the ring could hold back.
@@ -1172,6 +1188,47 @@ mod tests {
             h.pull_interleaved(&mut out);
         }
         assert_eq!(h.stats().snapshot().audio_frames_repaid, 0);
+    }
+
+    #[test]
+    fn a_host_whose_timing_needs_more_cushion_keeps_it() {
+        // Every 50 ticks the host calls eight times in one tick, then not for
+        // the next seven (a callback schedule that wobbles by 9 ms): more
+        // than the 3 ms cushion. The first dropout is repaid; the next, soon
+        // after, is the host's timing and is not, so the ring keeps the
+        // extra buffer and the dropouts stop.
+        let (mut h, mut w) = link(LinkConfig {
+            channels: 1,
+            block_frames: 64,
+            ring_blocks: 32,
+            ..LinkConfig::default()
+        })
+        .unwrap();
+        let mut out = [0.0f32; 64];
+        let (mut dropouts, mut was_playing) = (0, false);
+        let mut pull = |h: &mut AudioHandle| {
+            let playing = h.pull_interleaved(&mut out) == 64;
+            if was_playing && !playing {
+                dropouts += 1;
+            }
+            was_playing = playing;
+        };
+        for tick in 0..2_000 {
+            push_all(&mut w, &[0.5; 64]);
+            match tick % 50 {
+                0 if tick > 0 => (0..8).for_each(|_| pull(&mut h)),
+                1..=7 if tick > 50 => {}
+                _ => pull(&mut h),
+            }
+        }
+        let repaid = h.stats().snapshot().audio_frames_repaid;
+        assert!(
+            dropouts <= 3,
+            "{dropouts} dropouts (repaid {repaid} frames)"
+        );
+        // Only the first dropout's silence (at most the burst) is repaid;
+        // repaying every one gave 39 dropouts and 9984 frames skipped.
+        assert!(repaid > 0 && repaid <= 8 * 64, "repaid {repaid} frames");
     }
 
     #[test]
