@@ -382,12 +382,11 @@ pub struct AudioHandle {
     /// block is queued (see [`AudioHandle::pull_planar`]).
     output_primed: bool,
     /// Frames of silence played since the ring last had audio (a dropout),
-    /// not yet taken back, and host frames since the dropout began.
+    /// not yet taken back.
     owed_frames: usize,
-    owed_age_frames: usize,
     /// A dropout's window is open (its silence is owed).
     owing: bool,
-    /// Host frames since the last dropout began.
+    /// Host frames since the last dropout began (the age of an open debt).
     frames_since_dropout: usize,
     stats: Arc<LinkStats>,
 }
@@ -455,7 +454,6 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             output_frames: 0,
             output_primed: false,
             owed_frames: 0,
-            owed_age_frames: 0,
             owing: false,
             frames_since_dropout: usize::MAX,
             stats: stats.clone(),
@@ -591,9 +589,8 @@ impl AudioHandle {
         let cushion = self.config.output_cushion_frames();
         self.frames_since_dropout = self.frames_since_dropout.saturating_add(frames);
         if self.owing {
-            self.owed_age_frames += frames;
             let window = self.config.sample_rate as usize * REPAY_WINDOW_MS as usize / 1000;
-            if self.owed_age_frames > window {
+            if self.frames_since_dropout > window {
                 self.owed_frames = 0;
                 self.owing = false;
             }
@@ -629,7 +626,6 @@ impl AudioHandle {
                 let recur = self.config.sample_rate as usize * REPAY_RECUR_MS as usize / 1000;
                 self.owing = self.frames_since_dropout > recur;
                 self.frames_since_dropout = 0;
-                self.owed_age_frames = 0;
                 self.owed_frames = 0;
             }
             if self.owing {
@@ -1047,6 +1043,17 @@ mod tests {
         assert!(h.worker_gone());
     }
 
+    /// A mono link of 64-frame blocks at 48 kHz.
+    fn mono_link(ring_blocks: usize) -> (AudioHandle, WorkerLink) {
+        link(LinkConfig {
+            channels: 1,
+            block_frames: 64,
+            ring_blocks,
+            ..LinkConfig::default()
+        })
+        .unwrap()
+    }
+
     fn push_all(w: &mut WorkerLink, blocks: &[f32]) {
         for b in blocks.chunks_exact(w.config().block_samples()) {
             assert!(w.push_output_block(b));
@@ -1058,13 +1065,7 @@ mod tests {
     /// `stall` buffers and a catch-up. Returns how many blocks behind the
     /// host plays before the stall and after it, and the frames repaid.
     fn stall_and_catch_up(stall: usize) -> (i64, i64, u64) {
-        let (mut h, mut w) = link(LinkConfig {
-            channels: 1,
-            block_frames: 64,
-            ring_blocks: 32,
-            ..LinkConfig::default()
-        })
-        .unwrap();
+        let (mut h, mut w) = mono_link(32);
         let mut next = 0u32;
         let mut out = [0.0f32; 64];
         let (mut before, mut after) = (None, None);
@@ -1114,13 +1115,7 @@ mod tests {
         // the worker's catch-up tick lands in the middle of that burst, so
         // some of the underruns are counted only after it.
         for (stall, split) in [(6, 2), (12, 5), (12, 12), (20, 3)] {
-            let (mut h, mut w) = link(LinkConfig {
-                channels: 1,
-                block_frames: 64,
-                ring_blocks: 64,
-                ..LinkConfig::default()
-            })
-            .unwrap();
+            let (mut h, mut w) = mono_link(64);
             let (mut next, mut pulls) = (0u32, 0i64);
             let mut out = [0.0f32; 64];
             let mut lags = Vec::new();
@@ -1163,13 +1158,7 @@ mod tests {
 
     #[test]
     fn silence_before_a_stream_resumes_is_not_owed() {
-        let (mut h, mut w) = link(LinkConfig {
-            channels: 1,
-            block_frames: 64,
-            ring_blocks: 32,
-            ..LinkConfig::default()
-        })
-        .unwrap();
+        let (mut h, mut w) = mono_link(32);
         let mut out = [0.0f32; 64];
         let block = [0.25f32; 64];
         for _ in 0..50 {
@@ -1197,13 +1186,7 @@ mod tests {
         // than the 3 ms cushion. The first dropout is repaid; the next, soon
         // after, is the host's timing and is not, so the ring keeps the
         // extra buffer and the dropouts stop.
-        let (mut h, mut w) = link(LinkConfig {
-            channels: 1,
-            block_frames: 64,
-            ring_blocks: 32,
-            ..LinkConfig::default()
-        })
-        .unwrap();
+        let (mut h, mut w) = mono_link(32);
         let mut out = [0.0f32; 64];
         let (mut dropouts, mut was_playing) = (0, false);
         let mut pull = |h: &mut AudioHandle| {
@@ -1233,13 +1216,7 @@ mod tests {
 
     #[test]
     fn priming_and_a_host_that_pulls_early_drop_nothing() {
-        let (mut h, mut w) = link(LinkConfig {
-            channels: 1,
-            block_frames: 64,
-            ring_blocks: 32,
-            ..LinkConfig::default()
-        })
-        .unwrap();
+        let (mut h, mut w) = mono_link(32);
         let mut out = [0.0f32; 64];
         // Priming: the host pulls silence before anything is queued, then a
         // tick brings several blocks at once: all of them queue.
