@@ -35,8 +35,11 @@ pub fn due_ping(arbiter: &mut ClockDriftArbiter, now: u64) -> Option<Message<'st
         .map(|ping| Message::ClockPing(messages::ClockPing::from(&ping)))
 }
 
-/// Hand a received message from frame source `source`, received at local
-/// time `now`, to the arbiter if it is a clock message.
+/// Hand a message from frame source `source`, which arrived at local time
+/// `arrived` and is handled at `now` (≥ `arrived`), to the arbiter if it is
+/// a clock message. A pong answering a ping carries `t2` = the arrival and
+/// `t3` = `now`: the time the ping waited for this thread is the ponger's,
+/// not the path's.
 ///
 /// A clock message whose `peer_id` is not the frame's source is refused
 /// ([`ClockMessageError::BadPeer`]): one peer must not speak for another.
@@ -44,6 +47,7 @@ pub fn due_ping(arbiter: &mut ClockDriftArbiter, now: u64) -> Option<Message<'st
 /// they are not fatal to the session.
 pub fn on_clock_message(
     arbiter: &mut ClockDriftArbiter,
+    arrived: u64,
     now: u64,
     source: u32,
     message: &Message<'_>,
@@ -53,8 +57,11 @@ pub fn on_clock_message(
             if p.peer_id.0 != source {
                 return Err(ClockMessageError::BadPeer);
             }
-            Ok(match arbiter.on_ping(now, &p.into())? {
-                Some(pong) => ClockReply::Pong((&pong).into()),
+            Ok(match arbiter.on_ping(arrived, &p.into())? {
+                Some(mut pong) => {
+                    pong.t3 = pong.t3.max(arbiter.session_time(now.max(arrived)));
+                    ClockReply::Pong((&pong).into())
+                }
                 None => ClockReply::Handled,
             })
         }
@@ -62,7 +69,7 @@ pub fn on_clock_message(
             if p.peer_id.0 != source {
                 return Err(ClockMessageError::BadPeer);
             }
-            arbiter.on_pong(now, &p.into())?;
+            arbiter.on_pong(arrived, &p.into())?;
             Ok(ClockReply::Handled)
         }
         _ => Ok(ClockReply::NotClock),
@@ -94,12 +101,25 @@ mod tests {
             let Some(ping) = due_ping(me, t + o_me) else {
                 return;
             };
-            let reply = on_clock_message(other, t + 100_000 + o_other, me.id(), &ping).unwrap();
+            let reply = on_clock_message(
+                other,
+                t + 100_000 + o_other,
+                t + 100_000 + o_other,
+                me.id(),
+                &ping,
+            )
+            .unwrap();
             if let ClockReply::Pong(pong) = reply {
                 let pong = Message::ClockPong(pong);
                 // A sample the model rejects (e.g. across a hand-off) is
                 // an error of the exchange, not of the wire.
-                if let Ok(r) = on_clock_message(me, t + 200_000 + o_me, other.id(), &pong) {
+                if let Ok(r) = on_clock_message(
+                    me,
+                    t + 200_000 + o_me,
+                    t + 200_000 + o_me,
+                    other.id(),
+                    &pong,
+                ) {
                     assert_eq!(r, ClockReply::Handled);
                 }
             }
@@ -118,14 +138,14 @@ mod tests {
             t1: 1,
         });
         assert_eq!(
-            on_clock_message(&mut a, t + oa, 0x40, &forged),
+            on_clock_message(&mut a, t + oa, t + oa, 0x40, &forged),
             Err(ClockMessageError::BadPeer)
         );
         let other = Message::Goodbye(messages::Goodbye {
             peer_id: PeerId(0x20),
         });
         assert_eq!(
-            on_clock_message(&mut a, t + oa, 0x20, &other),
+            on_clock_message(&mut a, t + oa, t + oa, 0x20, &other),
             Ok(ClockReply::NotClock)
         );
     }

@@ -17,6 +17,7 @@
 //! [`ImpairmentStage`] (a test option) holds received datagrams to add delay,
 //! jitter, reordering and corruption, since this kernel has no `netem`.
 
+mod rx_stamp;
 pub mod stage;
 
 use std::io;
@@ -133,6 +134,9 @@ pub struct DriverStats {
     pub received_bytes: u64,
     /// Receive errors other than "would block".
     pub recv_errors: u64,
+    /// Datagrams that carried a kernel receive timestamp (arrival times
+    /// then exclude the worker's wake-up latency; see [`UdpDriver::poll`]).
+    pub kernel_stamped: u64,
 }
 
 /// The UDP driver.
@@ -147,6 +151,8 @@ pub struct UdpDriver {
     stage: Option<ImpairmentStage>,
     buf: Vec<u8>,
     origin: Instant,
+    /// When the sockets were last found empty: every later datagram arrived after it.
+    drained_at: Instant,
     stats: DriverStats,
 }
 
@@ -154,6 +160,8 @@ fn configure_common(sock: &Socket, cfg: &NetConfig) -> io::Result<()> {
     // Buffer sizes are requests: a kernel clamp (rmem_max) is not an error.
     let _ = sock.set_recv_buffer_size(cfg.recv_buffer);
     let _ = sock.set_send_buffer_size(cfg.send_buffer);
+    // Without stamps arrival is the read instant (counted: `kernel_stamped`).
+    let _ = rx_stamp::enable(sock);
     sock.set_nonblocking(true)
 }
 
@@ -209,6 +217,7 @@ impl UdpDriver {
             stage: cfg.stage.map(ImpairmentStage::new),
             buf: vec![0u8; MAX_DATAGRAM + 1],
             origin: Instant::now(),
+            drained_at: Instant::now(),
             stats: DriverStats::default(),
         })
     }
@@ -263,12 +272,19 @@ impl UdpDriver {
 
     /// Wait until a datagram arrives or `deadline` passes (whichever is
     /// first), then hand every datagram now available to `on_datagram`
-    /// (after the impairment stage, if on). Returns the number delivered.
-    /// A deadline already past only drains.
+    /// (after the impairment stage, if on) with the instant it arrived.
+    /// Returns the number delivered. A deadline already past only drains.
+    ///
+    /// The arrival instant is the kernel's receive timestamp, not the
+    /// moment this thread read the datagram: a worker that wakes late must
+    /// not make the network look late (the jitter buffer would grow, and
+    /// the clock exchange would read the delay as path asymmetry). With the
+    /// impairment stage, it is the instant the stage releases the datagram
+    /// (its arrival on the emulated path).
     pub fn poll(
         &mut self,
         deadline: Instant,
-        mut on_datagram: impl FnMut(Via, SocketAddr, &[u8]),
+        mut on_datagram: impl FnMut(Via, SocketAddr, &[u8], Instant),
     ) -> Result<usize, NetError> {
         let now = Instant::now();
         let mut wait = deadline.saturating_duration_since(now);
@@ -278,6 +294,7 @@ impl UdpDriver {
         }
         self.wait_readable(wait)?;
         let mut delivered = 0usize;
+        let not_before = self.drained_at;
         // Drain both sockets until they would block.
         for via in [Via::Unicast, Via::Group] {
             loop {
@@ -288,18 +305,27 @@ impl UdpDriver {
                         None => break,
                     },
                 };
-                match sock.recv_from(&mut self.buf) {
-                    Ok((n, from)) => {
+                match rx_stamp::recv(sock, &mut self.buf) {
+                    Ok(r) => {
+                        let n = r.len.min(self.buf.len());
                         self.stats.received += 1;
                         self.stats.received_bytes += n as u64;
+                        self.stats.kernel_stamped += u64::from(r.stamp.is_some());
+                        let arrived = rx_stamp::arrival_instant(
+                            r.stamp,
+                            rx_stamp::realtime_now(),
+                            Instant::now(),
+                            not_before,
+                        );
                         if let Some(stage) = self.stage.as_mut() {
-                            let t = self.origin.elapsed().as_nanos() as u64;
+                            let t =
+                                arrived.saturating_duration_since(self.origin).as_nanos() as u64;
                             // The stage does not know the socket; group
                             // traffic is told apart by content, not path.
-                            stage.push(t, from, &self.buf[..n]);
+                            stage.push(t, r.from, &self.buf[..n]);
                         } else {
                             delivered += 1;
-                            on_datagram(via, from, &self.buf[..n]);
+                            on_datagram(via, r.from, &self.buf[..n], arrived);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -312,11 +338,18 @@ impl UdpDriver {
                 }
             }
         }
+        self.drained_at = Instant::now();
         if let Some(stage) = self.stage.as_mut() {
             let t = self.origin.elapsed().as_nanos() as u64;
-            stage.release(t, |from, bytes| {
+            let origin = self.origin;
+            stage.release(t, |release_ns, from, bytes| {
                 delivered += 1;
-                on_datagram(Via::Unicast, from, bytes);
+                on_datagram(
+                    Via::Unicast,
+                    from,
+                    bytes,
+                    origin + Duration::from_nanos(release_ns),
+                );
             });
         }
         Ok(delivered)
@@ -376,9 +409,10 @@ mod tests {
         let end = Instant::now() + within;
         let mut got = Vec::new();
         while got.len() < want && Instant::now() < end {
-            d.poll(Instant::now() + Duration::from_millis(20), |via, _, b| {
-                got.push((via, b.to_vec()))
-            })
+            d.poll(
+                Instant::now() + Duration::from_millis(20),
+                |via, _, b, _| got.push((via, b.to_vec())),
+            )
             .unwrap();
         }
         got
@@ -407,7 +441,7 @@ mod tests {
         let mut a = UdpDriver::open(&unicast_only()).unwrap();
         let t0 = Instant::now();
         let n = a
-            .poll(t0 + Duration::from_millis(30), |_, _, _| {})
+            .poll(t0 + Duration::from_millis(30), |_, _, _, _| {})
             .unwrap();
         let waited = t0.elapsed();
         assert_eq!(n, 0);

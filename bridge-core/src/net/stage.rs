@@ -155,8 +155,9 @@ impl ImpairmentStage {
         self.queue.peek().map(|h| h.0.release_ns)
     }
 
-    /// Release every datagram due at `now_ns`, in release order.
-    pub fn release(&mut self, now_ns: u64, mut deliver: impl FnMut(SocketAddr, &[u8])) {
+    /// Release every datagram due at `now_ns`, in release order, with the
+    /// time it was due (its arrival on the emulated path, ns).
+    pub fn release(&mut self, now_ns: u64, mut deliver: impl FnMut(u64, SocketAddr, &[u8])) {
         while self.queue.peek().is_some_and(|h| h.0.release_ns <= now_ns) {
             let Reverse(held) = self.queue.pop().expect("peeked");
             if self.last_released_order.is_some_and(|o| held.order < o) {
@@ -166,7 +167,7 @@ impl ImpairmentStage {
             }
             self.stats.released += 1;
             self.stats.corrupted_released += u64::from(held.corrupted);
-            deliver(held.from, &held.bytes);
+            deliver(held.release_ns, held.from, &held.bytes);
         }
     }
 }
@@ -195,7 +196,7 @@ mod tests {
         let mut t = 0;
         while st.next_release_ns().is_some() {
             t += 50_000;
-            st.release(t, |_, b| {
+            st.release(t, |_, _, b| {
                 let i = u64::from_be_bytes(b.try_into().unwrap());
                 let sent = i * 100_000;
                 assert!(t >= sent + 3_000_000, "released too early");
@@ -221,7 +222,7 @@ mod tests {
             for i in 0..1000u32 {
                 st.push(0, addr(), &i.to_be_bytes());
             }
-            st.release(0, |_, b| out.push(b.to_vec()));
+            st.release(0, |_, _, b| out.push(b.to_vec()));
             (st.stats().corrupted, out)
         };
         let (c1, o1) = run(3);

@@ -116,10 +116,15 @@ pub struct NetInfo {
 /// Thread-safe: no (moved into the worker thread, hence `Send`).
 /// Realtime-safe: no (runs on the worker).
 pub trait Core: Send + 'static {
-    /// A datagram arrived at `now_ns` (`link`: the plugin's, for received MIDI).
+    /// A datagram that arrived at `arrived_ns` (the kernel's receive time,
+    /// at most `now_ns`) is handled at `now_ns` (`link`: the plugin's, for
+    /// received MIDI). Arrival times never go backwards from one datagram
+    /// to the next, but may lie before the last tick's `now_ns` (a worker
+    /// that woke late finds datagrams that came while it slept).
     fn on_datagram(
         &mut self,
         now_ns: u64,
+        arrived_ns: u64,
         via: Via,
         from: SocketAddr,
         bytes: &[u8],
@@ -466,7 +471,7 @@ impl<C: Core> LoopState<C> {
 
     fn run(&mut self) -> Result<(), WorkerError> {
         self.stats.set_worker_state(WorkerState::Running);
-        let mut datagrams: Vec<(Via, SocketAddr, Vec<u8>)> = Vec::new();
+        let mut datagrams: Vec<(Via, SocketAddr, Vec<u8>, Instant)> = Vec::new();
         let mut spare: Vec<Vec<u8>> = Vec::new();
         loop {
             let now = self.clock.now_ns();
@@ -488,16 +493,26 @@ impl<C: Core> LoopState<C> {
             let deadline = Instant::now() + Duration::from_nanos(wait_ns).min(self.max_sleep);
             // Collect first, then feed: the driver's buffer is borrowed
             // during the callback, and the core wants `now` per datagram.
-            self.driver.poll(deadline, |via, from, bytes| {
+            self.driver.poll(deadline, |via, from, bytes, arrived| {
                 let mut b = spare.pop().unwrap_or_default();
                 b.clear();
                 b.extend_from_slice(bytes);
-                datagrams.push((via, from, b));
+                datagrams.push((via, from, b, arrived));
             })?;
             let now = self.clock.now_ns();
-            for (via, from, bytes) in datagrams.drain(..) {
-                self.core
-                    .on_datagram(now, via, from, &bytes, self.link.as_mut());
+            let now_instant = Instant::now();
+            for (via, from, bytes, arrived) in datagrams.drain(..) {
+                // The injected clock's rate differs from the monotonic one by
+                // ppm: over an age of milliseconds that is nanoseconds.
+                let age = now_instant.saturating_duration_since(arrived).as_nanos() as u64;
+                self.core.on_datagram(
+                    now,
+                    now.saturating_sub(age),
+                    via,
+                    from,
+                    &bytes,
+                    self.link.as_mut(),
+                );
                 spare.push(bytes);
             }
         }
@@ -527,12 +542,18 @@ mod tests {
         pending: Vec<(SocketAddr, Vec<u8>)>,
         ticks: u64,
         panic_on: Option<u8>,
+        /// A datagram starting 0x51 makes the next tick sleep this long.
+        stall: Duration,
+        stall_next: bool,
+        /// (first byte, now − arrived) per datagram.
+        ages: Arc<Mutex<Vec<(u8, u64)>>>,
     }
 
     impl Core for Echo {
         fn on_datagram(
             &mut self,
-            _now: u64,
+            now: u64,
+            arrived: u64,
             _via: Via,
             from: SocketAddr,
             bytes: &[u8],
@@ -541,6 +562,10 @@ mod tests {
             if self.panic_on.is_some_and(|p| bytes.first() == Some(&p)) {
                 panic!("core saw poison byte");
             }
+            assert!(arrived <= now, "arrived {arrived} after now {now}");
+            let first = bytes.first().copied().unwrap_or(0);
+            self.ages.lock().unwrap().push((first, now - arrived));
+            self.stall_next |= first == 0x51;
             self.got.lock().unwrap().push(bytes.to_vec());
             self.pending.push((from, bytes.to_vec()));
         }
@@ -554,6 +579,9 @@ mod tests {
             self.ticks += 1;
             for (to, b) in self.pending.drain(..) {
                 out.send(Dest::To(to), &b);
+            }
+            if std::mem::take(&mut self.stall_next) {
+                std::thread::sleep(self.stall);
             }
         }
         fn next_deadline_ns(&self, now: u64) -> u64 {
@@ -569,6 +597,9 @@ mod tests {
                 pending: Vec::new(),
                 ticks: 0,
                 panic_on,
+                stall: Duration::from_millis(40),
+                stall_next: false,
+                ages: Arc::new(Mutex::new(Vec::new())),
             },
             got,
         )
@@ -602,6 +633,45 @@ mod tests {
         assert!(core.ticks >= 20);
         assert_eq!(stats.worker_state(), WorkerState::Stopped);
         assert_eq!(stats.snapshot().frames_received, 20);
+    }
+
+    /// A datagram that arrives while the worker is busy reaches the core
+    /// with its kernel arrival time, not the time the worker got to it.
+    #[test]
+    fn a_datagram_that_waits_for_a_busy_worker_keeps_its_arrival_time() {
+        let (core, _got) = echo(None);
+        let ages = core.ages.clone();
+        let w = Worker::spawn(
+            cfg(),
+            Arc::new(MonotonicClock::new()),
+            core,
+            None,
+            Arc::new(LinkStats::default()),
+        )
+        .unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        // Let the host-wide stamping switch on (see net::rx_stamp).
+        std::thread::sleep(Duration::from_millis(50));
+        client.send_to(&[0x51], w.local_addr()).unwrap();
+        // The worker's next tick sleeps 40 ms: this arrives while it does.
+        std::thread::sleep(Duration::from_millis(10));
+        client.send_to(&[0x52], w.local_addr()).unwrap();
+        client.recv_from(&mut buf).unwrap();
+        client.recv_from(&mut buf).unwrap();
+        assert_eq!(buf[0], 0x52);
+        let core = w.join().unwrap();
+        let ages = ages.lock().unwrap().clone();
+        let waited = ages.iter().find(|a| a.0 == 0x52).expect("seen").1;
+        assert!(
+            waited >= 20_000_000,
+            "the core saw an age of {waited} ns for a datagram that waited ~40 ms: {ages:?}"
+        );
+        assert!(waited < 1_000_000_000, "{waited}");
+        drop(core);
     }
 
     #[test]

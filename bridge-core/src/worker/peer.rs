@@ -1533,12 +1533,13 @@ impl Core for LivePeer {
     fn on_datagram(
         &mut self,
         now: u64,
+        arrived: u64,
         _via: Via,
         from: SocketAddr,
         bytes: &[u8],
         link: Option<&mut WorkerLink>,
     ) {
-        self.on_datagram_with_link(now, from, bytes, link);
+        self.on_datagram_at(arrived, now, from, bytes, link);
     }
 
     fn on_tick(
@@ -1649,6 +1650,21 @@ impl LivePeer {
         now: u64,
         from: SocketAddr,
         bytes: &[u8],
+        link: Option<&mut WorkerLink>,
+    ) {
+        self.on_datagram_at(now, now, from, bytes, link);
+    }
+
+    /// As [`Self::on_datagram_with_link`], for a datagram that arrived at
+    /// `now` (the kernel's receive time: what the jitter buffer, the drift
+    /// estimate and the clock exchange measure) and is handled at
+    /// `handled` (when a clock pong leaves).
+    pub fn on_datagram_at(
+        &mut self,
+        now: u64,
+        handled: u64,
+        from: SocketAddr,
+        bytes: &[u8],
         mut link: Option<&mut WorkerLink>,
     ) {
         let key = self.cfg.key.clone();
@@ -1700,7 +1716,7 @@ impl LivePeer {
                 let reply = self
                     .arbiter
                     .as_mut()
-                    .map(|a| on_clock_message(a, now, h.source, &msg));
+                    .map(|a| on_clock_message(a, now, handled, h.source, &msg));
                 // Refused messages and rejected samples are the arbiter's
                 // business (counted there); only a pong needs sending.
                 if let Some(Ok(ClockReply::Pong(pong))) = reply {

@@ -649,80 +649,86 @@ fn run_worker(
         ));
         let following = mode == Mode::Follow;
         l.driver
-            .poll(std::time::Instant::now() + wait, |_via, from, bytes| {
-                // Read per datagram: the pong's t4 and the ping's t2.
-                let at = clock.now_ns();
-                let frame = match decode_frame(bytes, key.as_ref()) {
-                    Ok(f) => f,
-                    Err(r) => {
-                        stats.rejects.count(r);
-                        return;
-                    }
-                };
-                let h = frame.header;
-                if h.source == source {
-                    return; // our own multicast, looped back
-                }
-                if h.session != session {
-                    stats.frames_ignored.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                let msg = match Message::parse(&frame) {
-                    Ok(m) => m,
-                    Err(r) => {
-                        stats.rejects.count(r);
-                        return;
-                    }
-                };
-                stats.rejects.count_accepted();
-                heard.touch(h.source, from, at);
-                // Only clock_ping/clock_pong senders enter the arbiter: a
-                // peer that sends transport frames but answers no pings has
-                // no clock model and must not be elected master.
-                match on_clock_message(&mut arbiter, at, h.source, &msg) {
-                    Ok(ClockReply::Pong(pong)) => {
-                        if pongs.len() < PONGS_PER_TURN {
-                            pongs.push((from, pong));
-                        }
-                        return;
-                    }
-                    Ok(ClockReply::Handled) | Err(_) => return,
-                    Ok(ClockReply::NotClock) => {}
-                }
-                match msg {
-                    Message::Goodbye(g) if g.peer_id.0 == h.source => {
-                        arbiter.on_goodbye(at, h.source);
-                        heard.forget(h.source);
-                    }
-                    Message::Transport(t) if following => {
-                        stats.frames_received.fetch_add(1, Ordering::Relaxed);
-                        let clock_peers = arbiter.peer_stats(at).count();
-                        leave_identity_mapping(
-                            &mut mapped_by_identity,
-                            &arbiter,
-                            clock_peers,
-                            &mut follower,
-                            &mut received,
-                            &stats,
-                        );
-                        if follow_time_unsettled(&arbiter, clock_peers) {
-                            // Its session time cannot be mapped yet; the
-                            // lead re-announces its state.
-                            stats.unsynced.fetch_add(1, Ordering::Relaxed);
+            .poll(
+                std::time::Instant::now() + wait,
+                |_via, from, bytes, arrived| {
+                    // The pong's t4 and the ping's t2: when the kernel got the
+                    // datagram, not when this thread woke to read it.
+                    let now = clock.now_ns();
+                    let age = std::time::Instant::now().saturating_duration_since(arrived);
+                    let at = now.saturating_sub(age.as_nanos() as u64);
+                    let frame = match decode_frame(bytes, key.as_ref()) {
+                        Ok(f) => f,
+                        Err(r) => {
+                            stats.rejects.count(r);
                             return;
                         }
-                        let mut cmd =
-                            bridge_core::transport::TransportCommand::from_wire(&t, h.source);
-                        cmd.timestamp = arbiter.local_time_for_session(cmd.timestamp);
-                        received.push(cmd);
+                    };
+                    let h = frame.header;
+                    if h.source == source {
+                        return; // our own multicast, looped back
                     }
-                    // Another lead's frames while we lead: not ours to apply.
-                    Message::Transport(_) => {}
-                    _ => {
+                    if h.session != session {
                         stats.frames_ignored.fetch_add(1, Ordering::Relaxed);
+                        return;
                     }
-                }
-            })
+                    let msg = match Message::parse(&frame) {
+                        Ok(m) => m,
+                        Err(r) => {
+                            stats.rejects.count(r);
+                            return;
+                        }
+                    };
+                    stats.rejects.count_accepted();
+                    heard.touch(h.source, from, at);
+                    // Only clock_ping/clock_pong senders enter the arbiter: a
+                    // peer that sends transport frames but answers no pings has
+                    // no clock model and must not be elected master.
+                    match on_clock_message(&mut arbiter, at, now, h.source, &msg) {
+                        Ok(ClockReply::Pong(pong)) => {
+                            if pongs.len() < PONGS_PER_TURN {
+                                pongs.push((from, pong));
+                            }
+                            return;
+                        }
+                        Ok(ClockReply::Handled) | Err(_) => return,
+                        Ok(ClockReply::NotClock) => {}
+                    }
+                    match msg {
+                        Message::Goodbye(g) if g.peer_id.0 == h.source => {
+                            arbiter.on_goodbye(at, h.source);
+                            heard.forget(h.source);
+                        }
+                        Message::Transport(t) if following => {
+                            stats.frames_received.fetch_add(1, Ordering::Relaxed);
+                            let clock_peers = arbiter.peer_stats(at).count();
+                            leave_identity_mapping(
+                                &mut mapped_by_identity,
+                                &arbiter,
+                                clock_peers,
+                                &mut follower,
+                                &mut received,
+                                &stats,
+                            );
+                            if follow_time_unsettled(&arbiter, clock_peers) {
+                                // Its session time cannot be mapped yet; the
+                                // lead re-announces its state.
+                                stats.unsynced.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                            let mut cmd =
+                                bridge_core::transport::TransportCommand::from_wire(&t, h.source);
+                            cmd.timestamp = arbiter.local_time_for_session(cmd.timestamp);
+                            received.push(cmd);
+                        }
+                        // Another lead's frames while we lead: not ours to apply.
+                        Message::Transport(_) => {}
+                        _ => {
+                            stats.frames_ignored.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                },
+            )
             .map_err(|e| WorkerError::Io(e.to_string()))?;
         for (to, mut pong) in pongs.drain(..) {
             // t3 is the send instant (the pinger measures our turnaround).
