@@ -270,6 +270,11 @@ pub struct LinkStats {
     pub playout_delay_us: AtomicU64,
     /// Measured one-way network delay estimate, microseconds.
     pub one_way_delay_us: AtomicU64,
+    /// The output cushion the audio thread keeps, set by the worker: 0 =
+    /// [`LinkConfig::output_cushion_frames`]; `n > 0` = `n − 1` frames (the
+    /// low-latency playout renders on arrival and keeps none). See
+    /// [`WorkerLink::set_output_cushion_frames`].
+    pub output_cushion_override: AtomicU32,
     error: Mutex<Option<String>>,
 }
 
@@ -586,7 +591,10 @@ impl AudioHandle {
         if frames == 0 {
             return 0;
         }
-        let cushion = self.config.output_cushion_frames();
+        let cushion = match self.stats.output_cushion_override.load(Ordering::Relaxed) {
+            0 => self.config.output_cushion_frames(),
+            n => n as usize - 1,
+        };
         self.frames_since_dropout = self.frames_since_dropout.saturating_add(frames);
         if self.owing {
             let window = self.config.sample_rate as usize * REPAY_WINDOW_MS as usize / 1000;
@@ -817,6 +825,33 @@ impl WorkerLink {
     /// block pushed by [`Self::push_output_block`] will start at.
     pub fn output_written(&self) -> u64 {
         self.output_written
+    }
+
+    /// The cushion the audio thread keeps beyond a host buffer (`None`:
+    /// [`LinkConfig::output_cushion_frames`]); takes effect at its next pull.
+    pub fn set_output_cushion_frames(&self, frames: Option<usize>) {
+        let v = frames.map_or(0, |f| f.min(u32::MAX as usize - 1) as u32 + 1);
+        self.stats
+            .output_cushion_override
+            .store(v, Ordering::Relaxed);
+    }
+
+    /// Queue whole interleaved frames (`channels` samples each; any count
+    /// up to the free space) for the audio thread: all or nothing. Returns
+    /// false if they do not fit.
+    pub fn push_output_frames(&mut self, samples: &[f32]) -> bool {
+        let ch = self.config.channels;
+        let n = samples.len() / ch * ch;
+        if n == 0
+            || self
+                .audio_to_plugin
+                .push_entire_slice(&samples[..n])
+                .is_err()
+        {
+            return n == 0;
+        }
+        self.output_written += (n / ch) as u64;
+        true
     }
 
     /// Queue one block (`block_samples()` interleaved) for the audio thread.

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod conceal;
 pub mod discovery;
 pub mod drift;
+pub mod fine_resampler;
 pub mod handle;
 pub mod jellie_stream;
 pub mod jitter;

@@ -296,6 +296,28 @@ impl HostRate {
         self.rate_ppm
     }
 
+    /// Where the host's consumption count stands at local time `now_ns` on
+    /// the fitted line (frames; `None` until fitted): the count rises in
+    /// steps of a host buffer, this rises smoothly, so a ring level taken
+    /// at any instant plus (count − this) does not jump when the instant
+    /// passes one of the host's pulls.
+    pub fn position_at(&self, now_ns: u64) -> Option<f64> {
+        self.clock.sample_at_local(now_ns)
+    }
+
+    /// The host's rate error, ppm, for a host running in real time (0 until
+    /// learnt, and for a host far off nominal: an offline render).
+    pub fn rate_only_ppm(&self) -> f64 {
+        if self
+            .clock
+            .rate_error_ppm()
+            .is_some_and(|p| p.abs() > HOST_MAX_PPM)
+        {
+            return 0.0;
+        }
+        self.rate_ppm
+    }
+
     /// Local time one block of `frames` at `sample_rate` lasts for the host, ns.
     pub fn block_ns(&self, frames: usize, sample_rate: u32) -> f64 {
         host_block_ns(frames, sample_rate, self.ppm())

@@ -172,7 +172,8 @@ const BUCKET_NS: u64 = 250_000;
 const BUCKETS: usize = 512; // 128 ms of relative delay
 /// Time constant of the histogram's forgetting, ns.
 const HIST_MEMORY_NS: f64 = 5e9;
-const BASE_WINDOW_NS: u64 = 2_000_000_000;
+/// The fastest path is the minimum over this window and the one before.
+pub const BASE_WINDOW_NS: u64 = 2_000_000_000;
 
 #[derive(Clone, Copy)]
 struct Slot {
@@ -221,6 +222,8 @@ pub struct JitterBuffer {
     last_skip_ns: u64,
     out_of_range_run: u32,
     last_played: Option<u64>,
+    /// Render-on-arrival playout (see [`JitterBuffer::set_direct`]).
+    direct: bool,
     stats: JitterStats,
 }
 
@@ -256,6 +259,7 @@ impl JitterBuffer {
             last_skip_ns: 0,
             out_of_range_run: 0,
             last_played: None,
+            direct: false,
             stats: JitterStats::default(),
             config,
         }
@@ -280,6 +284,35 @@ impl JitterBuffer {
         if let Some(d) = delay_ns {
             self.target_ns = d;
         }
+    }
+
+    /// Render-on-arrival playout (the low-latency mode): the caller pulls
+    /// a block as soon as it is [`ready`](Self::cursor_ready), or once its
+    /// playout delay reaches the target (then it is concealed); a pull
+    /// never holds and never skips, and the target is only how long a
+    /// missing block is waited for. The delay the audio then has is the
+    /// output ring's, which the caller controls.
+    pub fn set_direct(&mut self, direct: bool) {
+        self.direct = direct;
+    }
+
+    /// The block at the cursor is here and whole (a plain block, or both
+    /// JELLIE halves): a pull now plays it without concealment.
+    pub fn cursor_ready(&self) -> bool {
+        let Some(cursor) = self.cursor else {
+            return false;
+        };
+        let slot = self.slots[self.slot_index(cursor)];
+        slot.first_sample == cursor && (slot.plain || (slot.even.is_some() && slot.odd.is_some()))
+    }
+
+    /// Local time at which the cursor block's playout delay reaches the
+    /// target (ns; `None` before anything arrived): when a missing block
+    /// stops being waited for.
+    pub fn cursor_deadline_ns(&self) -> Option<u64> {
+        let cursor = self.cursor?;
+        let t = self.sample_ns(cursor) + self.base() as f64 + self.target_ns as f64;
+        Some(t.max(0.0) as u64)
     }
 
     /// `first_sample` of the block the last [`JitterBuffer::pull`] played
@@ -542,7 +575,12 @@ impl JitterBuffer {
         };
         // Playout delay of the cursor block if played now, relative to the fastest path.
         let mut delay = now as f64 - self.sample_ns(cursor) - self.base() as f64;
-        let target = self.target_ns as f64;
+        // Render-on-arrival: the caller decided this block's time has come.
+        let target = if self.direct {
+            f64::NEG_INFINITY
+        } else {
+            self.target_ns as f64
+        };
         let mut cursor = cursor;
         if !self.playing {
             if delay < target {
@@ -556,7 +594,7 @@ impl JitterBuffer {
             // many seconds skipping or resampling the excess away. Nothing
             // has been heard yet, so moving the start is inaudible.
             let excess = ((delay - target) / self.block_ns).floor();
-            if excess >= 1.0 {
+            if excess >= 1.0 && !self.direct {
                 let n = (excess as u64).min(self.slots.len() as u64);
                 for _ in 0..n {
                     let idx = self.slot_index(cursor);
@@ -573,7 +611,7 @@ impl JitterBuffer {
             concealer.conceal(out);
             return BlockSource::Held;
         }
-        if delay > self.setpoint_ns() + self.excess_band_ns() {
+        if delay > self.setpoint_ns() + self.excess_band_ns() && !self.direct {
             let since = *self.over_since.get_or_insert(now);
             if now - since >= self.config.shrink_interval_ns
                 && now.saturating_sub(self.last_skip_ns) >= self.config.shrink_interval_ns
