@@ -79,6 +79,9 @@ pub struct ReceiveSpec {
     /// runs (the plugin stores its parameter here from `process()`); when
     /// given it overrides `playout_delay_ms`.
     pub playout_live: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Low-latency playout ([`PeerConfig::low_latency`]), changeable while
+    /// the worker runs (`None`: off).
+    pub low_latency_live: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Whether received audio is played at all (`false`: only counted, see
     /// [`PeerConfig::play_received`]).
     pub play: bool,
@@ -91,6 +94,7 @@ impl Default for ReceiveSpec {
             conceal: ConcealMethod::Pnbtr,
             filter: None,
             playout_live: None,
+            low_latency_live: None,
             play: true,
         }
     }
@@ -458,6 +462,11 @@ fn spawn_worker(
         play_filter: recv.filter,
         play_received: recv.play,
         playout_delay_live: recv.playout_live,
+        low_latency: recv
+            .low_latency_live
+            .as_ref()
+            .is_some_and(|l| l.load(Ordering::Relaxed)),
+        low_latency_live: recv.low_latency_live,
         // The report is rebuilt ten times a second for the editor: keep it
         // small over hours (counters stay exact; the report's latency
         // percentiles cover the first 4096 blocks only; the editor shows the

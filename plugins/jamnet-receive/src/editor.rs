@@ -152,6 +152,9 @@ impl NiceEguiApp for ReceiveEditor {
                     ui.label("Jitter buffer");
                     ui.add(ParamSlider::for_param(&self.params.jitter_ms, &setter));
                     ui.end_row();
+                    ui.label("Low latency");
+                    ui.add(ParamSlider::for_param(&self.params.low_latency, &setter));
+                    ui.end_row();
                     ui.label("Concealment");
                     ui.add(ParamSlider::for_param(&self.params.concealment, &setter));
                     ui.end_row();

@@ -66,6 +66,9 @@ pub struct ReceiveStats {
     /// Playout delay for the worker, ns (0 = adaptive): `process()` stores
     /// the jitter parameters here every block, so changes apply live.
     pub playout_ns: Arc<AtomicU64>,
+    /// Low-latency playout for the worker: `process()` stores the parameter
+    /// here every block, so it applies live.
+    pub low_latency: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The JAMNet Receive plugin.
@@ -124,6 +127,9 @@ impl JamnetReceive {
         self.stats
             .playout_ns
             .store(self.playout_ns(), Ordering::Relaxed);
+        self.stats
+            .low_latency
+            .store(self.params.low_latency.value(), Ordering::Relaxed);
         let (params, gen_stats, stats) =
             (self.params.clone(), self.stats.clone(), self.stats.clone());
         let hooks = LiveHooks {
@@ -157,6 +163,7 @@ impl JamnetReceive {
                 conceal,
                 filter: Some(self.stats.filter.clone()),
                 playout_live: Some(self.stats.playout_ns.clone()),
+                low_latency_live: Some(self.stats.low_latency.clone()),
                 play: true,
             },
             thread_name: "jamnet-receive".into(),
@@ -263,6 +270,9 @@ impl Plugin for JamnetReceive {
         self.stats
             .playout_ns
             .store(self.playout_ns(), Ordering::Relaxed);
+        self.stats
+            .low_latency
+            .store(self.params.low_latency.value(), Ordering::Relaxed);
         match self.handle.as_mut() {
             Some(handle) => {
                 let start = handle.output_frames();

@@ -107,6 +107,10 @@ pub struct ReceiveParams {
     /// Manual jitter buffer depth.
     #[id = "jms"]
     pub jitter_ms: FloatParam,
+    /// Low-latency playout: blocks play as they arrive, no output cushion
+    /// (the jitter buffer is only how long a missing block is waited for).
+    #[id = "lolat"]
+    pub low_latency: BoolParam,
     /// Concealment method.
     #[id = "concl"]
     pub concealment: EnumParam<Concealment>,
@@ -135,6 +139,7 @@ impl Default for ReceiveParams {
             )
             .with_unit(" ms")
             .with_step_size(0.1),
+            low_latency: BoolParam::new("Low latency", false),
             concealment: EnumParam::new("Concealment", Concealment::Auto),
             gain: FloatParam::new(
                 "Output gain",

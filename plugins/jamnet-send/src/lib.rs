@@ -146,6 +146,7 @@ impl JamnetSend {
                 conceal: bridge_core::conceal::ConcealMethod::Zero,
                 filter: None,
                 playout_live: None,
+                low_latency_live: None,
                 play: false,
             },
             thread_name: "jamnet-send".into(),

@@ -56,6 +56,11 @@ pub struct Plan {
     /// clock shows, robust to one-off steps (those are reported as
     /// `max_step_ms` and bounded by the latency budget instead).
     pub max_creep_ms: Option<f64>,
+    /// Receive's `Low latency` playout on.
+    pub low_latency: bool,
+    /// Fail if the p99 beyond one host block exceeds this (ms): the plugin
+    /// issue's target is 1 ms.
+    pub max_beyond_block_ms: Option<f64>,
 }
 
 fn now_ns() -> u64 {
@@ -74,7 +79,8 @@ fn wait_until(due: u64) {
 }
 
 /// One role, as the parent starts it: `send|receive BUNDLE DEST SESSION
-/// ORIGIN_NS BLOCKS auto|JITTER_MS PPM OUT`. Runs the bundle for BLOCKS blocks
+/// ORIGIN_NS BLOCKS [low:]auto|[low:]JITTER_MS PPM OUT` (`low:`: Receive's
+/// `Low latency` on). Runs the bundle for BLOCKS blocks
 /// from ORIGIN_NS and writes the click times (ns, one per line) it sent or
 /// played to OUT.
 pub fn role(args: &[String]) -> Result<()> {
@@ -86,6 +92,10 @@ pub fn role(args: &[String]) -> Result<()> {
     let session: uuid::Uuid = session.parse()?;
     let origin_ns: u64 = origin.parse()?;
     let blocks: u64 = blocks.parse()?;
+    let (low_latency, jitter) = match jitter.strip_prefix("low:") {
+        Some(j) => (true, j),
+        None => (false, jitter.as_str()),
+    };
     let jitter_ms: Option<f64> = (jitter != "auto").then(|| jitter.parse()).transpose()?;
     let ppm: f64 = ppm.parse()?;
     let entry = load_entry(bundle)?;
@@ -106,6 +116,14 @@ pub fn role(args: &[String]) -> Result<()> {
         };
         io.in_events
             .push(&ParamValueEvent::new(0, mode.id, Pckn::match_all(), value));
+        if low_latency {
+            let low = params
+                .iter()
+                .find(|d| d.name == "Low latency")
+                .ok_or_else(|| anyhow!("{}: no Low latency parameter", p.name))?;
+            io.in_events
+                .push(&ParamValueEvent::new(0, low.id, Pckn::match_all(), low.max));
+        }
         if let Some(ms) = jitter_ms {
             let depth = params
                 .iter()
@@ -210,7 +228,11 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
                 .arg(session.to_string())
                 .arg(origin.to_string())
                 .arg(blocks.to_string())
-                .arg(plan.jitter_ms.map_or("auto".to_string(), |m| m.to_string()))
+                .arg(format!(
+                    "{}{}",
+                    if plan.low_latency { "low:" } else { "" },
+                    plan.jitter_ms.map_or("auto".to_string(), |m| m.to_string())
+                ))
                 .arg(ppm.to_string())
                 .arg(out);
             c.spawn()
@@ -297,8 +319,9 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
     let q = |f: f64| lat[((lat.len() - 1) as f64 * f).round() as usize];
     let block_ms = block_ns / 1e6;
     println!(
-        "{{\"check\":\"latency\",\"jitter\":\"{}\",\"phase_blocks\":{},\"clicks_sent\":{expected},\"clicks_received\":{},\"duplicates\":{duplicates},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"min_ms\":{:.3},\"beyond_block_p50_ms\":{:.3},\"beyond_block_p99_ms\":{:.3},\"receive_ppm\":{},\"creep_ms\":{creep:.3},\"drift_ms\":{drift:.3},\"max_step_ms\":{max_step:.3}}}",
+        "{{\"check\":\"latency\",\"jitter\":\"{}\",\"low_latency\":{},\"phase_blocks\":{},\"clicks_sent\":{expected},\"clicks_received\":{},\"duplicates\":{duplicates},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"min_ms\":{:.3},\"beyond_block_p50_ms\":{:.3},\"beyond_block_p99_ms\":{:.3},\"receive_ppm\":{},\"creep_ms\":{creep:.3},\"drift_ms\":{drift:.3},\"max_step_ms\":{max_step:.3}}}",
         plan.jitter_ms.map_or("auto".to_string(), |m| format!("{m} ms")),
+        plan.low_latency,
         plan.phase,
         lat.len(),
         q(0.5),
@@ -326,7 +349,14 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
             plan.receive_ppm
         );
     }
-    if let Some(j) = plan.jitter_ms {
+    if let Some(max) = plan.max_beyond_block_ms {
+        ensure!(
+            q(0.99) - block_ms <= max,
+            "p99 {:.3} ms beyond the host block, allowed {max} ms",
+            q(0.99) - block_ms
+        );
+    }
+    if let (Some(j), false) = (plan.jitter_ms, plan.low_latency) {
         // A manual buffer's latency is fixed by design; every term of it:
         let budget = j                     // the buffer the user set
             + block_ms                     // the receiving host's block phase

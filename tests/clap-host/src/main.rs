@@ -1205,6 +1205,8 @@ fn main() -> Result<()> {
                 warmup_s: 2.0,
                 receive_ppm: 0.0,
                 max_creep_ms: None,
+                low_latency: false,
+                max_beyond_block_ms: None,
             };
             let mut paths = Vec::new();
             let mut it = rest.iter();
@@ -1216,6 +1218,8 @@ fn main() -> Result<()> {
                     "--phase" => plan.phase = val()?.parse()?,
                     "--receive-ppm" => plan.receive_ppm = val()?.parse()?,
                     "--max-creep-ms" => plan.max_creep_ms = Some(val()?.parse()?),
+                    "--low-latency" => plan.low_latency = true,
+                    "--max-beyond-block-ms" => plan.max_beyond_block_ms = Some(val()?.parse()?),
                     "--jitter-ms" => {
                         let v = val()?;
                         plan.jitter_ms = (v != "auto").then(|| v.parse()).transpose()?;
@@ -1224,7 +1228,7 @@ fn main() -> Result<()> {
                 }
             }
             let [send, receive] = paths.as_slice() else {
-                bail!("latency [--seconds S] [--jitter-ms auto|MS] [--phase F] SEND.clap RECEIVE.clap");
+                bail!("latency [--seconds S] [--jitter-ms auto|MS] [--low-latency] [--max-beyond-block-ms MS] [--phase F] SEND.clap RECEIVE.clap");
             };
             latency::latency(send, receive, &plan)
         }
