@@ -275,6 +275,10 @@ pub struct LinkStats {
     /// low-latency playout renders on arrival and keeps none). See
     /// [`WorkerLink::set_output_cushion_frames`].
     pub output_cushion_override: AtomicU32,
+    /// Written by the audio thread: the fewest frames left in the output
+    /// ring after a pull since the worker last took it (`u32::MAX`: none
+    /// yet). Take it with [`WorkerLink::take_output_spare_min`].
+    pub output_spare_min: AtomicU32,
     error: Mutex<Option<String>>,
 }
 
@@ -446,6 +450,7 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
     let (transport_to_net, transport_from_plugin) = RingBuffer::new(config.transport_capacity);
     let (transport_to_plugin, transport_from_net) = RingBuffer::new(config.transport_capacity);
     let stats = Arc::new(LinkStats::default());
+    stats.output_spare_min.store(u32::MAX, Ordering::Relaxed);
     Ok((
         AudioHandle {
             config,
@@ -622,6 +627,10 @@ impl AudioHandle {
                 }
             }
             self.output_primed = true;
+            let spare = (self.audio_from_net.slots() / ch).saturating_sub(frames);
+            self.stats
+                .output_spare_min
+                .fetch_min(spare.min(u32::MAX as usize) as u32, Ordering::Relaxed);
             frames
         } else {
             // A dropout begins when a primed ring runs short (not while
@@ -834,6 +843,20 @@ impl WorkerLink {
         self.stats
             .output_cushion_override
             .store(v, Ordering::Relaxed);
+    }
+
+    /// The fewest frames the output ring held beyond a host pull since the
+    /// last call (`None`: no pull played since). The margin the host's
+    /// timing left: more than a block of it for long is latency nobody needs.
+    pub fn take_output_spare_min(&self) -> Option<usize> {
+        match self
+            .stats
+            .output_spare_min
+            .swap(u32::MAX, Ordering::Relaxed)
+        {
+            u32::MAX => None,
+            n => Some(n as usize),
+        }
     }
 
     /// Queue whole interleaved frames (`channels` samples each; any count
@@ -1087,6 +1110,32 @@ mod tests {
             ..LinkConfig::default()
         })
         .unwrap()
+    }
+
+    /// The worker can set the cushion (the low-latency playout keeps
+    /// none) and read the fewest frames a pull left behind.
+    #[test]
+    fn cushion_override_and_spare_frames() {
+        let (mut h, mut w) = mono_link(16);
+        assert_eq!(w.take_output_spare_min(), None);
+        w.set_output_cushion_frames(Some(0));
+        assert!(w.push_output_frames(&[0.5; 64]));
+        let mut out = [0.0f32; 64];
+        // No cushion: one block is enough to start.
+        assert_eq!(h.pull_interleaved(&mut out), 64);
+        assert_eq!(w.take_output_spare_min(), Some(0));
+        assert_eq!(w.take_output_spare_min(), None);
+        push_all(&mut w, &[0.25; 64 * 3]);
+        assert_eq!(h.pull_interleaved(&mut out), 64);
+        assert_eq!(h.pull_interleaved(&mut out), 64);
+        assert_eq!(w.take_output_spare_min(), Some(64));
+        // Back to the default: a shortfall then waits for a buffer plus
+        // the 3 ms cushion again.
+        w.set_output_cushion_frames(None);
+        assert_eq!(h.pull_interleaved(&mut out), 64);
+        assert_eq!(h.pull_interleaved(&mut out), 0);
+        push_all(&mut w, &[0.25; 64 * 3]);
+        assert_eq!(h.pull_interleaved(&mut out), 64);
     }
 
     fn push_all(w: &mut WorkerLink, blocks: &[f32]) {

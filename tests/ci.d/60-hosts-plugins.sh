@@ -24,7 +24,8 @@
 #      >= 0.99 in both
 #   6. jamnet-clap-host latency: Send -> Receive in two CLAP host processes
 #      pacing 64-sample blocks in real time: every click once, manual buffer
-#      within its latency budget (figures reported, automatic and manual)
+#      within its latency budget (figures reported, automatic and manual),
+#      the low-latency playout within 3 ms beyond the host block
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
@@ -76,6 +77,15 @@ for phase in 0 0.25 0.5 0.75; do
     RUST_BACKTRACE=0 "$HOST" latency --seconds 8 --phase "$phase" --jitter-ms "$jitter" \
       "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
   done
+done
+# Receive's low-latency playout (blocks played as they arrive, no output
+# cushion): every click once, and the p99 beyond the host block within 3 ms
+# (the buffered playout above sits at 6-7 ms; the plugin issue's target is
+# 1 ms, met on an idle machine at most phases: figures in docs/plugins.md;
+# on a loaded one a dropout can leave a block more, 1.33 ms each).
+for phase in 0 0.25 0.5 0.75; do
+  RUST_BACKTRACE=0 "$HOST" latency --seconds 8 --phase "$phase" --jitter-ms 1 --low-latency \
+    --max-beyond-block-ms 3.0 "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
 done
 # The receiving host's audio clock 200 ppm slow, then fast, against the
 # CPU clock (as an audio interface's crystal is): the playout must follow

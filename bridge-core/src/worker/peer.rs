@@ -415,6 +415,11 @@ pub struct PeerReport {
     /// Frames of late output dropped to take back a dropout's latency (the
     /// link's `audio_frames_repaid`).
     pub output_repaid_frames: u64,
+    /// The low-latency playout is playing a stream now.
+    pub low_latency_active: bool,
+    /// How often it lowered the output level by (most of) a block the host
+    /// did not need.
+    pub low_latency_sheds: u64,
     /// Audio blocks sent by us.
     pub audio_blocks_sent: u64,
     /// Datagrams dropped, by reason.
@@ -773,8 +778,23 @@ struct DirectPlayout {
     windows: u32,
     /// Steer the level back to the reference: resample this much faster, ppm.
     trim_ppm: f64,
-    /// Host underruns when last looked at.
+    /// Host underruns when last looked at, and when they last grew.
     underruns: u64,
+    underrun_at: Option<u64>,
+    /// The fewest frames the ring held beyond a host pull, over the
+    /// windows since `spare_windows` was reset.
+    spare_min: usize,
+    spare_windows: u32,
+    /// When the level was last lowered by a block, and how often it was.
+    trimmed_at: Option<u64>,
+    trims: u64,
+    /// Frames still to shed for such a lowering (resampling
+    /// `DIRECT_MAX_TRIM_PPM` faster until they are gone: exactly that many,
+    /// where the windowed steering would overshoot).
+    shedding: f64,
+    /// Shedding ran during the current window (its mean level is not
+    /// comparable with the moving reference: no steering from it).
+    shed_in_window: bool,
 }
 
 /// When the low-latency playout stops waiting for `r`'s cursor block: the
@@ -787,6 +807,15 @@ fn direct_deadline(r: &RxStream) -> Option<u64> {
     let drifted = slow_ppm * 1e-6 * 2.0 * crate::jitter::BASE_WINDOW_NS as f64;
     r.jb.cursor_deadline_ns().map(|t| t + drifted as u64)
 }
+
+/// Windows the host's spare frames are watched before a block is taken away.
+const DIRECT_SPARE_WINDOWS: u32 = 3;
+/// No lowering this long after an underrun, ns ...
+const DIRECT_TRIM_HOLDOFF_NS: u64 = 3_000 * MS;
+/// ... or this long when the underrun came within `DIRECT_TRIM_BLAME_NS`
+/// of a lowering (that block was needed after all), ns.
+const DIRECT_TRIM_LONG_HOLDOFF_NS: u64 = 120_000 * MS;
+const DIRECT_TRIM_BLAME_NS: u64 = 30_000 * MS;
 
 /// How long the ring's level is averaged, ns.
 const DIRECT_LEVEL_WINDOW_NS: u64 = 1_000 * MS;
@@ -812,6 +841,13 @@ impl DirectPlayout {
             windows: 0,
             trim_ppm: 0.0,
             underruns: 0,
+            underrun_at: None,
+            spare_min: usize::MAX,
+            spare_windows: 0,
+            trimmed_at: None,
+            trims: 0,
+            shedding: 0.0,
+            shed_in_window: false,
         }
     }
 
@@ -826,6 +862,9 @@ impl DirectPlayout {
         self.level_ref = None;
         self.windows = 0;
         self.trim_ppm = 0.0;
+        self.spare_min = usize::MAX;
+        self.spare_windows = 0;
+        self.shedding = 0.0;
     }
 
     /// Level bookkeeping before a push at `now`. `level` is the ring's
@@ -840,9 +879,26 @@ impl DirectPlayout {
     /// it, the playout resamples a little faster or slower until it is
     /// back. The drift estimate does the long-term work; this covers the
     /// ten seconds before it is sure, and what it misses.
-    fn observe_level(&mut self, now: u64, level: Option<f64>, underruns: u64) {
+    ///
+    /// A start-up can leave a block more than the host needs (a dropout in
+    /// the first second, from a slow first wake-up, or two close together,
+    /// the second not repaid): when the host found a whole block to spare
+    /// at every pull for `DIRECT_SPARE_WINDOWS` seconds (so without it not
+    /// one of those pulls would have run short), the reference drops by a
+    /// block and the steering sheds it (1.3 s at 1000 ppm, no splice). An
+    /// underrun soon after says it was needed: no more lowering for two
+    /// minutes.
+    fn observe_level(&mut self, now: u64, level: Option<f64>, link: &WorkerLink) {
+        let underruns = link
+            .stats()
+            .audio_frames_underrun
+            .load(std::sync::atomic::Ordering::Relaxed);
         if underruns != self.underruns {
             self.underruns = underruns;
+            self.underrun_at = Some(now);
+            self.spare_min = usize::MAX;
+            self.spare_windows = 0;
+            self.shedding = 0.0;
             self.level_ref = None;
             self.windows = 0;
             self.level_sum = 0.0;
@@ -858,7 +914,10 @@ impl DirectPlayout {
             return;
         }
         self.windows += 1;
-        if self.level_n > 0 && self.windows >= 2 {
+        let shed = std::mem::replace(&mut self.shed_in_window, self.shedding > 0.0);
+        if shed {
+            self.trim_ppm = 0.0;
+        } else if self.level_n > 0 && self.windows >= 2 {
             let mean = self.level_sum / f64::from(self.level_n);
             match self.level_ref {
                 None => self.level_ref = Some(mean),
@@ -869,6 +928,40 @@ impl DirectPlayout {
                         .clamp(-DIRECT_MAX_TRIM_PPM, DIRECT_MAX_TRIM_PPM);
                 }
             }
+        }
+        if let Some(s) = link.take_output_spare_min() {
+            self.spare_min = self.spare_min.min(s);
+        }
+        self.spare_windows += 1;
+        if self.spare_windows >= DIRECT_SPARE_WINDOWS {
+            let block = link.config().block_frames;
+            let blamed = match (self.underrun_at, self.trimmed_at) {
+                (Some(u), Some(t)) => u > t && u - t < DIRECT_TRIM_BLAME_NS,
+                _ => false,
+            };
+            let holdoff = if blamed {
+                DIRECT_TRIM_LONG_HOLDOFF_NS
+            } else {
+                DIRECT_TRIM_HOLDOFF_NS
+            };
+            let calm = self
+                .underrun_at
+                .is_none_or(|u| now.saturating_sub(u) >= holdoff);
+            if self.level_ref.is_some()
+                && calm
+                && self.trim_ppm == 0.0
+                && self.shedding == 0.0
+                && self.spare_min != usize::MAX
+                && self.spare_min >= block
+            {
+                // Not all of it: the steering settles within its band of
+                // the reference, and a frame short is a dropout.
+                self.shedding = self.spare_min.min(block) as f64 - 2.0 * DIRECT_LEVEL_BAND;
+                self.trimmed_at = Some(now);
+                self.trims += 1;
+            }
+            self.spare_min = usize::MAX;
+            self.spare_windows = 0;
         }
         self.level_sum = 0.0;
         self.level_n = 0;
@@ -1478,6 +1571,8 @@ impl LivePeer {
             self.direct.stream = direct_key;
             self.direct.reset(now);
         }
+        self.report.low_latency_active = direct_key.is_some();
+        self.report.low_latency_sheds = self.direct.trims;
         if let Some(l) = link.as_deref() {
             l.set_output_cushion_frames(direct_idx.map(|_| 0));
         }
@@ -1654,13 +1749,28 @@ impl LivePeer {
                 .as_ref()
                 .and_then(|h| h.position_at(now))
                 .map(|p| l.output_frames_queued() as f64 + consumed as f64 - p);
-            d.observe_level(now, level, underruns);
+            d.observe_level(now, level, l);
             // Sender frames per host frame, steered back to the level.
             let ratio = r.drift_est.ratio() / (1.0 + host_ppm * 1e-6) * (1.0 + d.trim_ppm * 1e-6);
             let Some(rs) = d.resampler.as_mut() else {
                 break;
             };
-            let n = rs.process(&d.block, ratio, &mut d.out);
+            let shed_ppm = if d.shedding > 0.0 {
+                DIRECT_MAX_TRIM_PPM
+            } else {
+                0.0
+            };
+            let n = rs.process(&d.block, ratio * (1.0 + shed_ppm * 1e-6), &mut d.out);
+            if shed_ppm > 0.0 {
+                // What this block shed; the reference follows it down so
+                // the steering does not put it back.
+                let shed = n as f64 * shed_ppm * 1e-6;
+                d.shedding = (d.shedding - shed).max(0.0);
+                d.shed_in_window = true;
+                if let Some(r) = d.level_ref.as_mut() {
+                    *r -= shed;
+                }
+            }
             // A full ring means the host stopped pulling: nothing to keep.
             let _ = l.push_output_frames(&d.out[..n * link_ch]);
         }
@@ -2654,6 +2764,18 @@ mod tests {
         tx_ppm: f64,
         seconds: u64,
     ) -> LowLatencyRun {
+        low_latency_run_with(phase, lose_every, tx_ppm, seconds, &[])
+    }
+
+    /// As [`low_latency_run`]; datagrams sent within 50 ms after each of
+    /// `stalls_ms` are held 3 ms longer (a sender that stalled).
+    fn low_latency_run_with(
+        phase: f64,
+        lose_every: Option<usize>,
+        tx_ppm: f64,
+        seconds: u64,
+        stalls_ms: &[u64],
+    ) -> LowLatencyRun {
         use crate::handle::{link, LinkConfig};
         let session = Uuid::from_u128(0x10_1a7e);
         let lc = LinkConfig {
@@ -2735,7 +2857,11 @@ mod tests {
                         continue;
                     }
                     let jitter = next_rand() % 400_000;
-                    flight.push((t + 300_000 + jitter, bytes.to_vec()));
+                    let stalled = stalls_ms
+                        .iter()
+                        .any(|&s| (s * MS..(s + 50) * MS).contains(&t));
+                    let extra = if stalled { 3 * MS } else { 0 };
+                    flight.push((t + 300_000 + jitter + extra, bytes.to_vec()));
                 }
             }
             flight.sort_by_key(|f| f.0);
@@ -2859,6 +2985,35 @@ mod tests {
         let (lo, hi) = spread(&r.latencies_ms);
         assert!(hi - lo < 1e-9, "the latency moved {lo}..{hi} ms");
         assert!(r.bad <= r.lost_datagrams, "{r:?}");
+    }
+
+    /// Two sender stalls early on, the second within 2 s of the first: its
+    /// dropout is not repaid (a host whose timing needs more keeps it), so
+    /// the ring keeps blocks the steady stream does not need. The host had
+    /// more than a block to spare for seconds: the playout sheds them.
+    #[test]
+    fn low_latency_playout_sheds_blocks_the_host_does_not_need() {
+        let calm = low_latency_run(0.75, None, 0.0, 4);
+        let r = low_latency_run_with(0.75, None, 0.0, 20, &[500, 1_500]);
+        let n = r.latencies_ms.len();
+        let (lo, hi) = spread(&r.latencies_ms[n - n / 4..]);
+        let steady = calm.latencies_ms[calm.latencies_ms.len() - 1];
+        let worst = r.latencies_ms.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "steady {steady:.3} ms; after stalls: worst {worst:.3} ms, last quarter {lo:.3}..{hi:.3} ms, underruns {} frames",
+            r.underrun_frames
+        );
+        assert!(
+            worst > steady + 1.0,
+            "the stalls left no extra block: {worst} vs {steady}"
+        );
+        // Shed to within 8 frames (0.17 ms) of the calm run's latency: the
+        // steering's band is kept as a margin.
+        assert!(
+            hi < steady + 0.2 && lo > steady - 0.05,
+            "{lo}..{hi} vs {steady}"
+        );
+        assert_eq!(r.underrun_frames, r.underrun_frames_first_third, "{r:?}");
     }
 
     #[test]
