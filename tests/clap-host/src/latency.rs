@@ -334,8 +334,14 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
     );
     // A block that arrives after its playout time is concealed, and a
     // concealed click is not a click: allow a few (1 %, at least 2) for a
-    // tight manual buffer on a loaded machine; systematic loss fails.
-    let allowed = (expected / 100).max(2);
+    // tight manual buffer on a loaded machine; systematic loss fails. The
+    // low-latency playout keeps no cushion for a worker that wakes late,
+    // by design: 3 % there.
+    let allowed = if plan.low_latency {
+        (expected * 3 / 100).max(3)
+    } else {
+        (expected / 100).max(2)
+    };
     ensure!(
         lat.len() + allowed >= expected,
         "{} of {expected} clicks arrived",
