@@ -670,6 +670,40 @@ impl RxStream {
     }
 
     /// Whether everything received has been played.
+    /// Stop the output clock of a stream that is over: its sender left
+    /// and what it sent has played, or it went idle without a goodbye
+    /// (instead of concealing forever). True if it stopped.
+    fn stop_if_over(&mut self, now: u64) -> bool {
+        if self.ended_at.is_some() && self.drained() {
+            self.clock = None;
+            return true;
+        }
+        if now.saturating_sub(self.last_arrival_ns) > STREAM_IDLE_NS {
+            self.clock = None;
+            self.stopped_idle = true;
+            return true;
+        }
+        false
+    }
+
+    /// Bookkeeping after a pull (`before`: the block played before it) at
+    /// session time `t_session`: what has played, and the block's latency
+    /// from its sender timestamp (up to `keep` samples).
+    fn note_played(&mut self, before: Option<u64>, t_session: i64, keep: usize) {
+        let Some(p) = self.jb.last_played() else {
+            return;
+        };
+        self.first_played.get_or_insert(p);
+        self.played_end = Some(p + self.block_frames as u64);
+        if before != Some(p) && self.latency_us.len() < keep {
+            let (s, ts) = self.timestamps[(p / self.block_frames as u64) as usize % TS_RING];
+            if s == p {
+                self.latency_us
+                    .push((t_session - ts as i64) as f32 / 1000.0);
+            }
+        }
+    }
+
     fn drained(&self) -> bool {
         match (self.highest, self.jb.last_played()) {
             (Some(h), Some(p)) => p >= h,
@@ -1596,16 +1630,7 @@ impl LivePeer {
                 if t > now {
                     break;
                 }
-                // The sender left: stop once what it sent has played.
-                if r.ended_at.is_some() && r.drained() {
-                    r.clock = None;
-                    break;
-                }
-                // The stream paused or ended without a goodbye: stop instead
-                // of concealing forever.
-                if now.saturating_sub(r.last_arrival_ns) > STREAM_IDLE_NS {
-                    r.clock = None;
-                    r.stopped_idle = true;
+                if r.stop_if_over(now) {
                     break;
                 }
                 if rendered >= MAX_CATCH_UP_BLOCKS {
@@ -1630,17 +1655,11 @@ impl LivePeer {
                 }
                 r.clock = Some((t0, n + 1));
                 rendered += 1;
-                if let Some(p) = r.jb.last_played() {
-                    r.first_played.get_or_insert(p);
-                    r.played_end = Some(p + r.block_frames as u64);
-                    if before != Some(p) && r.latency_us.len() < self.cfg.keep_latency_samples {
-                        let (s, ts) = r.timestamps[(p / r.block_frames as u64) as usize % TS_RING];
-                        if s == p {
-                            let t_session = t as i64 + session_offset;
-                            r.latency_us.push((t_session - ts as i64) as f32 / 1000.0);
-                        }
-                    }
-                }
+                r.note_played(
+                    before,
+                    t as i64 + session_offset,
+                    self.cfg.keep_latency_samples,
+                );
                 if record && self.recorded.len() < self.cfg.record_frames * r.channels {
                     self.recorded.extend_from_slice(&r.out);
                 }
@@ -1700,13 +1719,7 @@ impl LivePeer {
         r.jb.set_direct(true);
         let mut rendered = 0;
         while r.clock.is_some() {
-            if r.ended_at.is_some() && r.drained() {
-                r.clock = None;
-                break;
-            }
-            if now.saturating_sub(r.last_arrival_ns) > STREAM_IDLE_NS {
-                r.clock = None;
-                r.stopped_idle = true;
+            if r.stop_if_over(now) {
                 break;
             }
             let due = direct_deadline(r).is_some_and(|t| t <= now);
@@ -1719,17 +1732,11 @@ impl LivePeer {
             if let Some((t0, n)) = r.clock {
                 r.clock = Some((t0, n + 1));
             }
-            if let Some(p) = r.jb.last_played() {
-                r.first_played.get_or_insert(p);
-                r.played_end = Some(p + r.block_frames as u64);
-                if before != Some(p) && r.latency_us.len() < self.cfg.keep_latency_samples {
-                    let (s, ts) = r.timestamps[(p / r.block_frames as u64) as usize % TS_RING];
-                    if s == p {
-                        r.latency_us
-                            .push((now as i64 + session_offset - ts as i64) as f32 / 1000.0);
-                    }
-                }
-            }
+            r.note_played(
+                before,
+                now as i64 + session_offset,
+                self.cfg.keep_latency_samples,
+            );
             if record && self.recorded.len() < self.cfg.record_frames * r.channels {
                 self.recorded.extend_from_slice(&r.out);
             }
