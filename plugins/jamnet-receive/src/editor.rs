@@ -25,7 +25,7 @@ const GRAPH_POINTS: usize = 120;
 
 /// Default window size.
 pub fn default_state() -> Arc<EguiEditorState> {
-    EguiEditorState::from_size(LogicalSize::new(540.0, 640.0), 1.0)
+    EguiEditorState::from_size(LogicalSize::new(540.0, 680.0), 1.0)
 }
 
 /// The editor app.
