@@ -881,11 +881,7 @@ impl WorkerLink {
     /// Returns false if the ring is full (the audio thread stopped pulling).
     pub fn push_output_block(&mut self, block: &[f32]) -> bool {
         let n = self.config.block_samples();
-        if block.len() < n || self.audio_to_plugin.push_entire_slice(&block[..n]).is_err() {
-            return false;
-        }
-        self.output_written += self.config.block_frames as u64;
-        true
+        block.len() >= n && self.push_output_frames(&block[..n])
     }
 
     /// Next MIDI event from the plugin.

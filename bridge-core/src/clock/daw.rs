@@ -281,14 +281,18 @@ impl HostRate {
     /// until learnt) plus the level correction; 0 for a host not running in
     /// real time.
     pub fn ppm(&self) -> f64 {
-        if self
-            .clock
-            .rate_error_ppm()
-            .is_some_and(|p| p.abs() > HOST_MAX_PPM)
-        {
+        if self.offline() {
             return 0.0;
         }
         self.rate_ppm + self.level_ppm
+    }
+
+    /// The host is far off nominal: not running in real time (an offline
+    /// render), so nothing is worth following.
+    fn offline(&self) -> bool {
+        self.clock
+            .rate_error_ppm()
+            .is_some_and(|p| p.abs() > HOST_MAX_PPM)
     }
 
     /// The host's rate error alone, ppm (0 until learnt).
@@ -308,11 +312,7 @@ impl HostRate {
     /// The host's rate error, ppm, for a host running in real time (0 until
     /// learnt, and for a host far off nominal: an offline render).
     pub fn rate_only_ppm(&self) -> f64 {
-        if self
-            .clock
-            .rate_error_ppm()
-            .is_some_and(|p| p.abs() > HOST_MAX_PPM)
-        {
+        if self.offline() {
             return 0.0;
         }
         self.rate_ppm
