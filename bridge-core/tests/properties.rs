@@ -289,3 +289,39 @@ fn senders_refuse_fields_receivers_would_reject() {
     };
     assert!(Message::Jmid(e).encode(&header, None, &mut out).is_err());
 }
+
+/// A number written with more digits than an f64 holds must decode to the
+/// correctly rounded f64, so that a decoded message re-encodes and decodes
+/// back equal (the fuzzer's `control_messages` target found a 48-digit
+/// transport position that did not, before serde_json's `float_roundtrip`
+/// was switched on for every build: test builds already had it through a
+/// dev-dependency, so this test guards the feature while the fuzz seed
+/// `regress_transport_long_float` replays the case in a build without
+/// dev-dependencies, as the plugins and toaster are built).
+#[test]
+fn long_decimal_numbers_decode_correctly_rounded_and_round_trip() {
+    let payload = br#"{"type":"transport","command":"PLAY","timestamp":29496430321473,"position":150999999999999999999999999999999999999999999990.0,"bpm":128.5,"time_signature":[7,8],"master_peer":"c6b54a79","beat":302125}"#;
+    let header = Header::new(
+        bridge_core::protocol::MessageKind::Transport,
+        FormatType::StandardJson,
+        Uuid::nil(),
+        1,
+        0,
+        0,
+    );
+    let mut frame = vec![0u8; payload.len() + 64];
+    let n = encode_frame(&header, payload, None, &mut frame).unwrap();
+    let (_, msg) = decode(&frame[..n], None).unwrap();
+    let Message::Transport(t) = &msg else {
+        panic!("not a transport message: {msg:?}")
+    };
+    // Rust's own parser is correctly rounded.
+    let want: f64 = "150999999999999999999999999999999999999999999990.0"
+        .parse()
+        .unwrap();
+    assert_eq!(t.position.to_bits(), want.to_bits());
+    let mut out = vec![0u8; 1024];
+    let m = msg.encode(&header, None, &mut out).unwrap();
+    let (_, back) = decode(&out[..m], None).unwrap();
+    assert_eq!(back, msg);
+}
