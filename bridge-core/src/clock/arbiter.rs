@@ -26,12 +26,19 @@
 //!    run for `join_grace_ns`. Peers not heard for `peer_timeout_ns` (default
 //!    2 s) or that said goodbye are gone.
 //! 2. The master is the eligible peer with the **lowest peer id**.
-//! 3. A peer answers pings only after its own join grace. While no peer is
-//!    eligible yet, a peer follows the lowest-id peer that answers (one settled
-//!    in a running session), so that by the time it could become master it
-//!    already carries the session timeline on. Peers that start together hear
-//!    no answers during the grace, free-run, and then all elect the lowest id,
-//!    whose clock (unchanged) becomes the timeline.
+//! 3. A peer answers pings only once it has a timeline (it is master or
+//!    follows one). While no peer is eligible yet, a peer follows the
+//!    lowest-id peer that answers (one settled in a running session), so that
+//!    by the time it could become master it already carries the session
+//!    timeline on. Peers that start together hear no answers during the
+//!    grace, free-run, and then all elect the lowest id, whose clock
+//!    (unchanged) becomes the timeline.
+//! 4. A peer that has never had a timeline does not elect anyone while it
+//!    hears a lower-id peer that is still inside its join grace: that peer
+//!    will be eligible within the grace and win. (Without this, peers that
+//!    start a few hundred ms apart, as on a loaded machine, each elect the
+//!    lowest peer *they* already count as eligible, form two sessions, and
+//!    slew together at `max_slew_ppm`: 65 ms took two minutes.)
 //!
 //! Every peer sees the same set of eligible peers (to within one heartbeat /
 //! ping interval around joins and timeouts) and applies the same total order on
@@ -342,7 +349,11 @@ impl ClockDriftArbiter {
         ping: &ClockPing,
     ) -> Result<Option<ClockPong>, ClockMessageError> {
         self.touch(now, ping.from)?;
-        if now.saturating_sub(self.started_at) < self.config.join_grace_ns {
+        // Answer only with a timeline: once we are master or follow one. A
+        // peer still forming a session (in its join grace, or waiting for a
+        // lower-id peer's grace, see `elect`) answers nothing, so nobody
+        // follows its free-running clock.
+        if !self.synced {
             return Ok(None);
         }
         let t = self.session_time(now);
@@ -456,6 +467,26 @@ impl ClockDriftArbiter {
             (true, Some(p)) if p < self.id => Some(p),
             (true, _) => Some(self.id),
             (false, p) => p,
+        };
+        // Forming a session (never synced): a lower-id peer we hear that is
+        // still inside its join grace becomes eligible within the grace and
+        // will win then. Electing anyone above it now would give this peer a
+        // timeline of its own for that second or two, and peers that started
+        // a few hundred ms apart (a loaded machine) would form two sessions
+        // that then have to slew together at `max_slew_ppm`. So wait: stay
+        // free-running (following a peer that answers, if any) until it is
+        // eligible or gone. Synced peers never wait: a newcomer joins their
+        // session first.
+        let master = match master {
+            Some(m)
+                if !self.synced
+                    && self.peers.iter().any(|(id, s)| {
+                        *id < m && alive(s) && now.saturating_sub(s.first_heard) < grace
+                    }) =>
+            {
+                None
+            }
+            m => m,
         };
         if let (Some(prev), Some(m)) = (self.elected, master) {
             if m != prev && m != self.id && self.synced {
