@@ -11,7 +11,11 @@
 #   1b. jamnet-clap-host follow: JAMNet Transport in follow mode fed real UDP
 #      `transport` frames (unicast, then a loopback multicast group): MIDI
 #      Clock 48/s at 120 BPM, Start/SPP/Continue/Stop, MTC quarter frames,
-#      landing sample, all under assert_process_allocs
+#      landing sample, all under assert_process_allocs; system messages
+#      must arrive as CLAP MIDI events (JAMNet's CLAP shim), not SysEx
+#   1c. jamnet-clap-host follow-host: the same timeline with Host transport
+#      control on, in a host offering CLAP transport control: the host's own
+#      transport must start, relocate on the seek and stop with the session
 #   2. negative control: with JAMNET_DEBUG_ALLOC_IN_PROCESS=1 each debug
 #      bundle must abort inside process() (proves the checker is armed)
 #   3. pedalboard (PyPI) loads each VST3, lists parameters, processes audio,
@@ -46,6 +50,9 @@ RUST_BACKTRACE=0 "$HOST" live-settings "$B/JAMNet Send.clap" "$B/JAMNet Receive.
 echo "--- CLAP harness: JAMNet Transport follow mode fed real UDP transport frames"
 RUST_BACKTRACE=0 "$HOST" follow "$B/JAMNet Transport.clap"
 RUST_BACKTRACE=0 "$HOST" follow --multicast "$B/JAMNet Transport.clap"
+
+echo "--- CLAP harness: JAMNet Transport drives the host's transport (CLAP transport control)"
+RUST_BACKTRACE=0 "$HOST" follow-host "$B/JAMNet Transport.clap"
 
 echo "--- negative control: an allocation in process() must abort the host"
 for p in "JAMNet Send" "JAMNet Receive" "JAMNet Transport"; do

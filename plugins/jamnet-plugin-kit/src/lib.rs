@@ -6,6 +6,7 @@
 //! so that a failing or panicking worker never takes the host down, lock-free
 //! meters the audio thread writes and the editor reads, and a few egui helpers.
 
+pub mod clap_shim;
 pub mod live;
 pub mod meter;
 pub mod settings;

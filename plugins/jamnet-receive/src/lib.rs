@@ -343,7 +343,7 @@ impl Vst3Plugin for JamnetReceive {
         &[Vst3SubCategory::Instrument, Vst3SubCategory::Network];
 }
 
-nice_export_clap!(JamnetReceive);
+jamnet_plugin_kit::jamnet_export_clap!(JamnetReceive);
 nice_export_vst3!(JamnetReceive);
 
 #[cfg(test)]

@@ -310,7 +310,7 @@ impl Vst3Plugin for JamnetSend {
         &[Vst3SubCategory::Fx, Vst3SubCategory::Network];
 }
 
-nice_export_clap!(JamnetSend);
+jamnet_plugin_kit::jamnet_export_clap!(JamnetSend);
 nice_export_vst3!(JamnetSend);
 
 #[cfg(test)]

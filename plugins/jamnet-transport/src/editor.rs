@@ -115,11 +115,27 @@ impl NiceEguiApp for TransportEditor {
                     ui.add(ParamSlider::for_param(&self.params.host_control, &setter));
                     ui.end_row();
                     ui.label("");
-                    note(
-                        ui,
-                        "not available through nice-plug (it exposes no CLAP \
-                         transport-control): the setting is kept, nothing is asked of the host",
-                    );
+                    let s = &self.stats;
+                    let text = match s.host_control.load(Ordering::Relaxed) {
+                        1 => {
+                            let reaction = s.host_reaction_ms.get();
+                            if reaction >= 0.0 {
+                                format!(
+                                    "host offers CLAP transport control: {} requests, host reacts in {reaction:.1} ms",
+                                    s.host_requests.load(Ordering::Relaxed)
+                                )
+                            } else {
+                                format!(
+                                    "host offers CLAP transport control: {} requests",
+                                    s.host_requests.load(Ordering::Relaxed)
+                                )
+                            }
+                        }
+                        2 => "this CLAP host offers no transport control".to_string(),
+                        3 => "CLAP only (VST3 has no transport control)".to_string(),
+                        _ => "host not asked yet".to_string(),
+                    };
+                    note(ui, &text);
                     ui.end_row();
                 });
         }
@@ -194,9 +210,13 @@ impl NiceEguiApp for TransportEditor {
                     ui.label("");
                     note(
                         ui,
-                        "Clock/SPP/MTC go out as raw bytes in MIDI SysEx events \
-                         (nice-plug has no system-message event); hosts that pass \
-                         only F0…F7 SysEx drop them, VST3 has no MIDI Clock event",
+                        if s.host_control.load(Ordering::Relaxed) == 3 {
+                            "VST3 has no MIDI Clock event: Clock/SPP/MTC go out as \
+                             raw bytes in SysEx events, which many hosts drop"
+                        } else {
+                            "CLAP: Clock/SPP/MTC go out as MIDI events (MTC full \
+                             frames as SysEx)"
+                        },
                     );
                     ui.end_row();
                 }

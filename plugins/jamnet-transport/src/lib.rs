@@ -46,6 +46,7 @@ use nice_plug_egui::EguiEditorState;
 
 pub mod editor;
 pub mod follow;
+pub mod host_follow;
 pub mod params;
 pub mod publish;
 
@@ -54,6 +55,8 @@ use bridge_core::protocol::RejectCounters;
 use bridge_core::transport::MidiOut;
 use bridge_core::worker::clock::{Clock, MonotonicClock};
 use follow::{Anchor, FollowCore, MidiOptions};
+use host_follow::{HostFollower, HostTransport, SessionTransport};
+use jamnet_plugin_kit::clap_shim::{HostLink, TransportControl};
 use params::{Mode, MtcRate, TransportParams};
 use publish::HostSnapshot;
 
@@ -148,6 +151,14 @@ pub struct TransportStats {
     pub midi_clocks: AtomicU64,
     /// Follow: MIDI messages the host's event buffer refused.
     pub midi_dropped: AtomicU64,
+    /// Host transport control: 0 unknown, 1 offered by the CLAP host, 2 a
+    /// CLAP host without it, 3 not CLAP (VST3).
+    pub host_control: AtomicU32,
+    /// Follow: transport requests posted to the host (play/stop/locate).
+    pub host_requests: AtomicU64,
+    /// Follow: the host's measured time from request to change, ms (-1:
+    /// not measured yet).
+    pub host_reaction_ms: AtomicF32Cell,
     /// Follow: anchors lost because the worker → audio ring was full.
     pub anchor_ring_full: AtomicU64,
     /// Peers heard in the session in the last 5 s (transport or clock frames).
@@ -193,6 +204,10 @@ pub struct JamnetTransport {
     anchors: Option<rtrb::Consumer<Anchor>>,
     /// Follow-mode audio core (also keeps the running sample counter).
     follow: FollowCore,
+    /// The CLAP host, when a CLAP host made this instance (None: VST3).
+    host_link: Option<Arc<HostLink>>,
+    /// Follow mode's host transport control (`Host transport control`).
+    host_follower: HostFollower,
 }
 
 impl Default for JamnetTransport {
@@ -200,6 +215,7 @@ impl Default for JamnetTransport {
         let stats = Arc::new(TransportStats::default());
         // Until the worker has clock peers the quality is unknown, not 0.
         stats.sync_quality.set(-1.0);
+        stats.host_reaction_ms.set(-1.0);
         Self {
             params: Arc::new(TransportParams::default()),
             supervisor: Supervisor::new(stats.status.clone()),
@@ -209,6 +225,8 @@ impl Default for JamnetTransport {
             snapshots: None,
             anchors: None,
             follow: FollowCore::new(),
+            host_link: HostLink::for_new_instance(),
+            host_follower: HostFollower::new(),
         }
     }
 }
@@ -964,8 +982,67 @@ impl Plugin for JamnetTransport {
         if view.master != 0 {
             stats.master.store(view.master, Ordering::Relaxed);
         }
+        self.follow_host(follow, running, sample_rate, &snap, view.state);
         self.stats.blocks.add(1);
         ProcessStatus::Normal
+    }
+}
+
+impl JamnetTransport {
+    /// Follow mode with `Host transport control` on: ask the CLAP host's
+    /// transport to play, stop and locate with the session (see
+    /// `host_follow`). Realtime-safe: atomics and the host's thread-safe
+    /// `request_callback`.
+    fn follow_host(
+        &mut self,
+        follow: bool,
+        running: u64,
+        sample_rate: f64,
+        snap: &HostSnapshot,
+        session: Option<bridge_core::transport::TransportState>,
+    ) {
+        let control = self
+            .host_link
+            .as_ref()
+            .map_or(TransportControl::Unknown, |l| l.transport_control());
+        let code = match (&self.host_link, control) {
+            (None, _) => 3,
+            (Some(_), TransportControl::Unknown) => 0,
+            (Some(_), TransportControl::Offered) => 1,
+            (Some(_), TransportControl::NotOffered) => 2,
+        };
+        self.stats.host_control.store(code, Ordering::Relaxed);
+        let (Some(link), Some(st), true, true) = (
+            &self.host_link,
+            session,
+            follow && self.params.host_control.value(),
+            control == TransportControl::Offered,
+        ) else {
+            self.host_follower.reset();
+            return;
+        };
+        let request = self.host_follower.on_block(
+            running,
+            sample_rate,
+            SessionTransport {
+                playing: st.playing,
+                beats: st.beat,
+                bpm: st.bpm,
+            },
+            HostTransport {
+                playing: snap.playing,
+                beats: snap.pos_beats,
+                bpm: snap.tempo,
+            },
+        );
+        if let Some(request) = request {
+            if link.request(request) {
+                self.stats.host_requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(ms) = self.host_follower.reaction_ms(sample_rate) {
+            self.stats.host_reaction_ms.set(ms as f32);
+        }
     }
 }
 
@@ -988,7 +1065,7 @@ impl Vst3Plugin for JamnetTransport {
         &[Vst3SubCategory::Fx, Vst3SubCategory::Network];
 }
 
-nice_export_clap!(JamnetTransport);
+jamnet_plugin_kit::jamnet_export_clap!(JamnetTransport);
 nice_export_vst3!(JamnetTransport);
 
 #[cfg(test)]

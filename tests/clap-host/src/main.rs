@@ -16,6 +16,11 @@
 //!                                         Clock rate and spacing, Start, SPP,
 //!                                         Continue, Stop, MTC quarter frames
 //!                                         (unicast, or a loopback multicast group)
+//! jamnet-clap-host follow-host TRANSPORT.clap
+//!                                         follow mode with Host transport control
+//!                                         in a host offering CLAP transport
+//!                                         control: the host's own transport must
+//!                                         start, seek and stop with the session
 //! jamnet-clap-host live-settings SEND.clap RECEIVE.clap
 //!                                         session settings restored into active
 //!                                         Send and Receive while process() runs
@@ -49,7 +54,7 @@ use clack_extensions::gui::{GuiSize, HostGui, HostGuiImpl, PluginGui};
 use clack_extensions::params::{ParamInfoBuffer, ParamInfoFlags, PluginParams};
 use clack_extensions::state::{HostState, HostStateImpl, PluginState};
 use clack_host::events::event_types::{
-    MidiSysExEvent, ParamValueEvent, TransportEvent, TransportFlags,
+    MidiEvent, MidiSysExEvent, ParamValueEvent, TransportEvent, TransportFlags,
 };
 use clack_host::events::io::{OutputEventBuffer, TryPushError};
 use clack_host::events::{EventFlags, UnknownEvent};
@@ -58,6 +63,11 @@ use clack_host::utils::{BeatTime, SecondsTime};
 
 mod gui;
 mod latency;
+mod transport_control;
+
+use transport_control::{
+    HostTransportControl, HostTransportControlImpl, TransportRequest, TransportRequests,
+};
 
 const SAMPLE_RATE: f64 = 48_000.0;
 const BLOCK: usize = 64;
@@ -71,6 +81,16 @@ struct Shared {
     audio_ports: OnceLock<Option<PluginAudioPorts>>,
     gui: OnceLock<Option<PluginGui>>,
     callback_requested: AtomicBool,
+    /// Offer `clap.transport-control` (only `follow-host` does, so every
+    /// other check sees a host without it).
+    offer_transport_control: bool,
+    transport_requests: TransportRequests,
+}
+
+impl HostTransportControlImpl for Shared {
+    fn transport_request(&self, r: TransportRequest) {
+        self.transport_requests.push(r);
+    }
 }
 
 impl<'a> SharedHandler<'a> for Shared {
@@ -115,9 +135,12 @@ impl HostHandlers for Host {
     type MainThread<'a> = MainThread;
     type AudioProcessor<'a> = ();
 
-    fn declare_extensions(builder: &mut HostExtensions<Self>, _shared: &Self::Shared<'_>) {
+    fn declare_extensions(builder: &mut HostExtensions<Self>, shared: &Self::Shared<'_>) {
         builder.register::<HostState>();
         builder.register::<HostGui>();
+        if shared.offer_transport_control {
+            builder.register::<HostTransportControl>();
+        }
     }
 }
 
@@ -148,6 +171,11 @@ fn load_entry(path: &Path) -> Result<PluginEntry> {
 }
 
 fn instantiate(entry: &PluginEntry) -> Result<Loaded> {
+    instantiate_with(entry, false)
+}
+
+/// Instantiate, offering transport control or not.
+fn instantiate_with(entry: &PluginEntry, offer_transport_control: bool) -> Result<Loaded> {
     let factory = entry
         .get_plugin_factory()
         .ok_or_else(|| anyhow!("no plugin factory"))?;
@@ -173,6 +201,8 @@ fn instantiate(entry: &PluginEntry) -> Result<Loaded> {
             audio_ports: OnceLock::new(),
             gui: OnceLock::new(),
             callback_requested: AtomicBool::new(false),
+            offer_transport_control,
+            transport_requests: TransportRequests::default(),
         },
         |_| MainThread,
         entry,
@@ -310,7 +340,13 @@ fn restore_session(p: &mut Loaded, dest: &str, session: impl std::fmt::Display) 
 
 fn transport_at(sample: u64, playing: bool) -> TransportEvent {
     let seconds = sample as f64 / SAMPLE_RATE;
-    let beats = seconds * TEMPO / 60.0;
+    transport_event(seconds * TEMPO / 60.0, TEMPO, playing)
+}
+
+/// The host transport at song position `beats` (quarter notes) and a
+/// constant `tempo`, 4/4.
+fn transport_event(beats: f64, tempo: f64, playing: bool) -> TransportEvent {
+    let seconds = beats * 60.0 / tempo;
     let mut flags = TransportFlags::HAS_TEMPO
         | TransportFlags::HAS_BEATS_TIMELINE
         | TransportFlags::HAS_SECONDS_TIMELINE
@@ -323,7 +359,7 @@ fn transport_at(sample: u64, playing: bool) -> TransportEvent {
         flags,
         song_pos_beats: BeatTime::from_float(beats),
         song_pos_seconds: SecondsTime::from_float(seconds),
-        tempo: TEMPO,
+        tempo,
         tempo_inc: 0.0,
         loop_start_beats: BeatTime::from_float(0.0),
         loop_end_beats: BeatTime::from_float(0.0),
@@ -346,15 +382,42 @@ struct Io {
     out_events: Captured,
 }
 
-/// Output events of one block. The MIDI SysEx events' bytes are copied
-/// inside `try_push`: CLAP only guarantees the plugin's buffer pointer during
-/// that call (nice-plug points it at a stack buffer). Fixed capacity, so the
-/// copy never allocates inside the plugin's `process()` (which runs under
-/// `assert_process_allocs`).
+/// Output events of one block: MIDI (`CLAP_EVENT_MIDI`) and MIDI SysEx
+/// events, in order. SysEx bytes are copied inside `try_push`: CLAP only
+/// guarantees the plugin's buffer pointer during that call (nice-plug points
+/// it at a stack buffer). Fixed capacity, so the copy never allocates inside
+/// the plugin's `process()` (which runs under `assert_process_allocs`).
 struct Captured {
-    sysex: Vec<(u32, [u8; 16], u8)>,
+    midi: Vec<MidiOut>,
     other: usize,
     overflow: usize,
+}
+
+/// One captured MIDI message.
+#[derive(Clone, Copy)]
+struct MidiOut {
+    /// Sample offset in the block.
+    time: u32,
+    bytes: [u8; 16],
+    len: u8,
+    /// Came as a SysEx event (else as a 3-byte MIDI event).
+    sysex: bool,
+}
+
+impl MidiOut {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// Length of a MIDI message from its status byte (a CLAP MIDI event always
+/// carries 3 bytes).
+fn midi_len(status: u8) -> u8 {
+    match status {
+        0xC0..=0xDF | 0xF1 | 0xF3 => 2,
+        0xF6 | 0xF8..=0xFF => 1,
+        _ => 3,
+    }
 }
 
 impl Captured {
@@ -362,14 +425,14 @@ impl Captured {
 
     fn new() -> Self {
         Self {
-            sysex: Vec::with_capacity(Self::CAPACITY),
+            midi: Vec::with_capacity(Self::CAPACITY),
             other: 0,
             overflow: 0,
         }
     }
 
     fn clear(&mut self) {
-        self.sysex.clear();
+        self.midi.clear();
         self.other = 0;
         self.overflow = 0;
     }
@@ -377,22 +440,37 @@ impl Captured {
 
 impl OutputEventBuffer for Captured {
     fn try_push(&mut self, event: &UnknownEvent) -> std::result::Result<(), TryPushError> {
-        match event.as_event::<MidiSysExEvent>() {
-            Some(m) => {
-                // SAFETY: CLAP guarantees the event's buffer for the duration
-                // of this try_push call; it is copied before returning.
-                let data = unsafe { m.data() };
-                if self.sysex.len() == Self::CAPACITY || data.len() > 16 {
-                    // Counted; the check fails on any overflow.
-                    self.overflow += 1;
-                    return Ok(());
-                }
-                let mut bytes = [0u8; 16];
-                bytes[..data.len()].copy_from_slice(data);
-                self.sysex
-                    .push((event.header().time(), bytes, data.len() as u8));
+        let time = event.header().time();
+        let mut out = MidiOut {
+            time,
+            bytes: [0u8; 16],
+            len: 0,
+            sysex: false,
+        };
+        if let Some(m) = event.as_event::<MidiSysExEvent>() {
+            // SAFETY: CLAP guarantees the event's buffer for the duration
+            // of this try_push call; it is copied before returning.
+            let data = unsafe { m.data() };
+            if data.len() > 16 {
+                self.overflow += 1;
+                return Ok(());
             }
-            None => self.other += 1,
+            out.bytes[..data.len()].copy_from_slice(data);
+            out.len = data.len() as u8;
+            out.sysex = true;
+        } else if let Some(m) = event.as_event::<MidiEvent>() {
+            let data = m.data();
+            out.len = midi_len(data[0]);
+            out.bytes[..3].copy_from_slice(&data);
+        } else {
+            self.other += 1;
+            return Ok(());
+        }
+        if self.midi.len() == Self::CAPACITY {
+            // Counted; the checks fail on any overflow.
+            self.overflow += 1;
+        } else {
+            self.midi.push(out);
         }
         Ok(())
     }
@@ -763,13 +841,7 @@ fn bench(paths: &[PathBuf], blocks: usize, paced: bool, follow: bool) -> Result<
                 .push(&ParamValueEvent::new(0, *mtc_id, Pckn::match_all(), 1.0));
         }
         let mut lead = match &follow_setup {
-            Some((_, _, _, dest, session)) => Some(Lead {
-                socket: std::net::UdpSocket::bind("127.0.0.1:0")?,
-                dest: dest.parse()?,
-                session: *session,
-                seq: 0,
-                buf: vec![0u8; 1472],
-            }),
+            Some((_, _, _, dest, session)) => Some(Lead::new(dest, *session)?),
             None => None,
         };
         let mut midi_out = 0usize;
@@ -786,7 +858,7 @@ fn bench(paths: &[PathBuf], blocks: usize, paced: bool, follow: bool) -> Result<
             let transport = transport_at(sample, true);
             io.fill_input(sample);
             let (_, dt) = io.run(&mut proc, sample, &transport)?;
-            midi_out += io.out_events.sysex.len();
+            midi_out += io.out_events.midi.len();
             if let (1, Some(lead)) = (b, lead.as_mut()) {
                 // Warm-up (not measured): let the worker switch to follow
                 // and bind, then start the session and let it hand over.
@@ -836,6 +908,20 @@ struct Lead {
 }
 
 impl Lead {
+    /// A lead sending to `dest` (unicast or a loopback multicast group).
+    fn new(dest: &str, session: uuid::Uuid) -> Result<Self> {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_multicast_loop_v4(true)?;
+        socket.set_multicast_ttl_v4(0)?;
+        Ok(Self {
+            socket,
+            dest: dest.parse()?,
+            session,
+            seq: 0,
+            buf: vec![0u8; 1472],
+        })
+    }
+
     fn send(
         &mut self,
         command: bridge_core::protocol::messages::TransportCommand,
@@ -873,6 +959,95 @@ impl Lead {
             .encode(&header, None, &mut self.buf)
             .map_err(|e| anyhow!("encode: {e:?}"))?;
         self.socket.send_to(&self.buf[..n], self.dest)?;
+        Ok(())
+    }
+}
+
+/// The session timeline the follow checks play (local CLOCK_MONOTONIC; same
+/// host): play from 0 at 120 BPM 0.5 s in, re-announce every 250 ms, seek
+/// to 8 s at +1.5 s, stop at +3 s; run to +3.5 s. Each command leaves 50 ms
+/// ahead of its effect (DESIGN.md); junk datagrams go out once at the start.
+struct LeadScript {
+    origin: u64,
+    play: u64,
+    seek: u64,
+    stop: u64,
+    end: u64,
+    sent_play: bool,
+    sent_seek: bool,
+    sent_stop: bool,
+    garbage_sent: bool,
+    next_announce: u64,
+}
+
+impl LeadScript {
+    const BPM: f64 = 120.0;
+
+    fn new(origin: u64) -> Self {
+        let play = origin + 500_000_000;
+        let seek = play + 1_500_000_000;
+        let stop = play + 3_000_000_000;
+        Self {
+            origin,
+            play,
+            seek,
+            stop,
+            end: stop + 500_000_000,
+            sent_play: false,
+            sent_seek: false,
+            sent_stop: false,
+            garbage_sent: false,
+            next_announce: play + 250_000_000,
+        }
+    }
+
+    /// Session position (ms) at local time `t`.
+    fn position_ms(&self, t: u64) -> f64 {
+        if t < self.play {
+            0.0
+        } else if t < self.seek {
+            (t - self.play) as f64 / 1e6
+        } else {
+            8000.0 + (t.min(self.stop) - self.seek) as f64 / 1e6
+        }
+    }
+
+    fn playing(&self, t: u64) -> bool {
+        (self.play..self.stop).contains(&t)
+    }
+
+    /// Send what is due at `now`.
+    fn tick(&mut self, lead: &mut Lead, now: u64) -> Result<()> {
+        use bridge_core::protocol::messages::TransportCommand as Cmd;
+        let bpm = Self::BPM;
+        if !self.sent_play && now + 50_000_000 >= self.play {
+            lead.send(Cmd::Play, self.play, 0.0, bpm, 1)?;
+            self.sent_play = true;
+        }
+        if self.sent_play
+            && !self.sent_seek
+            && now >= self.next_announce
+            && self.next_announce < self.seek
+        {
+            // A re-announce of the unchanged state.
+            let (t, pos) = (self.next_announce, self.position_ms(self.next_announce));
+            lead.send(Cmd::Play, t, pos, bpm, 1)?;
+            self.next_announce += 250_000_000;
+        }
+        if !self.garbage_sent && now >= self.play {
+            // Untrusted input: junk and a truncated frame must be counted, not crash.
+            lead.socket.send_to(b"not a toast frame", lead.dest)?;
+            lead.socket.send_to(&[0u8; 3], lead.dest)?;
+            self.garbage_sent = true;
+        }
+        if !self.sent_seek && now + 50_000_000 >= self.seek {
+            lead.send(Cmd::Seek, self.seek, 8000.0, bpm, 2)?;
+            self.sent_seek = true;
+        }
+        if !self.sent_stop && now + 50_000_000 >= self.stop {
+            lead.send(Cmd::Stop, self.stop, self.position_ms(self.stop), bpm, 3)?;
+            self.sent_stop = true;
+        }
         Ok(())
     }
 }
@@ -917,40 +1092,20 @@ fn configure_follow(
 
 /// JAMNet Transport in follow mode fed real UDP transport frames.
 fn follow(path: &Path, multicast: bool) -> Result<()> {
-    use bridge_core::protocol::messages::TransportCommand as Cmd;
     use bridge_core::worker::clock::monotonic_ns;
-    const BPM: f64 = 120.0;
+    const BPM: f64 = LeadScript::BPM;
     let entry = load_entry(path)?;
     let mut p = instantiate(&entry)?;
     let (mode_id, follow_value, mtc_id, dest, session) = configure_follow(&mut p, multicast)?;
 
     let mut proc = activate(&mut p)?;
     let mut io = Io::new(p.inputs, p.outputs);
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    socket.set_multicast_loop_v4(true)?;
-    socket.set_multicast_ttl_v4(0)?;
-    let mut lead = Lead {
-        socket,
-        dest: dest.parse()?,
-        session,
-        seq: 0,
-        buf: vec![0u8; 1472],
-    };
-    // Session timeline (local CLOCK_MONOTONIC; same host): play from 0 at
-    // 120 BPM 0.5 s in, re-announce every 250 ms, seek to 8 s at +1.5 s,
-    // stop at +3 s; run to +3.5 s.
-    let origin_ns = monotonic_ns() + 20_000_000;
-    let t_play = origin_ns + 500_000_000;
-    let t_seek = t_play + 1_500_000_000;
-    let t_stop = t_play + 3_000_000_000;
-    let t_end = t_stop + 500_000_000;
+    let mut lead = Lead::new(&dest, session)?;
+    let mut script = LeadScript::new(monotonic_ns() + 20_000_000);
+    let (origin_ns, t_play, t_seek, t_stop) =
+        (script.origin, script.play, script.seek, script.stop);
     let block_ns = BLOCK as f64 * 1e9 / SAMPLE_RATE;
-    let mut sent_play = false;
-    let mut sent_seek = false;
-    let mut sent_stop = false;
-    let mut next_announce = t_play + 250_000_000;
-    let mut garbage_sent = false;
-    let mut midi: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut midi: Vec<(u64, Vec<u8>, bool)> = Vec::new();
     let mut other_events = 0usize;
     let mut process_ns: Vec<u64> = Vec::with_capacity(4096);
     let mut b = 0u64;
@@ -962,35 +1117,10 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
             std::thread::sleep(std::time::Duration::from_nanos(due - now));
         }
         let now = monotonic_ns();
-        if now >= t_end {
+        if now >= script.end {
             break;
         }
-        // The lead sends each command 50 ms ahead of its effect (DESIGN.md).
-        if !sent_play && now + 50_000_000 >= t_play {
-            lead.send(Cmd::Play, t_play, 0.0, BPM, 1)?;
-            sent_play = true;
-        }
-        if sent_play && !sent_seek && now >= next_announce && next_announce < t_seek {
-            // A re-announce of the unchanged state.
-            let pos = (next_announce - t_play) as f64 / 1e6;
-            lead.send(Cmd::Play, next_announce, pos, BPM, 1)?;
-            next_announce += 250_000_000;
-        }
-        if !garbage_sent && now >= t_play {
-            // Untrusted input: junk and a truncated frame must be counted, not crash.
-            lead.socket.send_to(b"not a toast frame", lead.dest)?;
-            lead.socket.send_to(&[0u8; 3], lead.dest)?;
-            garbage_sent = true;
-        }
-        if !sent_seek && now + 50_000_000 >= t_seek {
-            lead.send(Cmd::Seek, t_seek, 8000.0, BPM, 2)?;
-            sent_seek = true;
-        }
-        if !sent_stop && now + 50_000_000 >= t_stop {
-            let pos = 8000.0 + (t_stop - t_seek) as f64 / 1e6;
-            lead.send(Cmd::Stop, t_stop, pos, BPM, 3)?;
-            sent_stop = true;
-        }
+        script.tick(&mut lead, now)?;
         if b == 0 {
             io.in_events.push(&ParamValueEvent::new(
                 0,
@@ -1006,8 +1136,8 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
             .run(&mut proc, sample, &transport_at(sample, false))
             .with_context(|| format!("{}: process block {b}", p.name))?;
         process_ns.push(took.as_nanos() as u64);
-        for (t, bytes, len) in &io.out_events.sysex {
-            midi.push((sample + *t as u64, bytes[..*len as usize].to_vec()));
+        for m in &io.out_events.midi {
+            midi.push((sample + m.time as u64, m.bytes().to_vec(), m.sysex));
         }
         other_events += io.out_events.other + io.out_events.overflow;
         pump_main_thread(&mut p);
@@ -1025,11 +1155,22 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
     let starts = find(&[0xFA]);
     let stops = find(&[0xFC]);
     let conts = find(&[0xFB]);
-    let spps: Vec<&(u64, Vec<u8>)> = midi.iter().filter(|m| m.1.first() == Some(&0xF2)).collect();
+    let spps: Vec<&(u64, Vec<u8>, bool)> =
+        midi.iter().filter(|m| m.1.first() == Some(&0xF2)).collect();
     let ticks = find(&[0xF8]);
+    ensure!(other_events == 0, "{other_events} non-MIDI output events");
+    // Through JAMNet's CLAP shim, system messages (Clock, Start/Continue/
+    // Stop, SPP, MTC quarter frames) arrive as CLAP MIDI events, and only
+    // the MTC full frame (a real F0…F7 SysEx) as a SysEx event.
+    let misfiled: Vec<&(u64, Vec<u8>, bool)> = midi
+        .iter()
+        .filter(|m| m.2 != (m.1.first() == Some(&0xF0)))
+        .collect();
     ensure!(
-        other_events == 0,
-        "{other_events} non-MIDI-SysEx output events"
+        misfiled.is_empty(),
+        "{} messages in the wrong event type (sysex flag), first {:?}",
+        misfiled.len(),
+        misfiled.first()
     );
     ensure!(starts.len() == 1, "want one Start (FA), got {starts:?}");
     // Seek while playing: Stop, SPP, Continue on one sample; then the final Stop.
@@ -1126,6 +1267,172 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
     Ok(())
 }
 
+/// JAMNet Transport in follow mode with `Host transport control` on, in a
+/// host that offers CLAP transport control: the harness's transport starts
+/// stopped at beat 10 and obeys the plugin's requests between blocks (as a
+/// DAW's main thread would); the lead plays the `LeadScript` timeline. The
+/// host must start with the session, be relocated on the seek, stop where
+/// the session stops, and stay within the follower's tolerance meanwhile.
+fn follow_host(path: &Path) -> Result<()> {
+    use bridge_core::worker::clock::monotonic_ns;
+    let bpm = LeadScript::BPM;
+    let entry = load_entry(path)?;
+    let mut p = instantiate_with(&entry, true)?;
+    let (mode_id, follow_value, _mtc, dest, session) = configure_follow(&mut p, false)?;
+    let hostctl_id = list_params(&mut p)?
+        .iter()
+        .find(|d| d.name == "Host transport control")
+        .ok_or_else(|| anyhow!("{}: no Host transport control parameter", p.name))?
+        .id;
+    let mut proc = activate(&mut p)?;
+    let mut io = Io::new(p.inputs, p.outputs);
+    let mut lead = Lead::new(&dest, session)?;
+    let mut script = LeadScript::new(monotonic_ns() + 20_000_000);
+    let block_ns = BLOCK as f64 * 1e9 / SAMPLE_RATE;
+    let per_block = BLOCK as f64 / SAMPLE_RATE * bpm / 60.0;
+    let (mut host_playing, mut host_beats) = (false, 10.0f64);
+    // (due time, host playing, host beats) per block, and the requests.
+    let mut trace: Vec<(u64, bool, f64)> = Vec::with_capacity(4096);
+    let mut requests: Vec<(u64, TransportRequest)> = Vec::new();
+    let mut b = 0u64;
+    loop {
+        let sample = b * BLOCK as u64;
+        let due = script.origin + (b as f64 * block_ns) as u64;
+        let now = monotonic_ns();
+        if due > now {
+            std::thread::sleep(std::time::Duration::from_nanos(due - now));
+        }
+        let now = monotonic_ns();
+        if now >= script.end {
+            break;
+        }
+        script.tick(&mut lead, now)?;
+        if b == 0 {
+            for (id, v) in [(mode_id, follow_value), (hostctl_id, 1.0)] {
+                io.in_events
+                    .push(&ParamValueEvent::new(0, id, Pckn::match_all(), v));
+            }
+        }
+        io.fill_input(sample);
+        io.run(
+            &mut proc,
+            sample,
+            &transport_event(host_beats, bpm, host_playing),
+        )
+        .with_context(|| format!("{}: process block {b}", p.name))?;
+        trace.push((due, host_playing, host_beats));
+        if host_playing {
+            host_beats += per_block;
+        }
+        // The main thread: the plugin's callback, then the host's transport
+        // obeys what was asked.
+        pump_main_thread(&mut p);
+        for r in p
+            .instance
+            .access_shared_handler(|s| s.transport_requests.take())
+        {
+            match r {
+                TransportRequest::Jump(beats) => host_beats = beats,
+                TransportRequest::Continue => host_playing = true,
+                TransportRequest::Pause => host_playing = false,
+                TransportRequest::Start => (host_beats, host_playing) = (0.0, true),
+                TransportRequest::Stop => (host_beats, host_playing) = (0.0, false),
+                TransportRequest::TogglePlay => host_playing = !host_playing,
+                TransportRequest::Other => {}
+            }
+            requests.push((b, r));
+        }
+        b += 1;
+    }
+    p.instance.deactivate(proc.stop_processing());
+
+    let ms = |t: u64, from: u64| (t as f64 - from as f64) / 1e6;
+    let session_beats = |t: u64| script.position_ms(t) * bpm / 60_000.0;
+    let off_ms = |&(t, _, beats): &(u64, bool, f64)| (beats - session_beats(t)) * 60_000.0 / bpm;
+    let started = trace
+        .iter()
+        .find(|e| e.1)
+        .ok_or_else(|| anyhow!("the host was never started; requests {requests:?}"))?;
+    let start_delay = ms(started.0, script.play);
+    let stopped = trace
+        .iter()
+        .find(|e| e.0 >= script.stop && !e.1)
+        .ok_or_else(|| anyhow!("the host was not stopped; requests {requests:?}"))?;
+    let stop_delay = ms(stopped.0, script.stop);
+    let stop_err = off_ms(stopped);
+    // After the seek: the first block back within 1 ms of the session.
+    let relocated = trace
+        .iter()
+        .find(|e| e.0 >= script.seek && off_ms(e).abs() <= 1.0)
+        .ok_or_else(|| anyhow!("the host was not relocated after the seek"))?;
+    let seek_delay = ms(relocated.0, script.seek);
+    // Offsets while both play, outside the 100 ms after start and seek.
+    let settle = 100_000_000;
+    let mut offs: Vec<f64> = trace
+        .iter()
+        .filter(|e| e.1 && script.playing(e.0))
+        .filter(|e| {
+            e.0 >= started.0 + settle && !(script.seek..script.seek + settle).contains(&e.0)
+        })
+        .map(|e| off_ms(e).abs())
+        .collect();
+    ensure!(offs.len() > 1000, "only {} playing blocks", offs.len());
+    // After the seek the locate was aimed with the measured reaction.
+    let after_seek_max = trace
+        .iter()
+        .filter(|e| e.1 && e.0 >= script.seek + settle && e.0 < script.stop)
+        .map(|e| off_ms(e).abs())
+        .fold(0.0f64, f64::max);
+    offs.sort_by(f64::total_cmp);
+    let (off_med, off_max) = (offs[offs.len() / 2], offs[offs.len() - 1]);
+    let kinds: Vec<&TransportRequest> = requests.iter().map(|r| &r.1).collect();
+    println!(
+        "{{\"plugin\":\"{}\",\"check\":\"follow-host\",\"blocks\":{b},\"requests\":{},\"start_delay_ms\":{start_delay:.2},\"seek_relocate_ms\":{seek_delay:.2},\"stop_delay_ms\":{stop_delay:.2},\"stop_position_err_ms\":{stop_err:.3},\"offset_median_ms\":{off_med:.3},\"offset_max_ms\":{off_max:.3},\"offset_after_seek_max_ms\":{after_seek_max:.3}}}",
+        p.name,
+        requests.len()
+    );
+    println!("requests: {requests:?}");
+    ensure!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, TransportRequest::Start | TransportRequest::Stop)),
+        "request_start/request_stop return to the start marker; want locate + continue/pause"
+    );
+    ensure!(
+        requests.len() <= 8,
+        "{} requests: a request storm",
+        requests.len()
+    );
+    // The harness obeys between blocks, so a few blocks each (a paced
+    // harness on a shared machine: allow 20 ms).
+    for (what, d) in [
+        ("start", start_delay),
+        ("seek", seek_delay),
+        ("stop", stop_delay),
+    ] {
+        ensure!(
+            (0.0..=20.0).contains(&d),
+            "host {what} {d:.2} ms after the session's"
+        );
+    }
+    ensure!(
+        stop_err.abs() <= 1.0,
+        "host stopped {stop_err:.3} ms from the session's stop position"
+    );
+    ensure!(
+        off_max <= host_follow_tolerance_ms(),
+        "host {off_max:.2} ms off the session while both played (median {off_med:.3})"
+    );
+    println!("follow-host ok");
+    Ok(())
+}
+
+/// The Transport plugin's tolerance before it relocates a playing host
+/// (`host_follow::TOLERANCE_MS`).
+fn host_follow_tolerance_ms() -> f64 {
+    20.0
+}
+
 fn alloc_probe(path: &Path) -> Result<()> {
     let entry = load_entry(path)?;
     let mut p = instantiate(&entry)?;
@@ -1181,6 +1488,10 @@ fn main() -> Result<()> {
                 .ok_or_else(|| anyhow!("follow [--multicast] BUNDLE.clap"))?;
             follow(Path::new(bundle), multicast)
         }
+        "follow-host" => follow_host(Path::new(
+            rest.first()
+                .ok_or_else(|| anyhow!("follow-host TRANSPORT.clap"))?,
+        )),
         "gui" => {
             let mut out = PathBuf::from("target/editor-shots");
             let mut settle_ms = 1500;
