@@ -1016,6 +1016,25 @@ impl LeadScript {
         (self.play..self.stop).contains(&t)
     }
 
+    /// Pace block `b` in real time: sleep until it is due (the harness's
+    /// clock: block k at origin + k·64/48 kHz), send what the lead has due,
+    /// and return its due time; None once the timeline is over.
+    fn pace(&mut self, lead: &mut Lead, b: u64) -> Result<Option<u64>> {
+        use bridge_core::worker::clock::monotonic_ns;
+        let block_ns = BLOCK as f64 * 1e9 / SAMPLE_RATE;
+        let due = self.origin + (b as f64 * block_ns) as u64;
+        let now = monotonic_ns();
+        if due > now {
+            std::thread::sleep(std::time::Duration::from_nanos(due - now));
+        }
+        let now = monotonic_ns();
+        if now >= self.end {
+            return Ok(None);
+        }
+        self.tick(lead, now)?;
+        Ok(Some(due))
+    }
+
     /// Send what is due at `now`.
     fn tick(&mut self, lead: &mut Lead, now: u64) -> Result<()> {
         use bridge_core::protocol::messages::TransportCommand as Cmd;
@@ -1104,23 +1123,12 @@ fn follow(path: &Path, multicast: bool) -> Result<()> {
     let mut script = LeadScript::new(monotonic_ns() + 20_000_000);
     let (origin_ns, t_play, t_seek, t_stop) =
         (script.origin, script.play, script.seek, script.stop);
-    let block_ns = BLOCK as f64 * 1e9 / SAMPLE_RATE;
     let mut midi: Vec<(u64, Vec<u8>, bool)> = Vec::new();
     let mut other_events = 0usize;
     let mut process_ns: Vec<u64> = Vec::with_capacity(4096);
     let mut b = 0u64;
-    loop {
+    while script.pace(&mut lead, b)?.is_some() {
         let sample = b * BLOCK as u64;
-        let due = origin_ns + (b as f64 * block_ns) as u64;
-        let now = monotonic_ns();
-        if due > now {
-            std::thread::sleep(std::time::Duration::from_nanos(due - now));
-        }
-        let now = monotonic_ns();
-        if now >= script.end {
-            break;
-        }
-        script.tick(&mut lead, now)?;
         if b == 0 {
             io.in_events.push(&ParamValueEvent::new(
                 0,
@@ -1288,25 +1296,14 @@ fn follow_host(path: &Path) -> Result<()> {
     let mut io = Io::new(p.inputs, p.outputs);
     let mut lead = Lead::new(&dest, session)?;
     let mut script = LeadScript::new(monotonic_ns() + 20_000_000);
-    let block_ns = BLOCK as f64 * 1e9 / SAMPLE_RATE;
     let per_block = BLOCK as f64 / SAMPLE_RATE * bpm / 60.0;
     let (mut host_playing, mut host_beats) = (false, 10.0f64);
     // (due time, host playing, host beats) per block, and the requests.
     let mut trace: Vec<(u64, bool, f64)> = Vec::with_capacity(4096);
     let mut requests: Vec<(u64, TransportRequest)> = Vec::new();
     let mut b = 0u64;
-    loop {
+    while let Some(due) = script.pace(&mut lead, b)? {
         let sample = b * BLOCK as u64;
-        let due = script.origin + (b as f64 * block_ns) as u64;
-        let now = monotonic_ns();
-        if due > now {
-            std::thread::sleep(std::time::Duration::from_nanos(due - now));
-        }
-        let now = monotonic_ns();
-        if now >= script.end {
-            break;
-        }
-        script.tick(&mut lead, now)?;
         if b == 0 {
             for (id, v) in [(mode_id, follow_value), (hostctl_id, 1.0)] {
                 io.in_events
