@@ -52,6 +52,8 @@ const TRANSPORT_CONTROL_IDS: [&CStr; 2] = [
 
 /// What the plugin wants the host's transport to do. The latest request wins
 /// until the main thread serves it.
+///
+/// Thread-safe: yes (`Copy` value). Realtime-safe: yes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HostRequest {
     /// Locate to this position (quarter notes) and play from there.
@@ -64,6 +66,8 @@ pub enum HostRequest {
 }
 
 /// Whether the host offers transport control to this instance.
+///
+/// Thread-safe: yes (`Copy` value). Realtime-safe: yes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportControl {
     /// Not known yet (before the host initialised the plugin).

@@ -34,6 +34,8 @@ pub const RETRY_MS: f64 = 1000.0;
 const MAX_REACTION_MS: f64 = 1000.0;
 
 /// The host's transport at a block's first sample.
+///
+/// Thread-safe: yes (`Copy` value). Realtime-safe: yes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HostTransport {
     /// Rolling.
@@ -46,6 +48,8 @@ pub struct HostTransport {
 }
 
 /// The session's transport at the same sample.
+///
+/// Thread-safe: yes (`Copy` value). Realtime-safe: yes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SessionTransport {
     /// Rolling.
