@@ -41,6 +41,11 @@ pub struct Args {
     /// The master leaves silently at this time (s); the others re-elect.
     #[arg(long)]
     pub master_leaves_at_s: Option<f64>,
+    /// Each peer also streams this many frames per second to the others
+    /// (375: 128-sample audio blocks at 48 kHz); their header timestamps
+    /// sharpen the clock models. 0: clock messages only.
+    #[arg(long, default_value_t = 0.0)]
+    pub stream_fps: f64,
     /// Seed (runs are deterministic).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -72,6 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         warmup_s: args.warmup_s,
         seed: args.seed,
         master_leaves_at_s: args.master_leaves_at_s,
+        stream_fps: args.stream_fps,
         ..SimConfig::default()
     };
     let res = syncsim::run(&config)?;

@@ -329,6 +329,26 @@ impl ClockDriftArbiter {
         self.touch(now, peer).map(|_| ())
     }
 
+    /// A frame from `peer` arrived at `now` carrying header timestamp
+    /// `stamp` (the peer's session time when it built the frame): liveness,
+    /// and a one-way observation of the peer's timeline
+    /// ([`ClockModel::add_stamp`]). Call it for every frame from a peer
+    /// except the `clock_pong`s answering our own pings (their stamp is the
+    /// exchange's `t3` again); a stamp that does not fit the peer's model is
+    /// counted there as rejected, not an error of the frame.
+    pub fn on_stamped(
+        &mut self,
+        now: u64,
+        peer: PeerId,
+        stamp: u64,
+    ) -> Result<(), ClockMessageError> {
+        self.touch(now, peer)?;
+        if let Some(s) = self.peers.get_mut(&peer) {
+            let _ = s.model.add_stamp(stamp, now);
+        }
+        Ok(())
+    }
+
     /// `peer` said goodbye: forget it now.
     pub fn on_goodbye(&mut self, now: u64, peer: PeerId) {
         if self.source == Source::Follow(peer) {

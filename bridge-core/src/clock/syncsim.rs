@@ -66,6 +66,11 @@ pub struct SimConfig {
     /// The master elected at this time (s) leaves silently (crash, cable):
     /// the others time out, elect the next lowest id and carry on.
     pub master_leaves_at_s: Option<f64>,
+    /// Each peer also sends this many other frames per second to every
+    /// other peer (an audio stream: 375 for 128-sample blocks at 48 kHz).
+    /// They carry nothing but their header timestamp, which the receivers'
+    /// models use as one-way observations ([`ClockDriftArbiter::on_stamped`]).
+    pub stream_fps: f64,
 }
 
 impl Default for SimConfig {
@@ -88,6 +93,7 @@ impl Default for SimConfig {
             block: 128,
             seed: 1,
             master_leaves_at_s: None,
+            stream_fps: 0.0,
         }
     }
 }
@@ -143,9 +149,14 @@ pub struct SimResult {
 
 #[derive(Debug, Clone, Copy)]
 enum Payload {
-    Ping(ClockPing),
+    /// A ping and its frame header's timestamp (the sender's session time).
+    Ping(ClockPing, u64),
     Pong(ClockPong),
-    Play { session_ns: u64 },
+    /// Another frame (audio): its sender and header timestamp.
+    Stamp(PeerId, u64),
+    Play {
+        session_ns: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +183,8 @@ struct SimPeer {
     /// Session time of the PLAY already scheduled (burst copies are dropped).
     play_scheduled: Option<u64>,
     errors: Vec<f64>,
+    /// When the next stream frame is due (true time).
+    next_frame_at: f64,
 }
 
 impl SimPeer {
@@ -213,6 +226,11 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
     if config.block == 0 || config.sample_rate < 8000.0 {
         return Err(SimError::Invalid("block > 0, sample rate ≥ 8000"));
     }
+    if !(0.0..=10_000.0).contains(&config.stream_fps) {
+        return Err(SimError::Invalid(
+            "stream frames per second must be 0–10000",
+        ));
+    }
     let arb_config = ArbiterConfig::with_rate_hz(config.ping_rate_hz)
         .map_err(|_| SimError::Invalid("ping rate must be 1–100 Hz"))?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -249,6 +267,7 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                 landed: None,
                 play_scheduled: None,
                 errors: Vec::new(),
+                next_frame_at: start,
             }
         })
         .collect();
@@ -309,7 +328,8 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                 continue;
             };
             match m.payload {
-                Payload::Ping(ping) => {
+                Payload::Ping(ping, stamp) => {
+                    let _ = arb.on_stamped(local, ping.from, stamp);
                     if let Ok(Some(pong)) = arb.on_ping(local, &ping) {
                         if let Some(to) = index_of(&peers, pong.to) {
                             send(&mut in_flight, &mut net, m.at, to, Payload::Pong(pong));
@@ -318,6 +338,9 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                 }
                 Payload::Pong(pong) => {
                     let _ = arb.on_pong(local, &pong);
+                }
+                Payload::Stamp(from, stamp) => {
+                    let _ = arb.on_stamped(local, from, stamp);
                 }
                 Payload::Play { session_ns } => {
                     if peer.play_scheduled == Some(session_ns) {
@@ -347,9 +370,23 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                 .arbiter
                 .get_or_insert_with(|| ClockDriftArbiter::new(id, arb_config, local));
             if let Some(ping) = arb.poll(local) {
+                let stamp = arb.session_time(local);
                 for j in 0..peers.len() {
                     if j != i {
-                        send(&mut in_flight, &mut net, t, j, Payload::Ping(ping));
+                        send(&mut in_flight, &mut net, t, j, Payload::Ping(ping, stamp));
+                    }
+                }
+            }
+            if config.stream_fps > 0.0 {
+                while peers[i].next_frame_at < t_end {
+                    let at = peers[i].next_frame_at;
+                    peers[i].next_frame_at += 1e9 / config.stream_fps;
+                    let Some(arb) = peers[i].arbiter.as_ref() else {
+                        break;
+                    };
+                    let stamp = arb.session_time(peers[i].local(at));
+                    for j in (0..peers.len()).filter(|&j| j != i) {
+                        send(&mut in_flight, &mut net, at, j, Payload::Stamp(id, stamp));
                     }
                 }
             }
