@@ -330,23 +330,17 @@ impl ClockDriftArbiter {
     }
 
     /// A frame from `peer` arrived at `now` carrying header timestamp
-    /// `stamp` (the peer's session time when it built the frame): liveness,
-    /// and a one-way observation of the peer's timeline
-    /// ([`ClockModel::add_stamp`]). Call it for every frame from a peer
-    /// except the `clock_pong`s answering our own pings (their stamp is the
-    /// exchange's `t3` again); a stamp that does not fit the peer's model is
-    /// counted there as rejected, not an error of the frame.
-    pub fn on_stamped(
-        &mut self,
-        now: u64,
-        peer: PeerId,
-        stamp: u64,
-    ) -> Result<(), ClockMessageError> {
-        self.touch(now, peer)?;
+    /// `stamp` (the peer's session time when it built the frame): a one-way
+    /// observation of the peer's timeline ([`ClockModel::add_stamp`]) for a
+    /// peer we already exchange pings with. It neither adds a peer nor counts
+    /// as liveness (see [`ClockDriftArbiter::on_heard`]). Call it for every
+    /// frame from a peer except the `clock_pong`s answering our own pings
+    /// (their stamp is the exchange's `t3` again); a stamp that does not fit
+    /// the peer's model is counted there as rejected.
+    pub fn on_stamped(&mut self, now: u64, peer: PeerId, stamp: u64) {
         if let Some(s) = self.peers.get_mut(&peer) {
             let _ = s.model.add_stamp(stamp, now);
         }
-        Ok(())
     }
 
     /// `peer` said goodbye: forget it now.

@@ -80,23 +80,68 @@ fn run(
     seconds: f64,
     rate_hz: f64,
     warmup_s: f64,
+    delay: impl FnMut(&mut ChaCha8Rng, usize) -> Option<(f64, f64)>,
+) -> Run {
+    run_stamped(link, seconds, rate_hz, warmup_s, 0.0, delay)
+}
+
+/// What arrives at the local peer.
+enum Arrival {
+    Exchange(Exchange),
+    /// A remote frame's stamp (remote clock) and its arrival (local clock).
+    Stamp(u64, u64),
+}
+
+impl Arrival {
+    fn local(&self) -> u64 {
+        match self {
+            Arrival::Exchange(e) => e.t4,
+            Arrival::Stamp(_, local) => *local,
+        }
+    }
+}
+
+/// As [`run`], and the remote also sends `stamp_hz` frames per second whose
+/// header stamps the model takes as one-way observations (their delay is a
+/// backward delay from `delay`).
+fn run_stamped(
+    link: &mut Link,
+    seconds: f64,
+    rate_hz: f64,
+    warmup_s: f64,
+    stamp_hz: f64,
     mut delay: impl FnMut(&mut ChaCha8Rng, usize) -> Option<(f64, f64)>,
 ) -> Run {
     let mut model = ClockModel::new(ClockModelConfig::default());
     let mut errors = Vec::new();
-    let n = (seconds * rate_hz) as usize;
-    // Replies are processed in arrival (t4) order, as a real peer does.
-    let mut exchanges = Vec::new();
-    for k in 0..n {
+    // Everything is processed in arrival order, as a real peer does.
+    let mut arrivals = Vec::new();
+    for k in 0..(seconds * rate_hz) as usize {
         let t = BASE + k as f64 * 1e9 / rate_hz;
         let Some((f, b)) = delay(&mut link.rng, k) else {
             continue;
         };
-        exchanges.push(link.exchange(t, f, b));
+        arrivals.push(Arrival::Exchange(link.exchange(t, f, b)));
     }
-    exchanges.sort_by_key(|e| e.t4);
+    for k in 0..(seconds * stamp_hz) as usize {
+        let t = BASE + k as f64 * 1e9 / stamp_hz;
+        let Some((_, d)) = delay(&mut link.rng, k) else {
+            continue;
+        };
+        let stamp = link.remote_at(t).round() as u64;
+        let local = link.local.local_from_reference_f64(t + d).round() as u64;
+        arrivals.push(Arrival::Stamp(stamp, local));
+    }
+    arrivals.sort_by_key(Arrival::local);
     let start_local = link.local.local_from_reference_f64(BASE);
-    for ex in exchanges {
+    for a in arrivals {
+        let ex = match a {
+            Arrival::Exchange(ex) => ex,
+            Arrival::Stamp(remote, local) => {
+                let _ = model.add_stamp(remote, local);
+                continue;
+            }
+        };
         let _ = model.add_exchange(ex);
         if let Some(est) = model.estimate() {
             if (ex.t4 as f64 - start_local) / 1e9 >= warmup_s {
@@ -189,6 +234,105 @@ fn jitter_5ms_plus_minus_2ms_with_loss_stays_within_250us() {
             res.drift_error_ppm
         );
     }
+}
+
+/// An audio stream's frame stamps (375 a second) sharpen the drift under
+/// 5 ± 2 ms of jitter, and leave the offset unbiased: it is read off the
+/// exchanges alone, whose forward and backward envelopes have equal gaps.
+#[test]
+fn one_way_stamps_sharpen_the_drift_without_biasing_the_offset() {
+    let jitter = |rng: &mut ChaCha8Rng, _| {
+        if rng.random_bool(0.02) {
+            return None;
+        }
+        Some((
+            5e6 + rng.random_range(-2e6..2e6),
+            5e6 + rng.random_range(-2e6..2e6),
+        ))
+    };
+    let (mut plain, mut stamped, mut p99_plain, mut p99_stamped) = (vec![], vec![], vec![], vec![]);
+    for (i, (l, r)) in clocks().into_iter().enumerate() {
+        let a = run(
+            &mut Link::new(l, r, 300 + i as u64),
+            10.0,
+            20.0,
+            5.0,
+            jitter,
+        );
+        let b = run_stamped(
+            &mut Link::new(l, r, 300 + i as u64),
+            10.0,
+            20.0,
+            5.0,
+            375.0,
+            jitter,
+        );
+        plain.push(a.drift_error_ppm);
+        stamped.push(b.drift_error_ppm);
+        p99_plain.push(p99(&a.errors));
+        p99_stamped.push(p99(&b.errors));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (dp, ds) = (median(&mut plain), median(&mut stamped));
+    let (pp, ps) = (median(&mut p99_plain), median(&mut p99_stamped));
+    assert!(
+        ds < 0.25 * dp && ds < 1.0,
+        "drift error after 10 s: {ds} ppm with stamps, {dp} without"
+    );
+    assert!(
+        ps < 0.5 * pp && ps < 100_000.0,
+        "offset p99: {ps} ns with stamps, {pp} without"
+    );
+}
+
+/// Stamps count only against a two-sided fit; one far above the backward
+/// envelope (a clock not on its timeline yet) is refused and counted.
+#[test]
+fn stamps_need_a_fit_and_wild_ones_are_refused() {
+    let mut m = ClockModel::new(ClockModelConfig::default());
+    let off = 1_000_000_000u64;
+    assert_eq!(m.add_stamp(off + 10, 10), Ok(false), "no fit yet: ignored");
+    for k in 1..40u64 {
+        let t = k * 50_000_000;
+        m.add_exchange(Exchange {
+            t1: t,
+            t2: off + t + 100_000,
+            t3: off + t + 120_000,
+            t4: t + 220_000,
+        })
+        .unwrap();
+    }
+    let rejected = m.rejected();
+    let t = 40 * 50_000_000;
+    // 5 ms ahead of the remote clock: impossible for a frame built before it was sent.
+    assert_eq!(
+        m.add_stamp(off + t + 5_000_000, t),
+        Err(SampleError::Contradicts)
+    );
+    assert_eq!(m.rejected(), rejected + 1);
+    assert_eq!(m.add_stamp(off + t - 100_000, t), Ok(true));
+    assert_eq!(
+        m.add_stamp(off + t - 150_000, t + 1),
+        Ok(false),
+        "worse than the kept one"
+    );
+    assert_eq!(
+        m.add_stamp(off, t + 2),
+        Ok(false),
+        "far below: valid, no better"
+    );
+    assert_eq!(m.add_stamp(off + 1, 1), Err(SampleError::NotMonotonic));
+    m.add_exchange(Exchange {
+        t1: t + 10,
+        t2: off + t + 100_010,
+        t3: off + t + 120_010,
+        t4: t + 220_010,
+    })
+    .unwrap();
+    assert_eq!(m.stamps_used(), 1);
 }
 
 #[test]

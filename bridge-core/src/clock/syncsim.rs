@@ -329,7 +329,7 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
             };
             match m.payload {
                 Payload::Ping(ping, stamp) => {
-                    let _ = arb.on_stamped(local, ping.from, stamp);
+                    arb.on_stamped(local, ping.from, stamp);
                     if let Ok(Some(pong)) = arb.on_ping(local, &ping) {
                         if let Some(to) = index_of(&peers, pong.to) {
                             send(&mut in_flight, &mut net, m.at, to, Payload::Pong(pong));
@@ -340,7 +340,7 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
                     let _ = arb.on_pong(local, &pong);
                 }
                 Payload::Stamp(from, stamp) => {
-                    let _ = arb.on_stamped(local, from, stamp);
+                    arb.on_stamped(local, from, stamp);
                 }
                 Payload::Play { session_ns } => {
                     if peer.play_scheduled == Some(session_ns) {

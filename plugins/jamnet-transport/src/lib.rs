@@ -699,6 +699,13 @@ fn run_worker(
                     };
                     stats.rejects.count_accepted();
                     heard.touch(h.source, from, at);
+                    // Every frame's header stamp observes its sender's
+                    // timeline one way (a pong to our own ping repeats its
+                    // t3: not twice). Only peers that already exchange
+                    // pings with us are modelled.
+                    if !matches!(&msg, Message::ClockPong(p) if p.to.0 == source) {
+                        arbiter.on_stamped(at, h.source, h.timestamp);
+                    }
                     // Only clock_ping/clock_pong senders enter the arbiter: a
                     // peer that sends transport frames but answers no pings has
                     // no clock model and must not be elected master.
