@@ -3,12 +3,14 @@
 # with injected clock offsets (±1 s) and drifts (±200 ppm). Asserts the
 # measured figures against the targets (docs/sync.md):
 #   unimpaired:                offset error p99 ≤ 10 µs, drift error ≤ 1 ppm, start within ±1 sample
-#   5 ± 2 ms jitter, 2 % loss, 8 seeds: median over peers of offset error p99 ≤ 250 µs
-#                              (worst ≤ 800 µs), median drift error ≤ 5 ppm (20 Hz pings
-#                              hold no more after 15 s, see docs), start within ±12 samples (0.25 ms)
+#   5 ± 2 ms jitter, 2 % loss, 8 seeds, 15 s: every follower's offset error p99 ≤ 250 µs,
+#                              median drift error ≤ 3 ppm (20 Hz of clock messages alone
+#                              hold no more after 15 s, see docs), start within ±12 samples
+#   the same, 10 s, with an audio stream (375 frames/s) whose frame stamps the
+#                              models use: p99 ≤ 250 µs, median drift error ≤ 1.5 ppm
 #   the same impairment for 60 s, 8 seeds: every follower's drift error ≤ 1 ppm
-#                              (the drift target, reached once the 1024-exchange window
-#                              holds enough fast round trips: docs/sync.md "Drift under jitter")
+#                              (reached once the 1024-exchange window holds enough fast
+#                              round trips: docs/sync.md "Drift under jitter")
 #   late joiner with the lowest id takes over, and the master vanishing (hand-offs):
 #                              unimpaired targets still hold.
 set -euo pipefail
@@ -17,49 +19,50 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build -q -p toaster
 T="$CARGO_TARGET_DIR/debug/toaster"
 
-# Three peers under 5 ± 2 ms jitter and 2 % loss, seeds 1–8, one JSON line each.
+# Three peers under 5 ± 2 ms jitter and 2 % loss, seeds 1–8, one JSON line
+# each: jittered_runs SECONDS [toaster sync options…]
 jittered_runs() {
+  local seconds=$1
+  shift
   for seed in 1 2 3 4 5 6 7 8; do
-    "$T" sync --peers 3 --seconds "$1" --delay-ms 5 --jitter-ms 2 --loss 0.02 --seed "$seed" --json
+    "$T" sync --peers 3 --seconds "$seconds" --delay-ms 5 --jitter-ms 2 --loss 0.02 --seed "$seed" --json "$@"
   done
+}
+
+# Prints every follower of the JSON lines on stdin and the summary, and fails
+# unless every follower's offset p99 ≤ $1 µs, the median drift error ≤ $2 ppm,
+# every follower's drift error ≤ $3 ppm and every |start| ≤ 12 samples (0.25 ms).
+check_followers() {
+  python3 -c '
+import json, statistics, sys
+max_p99, median_drift, max_drift = map(float, sys.argv[1:4])
+rows = []
+for line in sys.stdin:
+    d = json.loads(line)
+    rows += [(d["config"]["seed"], p["peer_id"], p["offset_error_us_p99"], p["drift_error_ppm"], p["start_error_samples"])
+             for p in d["peers"] if not p["is_master"]]
+for r in rows:
+    print("seed %d peer %s: p99 %.1f us, drift err %.2f ppm, start %.2f samples" % r)
+p99 = [r[2] for r in rows]; drift = [r[3] for r in rows]; start = [abs(r[4]) for r in rows]
+print("p99 median %.1f us, max %.1f us | drift error median %.2f ppm, max %.2f ppm | max |start| %.2f samples | %d followers"
+      % (statistics.median(p99), max(p99), statistics.median(drift), max(drift), max(start), len(rows)))
+ok = max(p99) <= max_p99 and statistics.median(drift) <= median_drift and max(drift) <= max_drift and max(start) <= 12
+print("asserted: every p99 <= %g us, median drift <= %g ppm, every drift <= %g ppm: %s" % (max_p99, median_drift, max_drift, "ok" if ok else "FAILED"))
+sys.exit(0 if ok else 1)
+' "$@"
 }
 
 echo "--- unimpaired"
 "$T" sync --peers 3 --seconds 15 --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1
-echo "--- 5 ± 2 ms jitter, 2 % loss, 8 seeds"
-# Per-peer p99 varies with the seed (the fastest packets decide): the target
-# is asserted on the median over peers and seeds, with a regression guard on
-# the worst; every figure is printed.
-jittered_runs 15 | python3 -c '
-import json, statistics, sys
-rows = []
-for line in sys.stdin:
-    d = json.loads(line)
-    for p in d["peers"]:
-        if not p["is_master"]:
-            rows.append((d["config"]["seed"], p["peer_id"], p["offset_error_us_p99"], p["drift_error_ppm"], p["start_error_samples"]))
-for r in rows:
-    print("seed %d peer %s: p99 %.1f us, drift err %.2f ppm, start %.2f samples" % r)
-p99 = [r[2] for r in rows]; drift = [r[3] for r in rows]; start = [abs(r[4]) for r in rows]
-print("median p99 %.1f us (max %.1f), median drift err %.2f ppm (max %.2f), max |start| %.2f samples, p99<=250 in %d/%d"
-      % (statistics.median(p99), max(p99), statistics.median(drift), max(drift), max(start), sum(v <= 250 for v in p99), len(p99)))
-ok = statistics.median(p99) <= 250 and max(p99) <= 800 and statistics.median(drift) <= 5 and max(start) <= 12
-sys.exit(0 if ok else 1)
-'
+echo "--- 5 ± 2 ms jitter, 2 % loss, 15 s, 8 seeds: every follower's offset p99 ≤ 250 µs"
+# The drift is not at 1 ppm yet after 15 s with clock messages alone
+# (20 Hz of fastest packets, docs/sync.md "Drift under jitter"): the median
+# is asserted ≤ 3 ppm here, and ≤ 1 ppm for every follower after 60 s below.
+jittered_runs 15 | check_followers 250 3 15
+echo "--- the same with an audio stream (375 frames/s, whose header stamps the models use), 10 s"
+jittered_runs 10 --stream-fps 375 | check_followers 250 1.5 6
 echo "--- 5 ± 2 ms jitter, 2 % loss, 60 s, 8 seeds: drift error ≤ 1 ppm for every follower"
-jittered_runs 60 | python3 -c '
-import json, statistics, sys
-rows = []
-for line in sys.stdin:
-    d = json.loads(line)
-    rows += [(d["config"]["seed"], p["peer_id"], p["drift_error_ppm"], p["offset_error_us_p99"], p["start_error_samples"])
-             for p in d["peers"] if not p["is_master"]]
-for r in rows:
-    print("seed %d peer %s: drift err %.2f ppm, p99 %.1f us, start %.2f samples" % r)
-drift = [r[2] for r in rows]
-print("drift error after 60 s: median %.2f ppm, max %.2f ppm over %d followers" % (statistics.median(drift), max(drift), len(drift)))
-sys.exit(0 if max(drift) <= 1.0 and max(abs(r[4]) for r in rows) <= 12 else 1)
-'
+jittered_runs 60 | check_followers 250 1 1
 echo "--- late joiner hand-off (peer i starts at 4·i s)"
 "$T" sync --peers 3 --seconds 20 --stagger-s 4 --seed 5 --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1
 echo "--- the master vanishes at 8 s: re-election after the 2 s timeout, no jump"
