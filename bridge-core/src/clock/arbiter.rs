@@ -66,6 +66,9 @@
 //!   instant)` if sending is delayed).
 //! * [`ClockDriftArbiter::on_pong`]`(now, &pong)` → feeds the model.
 //! * [`ClockDriftArbiter::on_heard`] / [`ClockDriftArbiter::on_goodbye`]: liveness.
+//! * [`ClockDriftArbiter::on_stamped`]`(now, peer, header.timestamp)` for
+//!   every frame but a pong to our own ping: its sender's session time as a
+//!   one-way observation (a streaming master gives ~20× more than its pings).
 //! * [`ClockDriftArbiter::session_time`]`(local_now)` and
 //!   [`ClockDriftArbiter::local_time_for_session`]`(session_ns)`.
 

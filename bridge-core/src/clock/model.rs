@@ -16,8 +16,11 @@
 //! the middle half of the window (its chord there; close to the
 //! linear-programming skew estimator of Moon, Skelly and Towsley, which takes
 //! the single hull edge over the mean time, but never read off a short edge)
-//! is the drift, averaged over the two sides; the mean of the two envelopes
-//! is the offset. Why this and not least squares:
+//! is the drift, the two sides weighted by their uncertainty; the mean of the
+//! two envelopes' supporting lines at that drift is the offset. One-way
+//! stamps ([`ClockModel::add_stamp`]: any frame the remote stamped when it
+//! built it) add backward points for the drift, not for the offset. Why
+//! this and not least squares:
 //!
 //! * delay outliers (a packet stuck in a queue) sit far from the hull and are
 //!   ignored, however large — no threshold to tune;
