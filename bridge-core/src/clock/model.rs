@@ -251,13 +251,11 @@ impl Observation {
         a.into_iter().chain(b)
     }
 
+    /// The forward point, or (`upper`) the backward points.
     fn side(&self, upper: bool) -> impl Iterator<Item = Point> {
-        let (f, b) = if upper {
-            (None, Some(self.bwd_points()))
-        } else {
-            (self.fwd, None)
-        };
-        f.into_iter().chain(b.into_iter().flatten())
+        let fwd = if upper { None } else { self.fwd };
+        fwd.into_iter()
+            .chain(self.bwd_points().filter(move |_| upper))
     }
 }
 
@@ -587,17 +585,19 @@ impl ClockModel {
             return;
         }
         let mut sum_x = 0.0;
-        let mut count = 0usize;
+        let (mut fwd_points, mut bwd_points) = (0usize, 0usize);
         let mut x_min = f64::INFINITY;
         let mut x_max = f64::NEG_INFINITY;
         for o in &self.observations {
+            fwd_points += usize::from(o.fwd.is_some());
             for p in o.fwd.into_iter().chain(o.bwd_points()) {
                 sum_x += p.x;
-                count += 1;
                 x_min = x_min.min(p.x);
                 x_max = x_max.max(p.x);
             }
+            bwd_points += o.bwd_points().count();
         }
+        let count = fwd_points + bwd_points;
         let x_ref = (sum_x / count as f64).round();
         let span = (x_max - x_min).max(0.0);
         let max_slope = self.config.max_drift_ppm * 1e-6;
@@ -634,8 +634,8 @@ impl ClockModel {
                 (None, None) => self.prior_drift,
             }
             .clamp(-max_slope, max_slope);
-            let sigma_f = f.map(|_| self.side_sigma(false, x_ref, provisional, span));
-            let sigma_b = b.map(|_| self.side_sigma(true, x_ref, provisional, span));
+            let sigma_f = f.map(|_| self.side_sigma(false, fwd_points, x_ref, provisional, span));
+            let sigma_b = b.map(|_| self.side_sigma(true, bwd_points, x_ref, provisional, span));
             let (fitted, sigma_s) = match (f.zip(sigma_f), b.zip(sigma_b)) {
                 (Some((f, sf)), Some((b, sb))) => {
                     let (wf, wb) = (1.0 / (sf * sf).max(1e-30), 1.0 / (sb * sb).max(1e-30));
@@ -725,18 +725,13 @@ impl ClockModel {
     }
 
     /// Uncertainty of one side's slope, `4 × spread / (points × span)`, with
-    /// spread the median distance of its points from its envelope at `slope`.
-    fn side_sigma(&self, upper: bool, x_ref: f64, slope: f64, span: f64) -> f64 {
+    /// spread the median distance of its `points` from its envelope at `slope`.
+    fn side_sigma(&self, upper: bool, points: usize, x_ref: f64, slope: f64, span: f64) -> f64 {
         let hull = if upper { &self.hull_bwd } else { &self.hull };
         let line = Line {
             value: hull_support(hull, upper, x_ref, slope),
             slope,
         };
-        let points = self
-            .observations
-            .iter()
-            .map(|o| o.side(upper).count())
-            .sum::<usize>();
         4.0 * self.mean_distance(upper, x_ref, line) / (points.max(1) as f64 * span.max(1.0))
     }
 

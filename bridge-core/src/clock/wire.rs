@@ -35,6 +35,24 @@ pub fn due_ping(arbiter: &mut ClockDriftArbiter, now: u64) -> Option<Message<'st
         .map(|ping| Message::ClockPing(messages::ClockPing::from(&ping)))
 }
 
+/// Feed the frame header's `stamp` of a message from `source` that arrived
+/// at local time `arrived` to the arbiter as a one-way observation
+/// ([`ClockDriftArbiter::on_stamped`]), unless it is a pong answering one of
+/// our own pings (its stamp is that exchange's `t3` again, and counting it
+/// twice would overstate the backward side). Call it for every accepted
+/// frame, before [`on_clock_message`].
+pub fn observe_stamp(
+    arbiter: &mut ClockDriftArbiter,
+    arrived: u64,
+    source: u32,
+    stamp: u64,
+    message: &Message<'_>,
+) {
+    if !matches!(message, Message::ClockPong(p) if p.to.0 == arbiter.id()) {
+        arbiter.on_stamped(arrived, source, stamp);
+    }
+}
+
 /// Hand a message from frame source `source`, which arrived at local time
 /// `arrived` and is handled at `now` (≥ `arrived`), to the arbiter if it is
 /// a clock message. A pong answering a ping carries `t2` = the arrival and

@@ -2087,11 +2087,7 @@ impl LivePeer {
         disc.on_activity(now, PeerId(h.source));
         if let Some(a) = self.arbiter.as_mut() {
             let _ = a.on_heard(now, h.source);
-            // Every frame's header stamp observes its sender's timeline one
-            // way (a pong to our own ping repeats its t3: not twice).
-            if !matches!(&msg, Message::ClockPong(p) if p.to.0 == self.own.0) {
-                a.on_stamped(now, h.source, h.timestamp);
-            }
+            crate::clock::wire::observe_stamp(a, now, h.source, h.timestamp, &msg);
         }
         match msg {
             // A heartbeat's or goodbye's peer_id must be the frame's source.

@@ -438,7 +438,7 @@ fn run_worker(
     env: WorkerEnv,
     ctl: &jamnet_plugin_kit::WorkerCtl,
 ) -> Result<(), WorkerError> {
-    use bridge_core::clock::wire::{due_ping, on_clock_message, ClockReply};
+    use bridge_core::clock::wire::{due_ping, observe_stamp, on_clock_message, ClockReply};
     use bridge_core::protocol::frame::{
         decode_frame, Flags, FormatType, Header, MessageKind, SessionKey,
     };
@@ -700,12 +700,9 @@ fn run_worker(
                     stats.rejects.count_accepted();
                     heard.touch(h.source, from, at);
                     // Every frame's header stamp observes its sender's
-                    // timeline one way (a pong to our own ping repeats its
-                    // t3: not twice). Only peers that already exchange
-                    // pings with us are modelled.
-                    if !matches!(&msg, Message::ClockPong(p) if p.to.0 == source) {
-                        arbiter.on_stamped(at, h.source, h.timestamp);
-                    }
+                    // timeline one way (only peers that already exchange
+                    // pings with us are modelled).
+                    observe_stamp(&mut arbiter, at, h.source, h.timestamp, &msg);
                     // Only clock_ping/clock_pong senders enter the arbiter: a
                     // peer that sends transport frames but answers no pings has
                     // no clock model and must not be elected master.
