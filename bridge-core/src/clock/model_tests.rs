@@ -278,6 +278,9 @@ fn one_way_stamps_sharpen_the_drift_without_biasing_the_offset() {
     };
     let (dp, ds) = (median(&mut plain), median(&mut stamped));
     let (pp, ps) = (median(&mut p99_plain), median(&mut p99_stamped));
+    // The figures docs/sync.md quotes (`cargo test -p bridge-core --lib
+    // one_way_stamps -- --nocapture`).
+    eprintln!("after 10 s: drift error {dp:.2} -> {ds:.2} ppm, offset p99 {pp:.0} -> {ps:.0} ns (median of 9 clock pairs, without -> with stamps)");
     assert!(
         ds < 0.25 * dp && ds < 1.0,
         "drift error after 10 s: {ds} ppm with stamps, {dp} without"
