@@ -395,6 +395,10 @@ pub struct AudioHandle {
     owed_frames: usize,
     /// A dropout's window is open (its silence is owed).
     owing: bool,
+    /// The last dropout was owed: one soon after it says repaying left too
+    /// little (so that one is kept); one soon after a kept dropout does not
+    /// (the ring already had the extra buffer: a stall, owed again).
+    owing_last: bool,
     /// Host frames since the last dropout began (the age of an open debt).
     frames_since_dropout: usize,
     stats: Arc<LinkStats>,
@@ -465,6 +469,7 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             output_primed: false,
             owed_frames: 0,
             owing: false,
+            owing_last: true,
             frames_since_dropout: usize::MAX,
             stats: stats.clone(),
         },
@@ -587,9 +592,13 @@ impl AudioHandle {
     /// and what lies beyond a buffer plus the cushion is skipped, then and
     /// on later calls, until [`REPAY_WINDOW_MS`] after the dropout. The
     /// silence before anything was played (priming) is not owed, nor that
-    /// of a dropout within [`REPAY_RECUR_MS`] of the previous one (a host
+    /// of a dropout within [`REPAY_RECUR_MS`] after an owed one (a host
     /// whose callback timing needs more cushion keeps the extra buffer, as
-    /// it did before). Skipped frames count in `audio_frames_repaid`.
+    /// it did before). One soon after a dropout that was kept is owed: the
+    /// ring already held that extra buffer and still ran dry, so this was a
+    /// stall (a late worker wake-up soon after start-up dropouts left
+    /// several blocks of latency for good). Skipped frames count in
+    /// `audio_frames_repaid`.
     fn output_take(&mut self, frames: usize) -> usize {
         let ch = self.config.channels;
         let avail = self.audio_from_net.slots() / ch;
@@ -641,7 +650,8 @@ impl AudioHandle {
                 // stall: it is not owed, so the ring keeps the extra buffer
                 // and the dropouts stop, as before repayment existed.
                 let recur = self.config.sample_rate as usize * REPAY_RECUR_MS as usize / 1000;
-                self.owing = self.frames_since_dropout > recur;
+                self.owing = self.frames_since_dropout > recur || !self.owing_last;
+                self.owing_last = self.owing;
                 self.frames_since_dropout = 0;
                 self.owed_frames = 0;
             }
@@ -1186,6 +1196,47 @@ mod tests {
                 "stall {stall}: played {before} blocks behind, then {after} (repaid {repaid})"
             );
         }
+    }
+
+    #[test]
+    fn a_stall_soon_after_a_kept_dropout_is_repaid() {
+        // Lock-step as in `stall_and_catch_up`, with three worker stalls
+        // within 2 s: one buffer at 20 (owed: repaid), one buffer at 40
+        // (soon after a repaid one: kept, a block more latency), six at 60
+        // (soon after a kept one: the ring had the extra block and still
+        // ran dry, so a stall: repaid). Before, the third was kept too and
+        // left six more blocks of latency for good.
+        let (mut h, mut w) = mono_link(32);
+        // No cushion (the low-latency playout's): every stall is a dropout.
+        w.set_output_cushion_frames(Some(0));
+        let stalls = [(20i64, 1i64), (40, 1), (60, 6)];
+        let mut next = 0u32;
+        let mut out = [0.0f32; 64];
+        let mut lag_after = Vec::new();
+        for cycle in 0..120i64 {
+            let asleep = stalls.iter().any(|&(at, n)| (at..at + n).contains(&cycle));
+            if !asleep {
+                let owed = stalls
+                    .iter()
+                    .find(|&&(at, n)| at + n == cycle)
+                    .map_or(0, |&(_, n)| n);
+                let n = 1 + owed as u32;
+                let v: Vec<f32> = (0..n * 64).map(|i| (next + i / 64) as f32).collect();
+                next += n;
+                push_all(&mut w, &v);
+            }
+            if h.pull_interleaved(&mut out) == 64 {
+                lag_after.push((cycle, cycle - out[0] as i64));
+            }
+        }
+        let lag_at = |c: i64| lag_after.iter().find(|(p, _)| *p >= c).unwrap().1;
+        let (start, after_first, after_second, end) =
+            (lag_at(10), lag_at(30), lag_at(50), lag_at(100));
+        assert_eq!(after_first, start, "{lag_after:?}");
+        assert_eq!(after_second, start + 1, "{lag_after:?}");
+        assert_eq!(end, after_second, "{lag_after:?}");
+        // The first buffer, and five of the six (the kept block covered one).
+        assert_eq!(h.stats().snapshot().audio_frames_repaid, 6 * 64, "{lag_after:?}");
     }
 
     #[test]
