@@ -1236,7 +1236,11 @@ mod tests {
         assert_eq!(after_second, start + 1, "{lag_after:?}");
         assert_eq!(end, after_second, "{lag_after:?}");
         // The first buffer, and five of the six (the kept block covered one).
-        assert_eq!(h.stats().snapshot().audio_frames_repaid, 6 * 64, "{lag_after:?}");
+        assert_eq!(
+            h.stats().snapshot().audio_frames_repaid,
+            6 * 64,
+            "{lag_after:?}"
+        );
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn encoding_every_kind_into_a_buffer_does_not_allocate() {
                 kind: StreamKind::Audio,
                 channels: Some(2),
                 sample_rate: Some(48000),
+                name: Some("Guitar \"DI\" ✓".into()),
             }],
         }),
         Message::Goodbye(Goodbye { peer_id: peer }),

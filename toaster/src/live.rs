@@ -143,6 +143,10 @@ pub struct SendArgs {
     /// Stream id.
     #[arg(long, default_value_t = 1)]
     stream_id: u16,
+    /// Stream name announced in heartbeats (receivers list it; at most 64
+    /// bytes, longer is cut).
+    #[arg(long, default_value = "")]
+    stream_name: String,
     /// Send as JELLIE (mono only).
     #[arg(long)]
     jellie: bool,
@@ -479,7 +483,7 @@ fn summary_json(r: &PeerReport) -> serde_json::Value {
         "local_addr": r.local_addr,
         "started_ns": r.started_ns,
         "clock": r.clock,
-        "peers": r.peers.iter().map(|p| json!({"peer_id": p.peer_id, "name": p.name, "addr": p.addr})).collect::<Vec<_>>(),
+        "peers": r.peers.iter().map(|p| json!({"peer_id": p.peer_id, "name": p.name, "addr": p.addr, "streams": p.streams})).collect::<Vec<_>>(),
         "peer_events": r.peer_events,
         "midi_sent": r.midi_sent,
         "midi_duplicates_dropped": r.midi_duplicates,
@@ -505,7 +509,18 @@ fn print_human_summary(r: &PeerReport) {
     let now: Vec<String> = r
         .peers
         .iter()
-        .map(|p| format!("{} \"{}\"", p.peer_id, p.name))
+        .map(|p| {
+            let named: Vec<String> = p
+                .streams
+                .iter()
+                .filter_map(|s| Some(format!("#{} \"{}\"", s.stream_id, s.name.as_ref()?)))
+                .collect();
+            if named.is_empty() {
+                format!("{} \"{}\"", p.peer_id, p.name)
+            } else {
+                format!("{} \"{}\" ({})", p.peer_id, p.name, named.join(", "))
+            }
+        })
         .collect();
     println!(
         "peers now: {} ({joined} joined during the run)",
@@ -743,6 +758,7 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         },
         source,
     ));
+    pc.stream_name = args.stream_name.clone();
     pc.midi_demo = args.midi_demo;
     pc.midi_demo_interval_ns = (args.midi_interval_ms * 1e6) as u64;
     pc.midi_burst = args.burst.clamp(1, 8);

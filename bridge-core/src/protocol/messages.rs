@@ -63,10 +63,13 @@ pub enum StreamKind {
     Transport,
 }
 
+/// Longest stream name a heartbeat carries, characters.
+pub const MAX_STREAM_NAME_CHARS: usize = 64;
+
 /// One stream a peer offers, as listed in its heartbeat.
 ///
-/// Thread-safe: yes. Realtime-safe: yes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Thread-safe: yes. Realtime-safe: no (owns its name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamInfo {
     /// 0–65535.
     pub stream_id: u16,
@@ -78,6 +81,23 @@ pub struct StreamInfo {
     /// 8000–384000, audio only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample_rate: Option<u32>,
+    /// What the sender calls it ("Guitar DI"), at most
+    /// [`MAX_STREAM_NAME_CHARS`]. A JAMNet extension: PROTOCOL.md does not
+    /// list it, so every peer ignores it as an unknown field (section 3),
+    /// and so do we when it is not a string of at most that many characters
+    /// (the heartbeat stays valid; the name is `None`). A heartbeat without
+    /// it is exactly the specified one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl StreamInfo {
+    /// `name` trimmed and cut to at most [`MAX_STREAM_NAME_CHARS`] (what a
+    /// sender puts on the wire); empty is none.
+    pub fn wire_name(name: &str) -> Option<String> {
+        let name: String = name.trim().chars().take(MAX_STREAM_NAME_CHARS).collect();
+        (!name.is_empty()).then_some(name)
+    }
 }
 
 /// `heartbeat` (section 3.1).
@@ -277,6 +297,24 @@ struct StreamWire<'a> {
     channels: Option<u8>,
     #[serde(default, deserialize_with = "present")]
     sample_rate: Option<u32>,
+    #[serde(default, deserialize_with = "extension_name")]
+    name: Option<String>,
+}
+
+/// The stream-name extension: a string of at most
+/// [`MAX_STREAM_NAME_CHARS`] characters, anything else ignored (an unknown
+/// field to the specification, so never a reason to drop the heartbeat).
+fn extension_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Field {
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Field::deserialize(d)? {
+        Field::Text(t) if t.chars().count() <= MAX_STREAM_NAME_CHARS => Some(t),
+        _ => None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -371,6 +409,7 @@ fn parse_heartbeat(p: &[u8]) -> Checked<Heartbeat<'_>> {
                 kind,
                 channels: s.channels,
                 sample_rate: s.sample_rate,
+                name: s.name,
             })
         })
         .collect::<Checked<Vec<_>>>()?;
@@ -634,4 +673,89 @@ pub(crate) fn write_json_value<T: Serialize>(
         available,
     })?;
     Ok(cursor.position() as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{decode_frame, FormatType, Header, MessageKind};
+
+    fn heartbeat(streams: &str) -> Vec<u8> {
+        format!(
+            r#"{{"type":"heartbeat","peer_id":"00000022","name":"Studio B","app":"x","port":47701,"streams":{streams}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn parsed_names(payload: &[u8]) -> Vec<Option<String>> {
+        match parse_heartbeat(payload) {
+            Ok(h) => h.streams.into_iter().map(|s| s.name).collect(),
+            Err(_) => panic!("rejected: {}", String::from_utf8_lossy(payload)),
+        }
+    }
+
+    #[test]
+    fn stream_names_round_trip_and_anything_else_is_ignored_not_rejected() {
+        let hb = Message::Heartbeat(Heartbeat {
+            peer_id: PeerId(0x22),
+            name: "Studio B".into(),
+            app: "toaster/0.1.0".into(),
+            port: 47701,
+            streams: vec![StreamInfo {
+                stream_id: 1,
+                kind: StreamKind::Audio,
+                channels: Some(2),
+                sample_rate: Some(48_000),
+                name: StreamInfo::wire_name("  Gitarre \"DI\" ✓  "),
+            }],
+        });
+        let h = Header::new(
+            MessageKind::Heartbeat,
+            FormatType::StandardJson,
+            uuid::Uuid::from_bytes([5; 16]),
+            0x22,
+            0,
+            0,
+        );
+        let mut buf = [0u8; 1500];
+        let n = hb.encode(&h, None, &mut buf).unwrap();
+        let f = decode_frame(&buf[..n], None).unwrap();
+        let Ok(Message::Heartbeat(back)) = Message::parse(&f) else {
+            panic!("not a heartbeat")
+        };
+        assert_eq!(back.streams[0].name.as_deref(), Some("Gitarre \"DI\" ✓"));
+
+        // Without a name: the specified heartbeat, byte for byte (no field).
+        let plain = StreamInfo {
+            name: None,
+            ..back.streams[0].clone()
+        };
+        assert!(!serde_json::to_string(&plain).unwrap().contains("name"));
+
+        // To PROTOCOL.md the field is unknown: a wrong type or an
+        // over-long name leaves the heartbeat valid and the name unset.
+        let long = "x".repeat(MAX_STREAM_NAME_CHARS + 1);
+        let exact = "é".repeat(MAX_STREAM_NAME_CHARS);
+        let cases = [
+            (r#""name":"Keys""#.to_owned(), Some("Keys".to_owned())),
+            (r#""name":7"#.to_owned(), None),
+            (r#""name":null"#.to_owned(), None),
+            (r#""name":["a"]"#.to_owned(), None),
+            (r#""name":{"a":1}"#.to_owned(), None),
+            (format!(r#""name":"{long}""#), None),
+            (format!(r#""name":"{exact}""#), Some(exact.clone())),
+        ];
+        for (field, want) in cases {
+            let p = heartbeat(&format!(
+                r#"[{{"stream_id":1,"kind":"audio","channels":2,"sample_rate":48000,{field}}}]"#
+            ));
+            assert_eq!(parsed_names(&p), vec![want], "{field}");
+        }
+        // Senders cut long names to the limit, by characters.
+        assert_eq!(
+            StreamInfo::wire_name(&"ü".repeat(100)).map(|n| n.chars().count()),
+            Some(MAX_STREAM_NAME_CHARS)
+        );
+        assert_eq!(StreamInfo::wire_name("   "), None);
+    }
 }

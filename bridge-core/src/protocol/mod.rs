@@ -33,7 +33,7 @@ pub use frame::{
 pub use jmid::{CompactEvent, JmidCompact, JmidEvent, MidiMessage};
 pub use messages::{
     ClockPing, ClockPong, Goodbye, Heartbeat, Message, PeerId, StreamInfo, StreamKind,
-    SyncCalibrationBlock, TimeSignature, Transport, TransportCommand,
+    SyncCalibrationBlock, TimeSignature, Transport, TransportCommand, MAX_STREAM_NAME_CHARS,
 };
 
 /// Protocol version carried in bits 31–24 of `message_type`.

@@ -165,6 +165,9 @@ pub struct PeerConfig {
     pub discovery: DiscoveryConfig,
     /// Outgoing audio stream and its source.
     pub audio_tx: Option<(AudioTxConfig, AudioSource)>,
+    /// What the outgoing audio stream is called in our heartbeats (cut to
+    /// [`crate::protocol::MAX_STREAM_NAME_CHARS`] characters; empty: no name).
+    pub stream_name: String,
     /// Send a demo note pattern (on/off every `midi_demo_interval_ns`).
     pub midi_demo: bool,
     /// Period of demo MIDI events, ns.
@@ -237,6 +240,7 @@ impl Default for PeerConfig {
             key: None,
             discovery: DiscoveryConfig::default(),
             audio_tx: None,
+            stream_name: String::new(),
             midi_demo: false,
             midi_demo_interval_ns: 250 * MS,
             midi_burst: 3,
@@ -1192,6 +1196,7 @@ impl LivePeer {
                 kind: StreamKind::Audio,
                 channels: Some(tx.config.channels),
                 sample_rate: Some(tx.config.sample_rate),
+                name: StreamInfo::wire_name(&self.cfg.stream_name),
             });
         }
         streams.push(StreamInfo {
@@ -1199,6 +1204,7 @@ impl LivePeer {
             kind: StreamKind::Midi,
             channels: None,
             sample_rate: None,
+            name: None,
         });
         let hb = Message::Heartbeat(Heartbeat {
             peer_id: self.own,

@@ -52,8 +52,9 @@ pub fn output_target_blocks(max_host_block: usize) -> usize {
 
 /// What the plugin sends, if anything.
 ///
-/// Thread-safe: yes (plain value). Realtime-safe: yes.
-#[derive(Debug, Clone, Copy)]
+/// Thread-safe: yes. Realtime-safe: no (holds an `Arc`; built outside
+/// `process()`).
+#[derive(Debug, Clone)]
 pub struct SendSpec {
     /// Wire format.
     pub format: SampleFormat,
@@ -61,6 +62,9 @@ pub struct SendSpec {
     pub jellie: bool,
     /// Copies per MIDI event.
     pub midi_burst: u8,
+    /// The stream's name in our heartbeats (receivers list it), read at
+    /// every worker start; the editor's Apply restarts the worker.
+    pub stream_name: Arc<parking_lot::RwLock<String>>,
 }
 
 /// How the plugin plays what it receives.
@@ -409,7 +413,7 @@ fn spawn_worker(
 ) -> Result<LiveLink, WorkerError> {
     let destination = settings.destination()?;
     let key = settings.key_bytes()?.map(SessionKey);
-    let (channels, sample_rate, send) = (config.channels, config.sample_rate, config.send);
+    let (channels, sample_rate, send) = (config.channels, config.sample_rate, config.send.as_ref());
     let recv = config.recv.clone();
     let (group, unicast_targets) = match &destination {
         Destination::Multicast(std::net::SocketAddr::V4(g)) => (Some(*g), Vec::new()),
@@ -454,6 +458,7 @@ fn spawn_worker(
         key,
         audio_tx,
         midi_burst: send.map_or(3, |s| s.midi_burst.clamp(1, 8)),
+        stream_name: send.map_or_else(String::new, |s| s.stream_name.read().clone()),
         playout_delay_ns: match &recv.playout_live {
             Some(live) => live.load(Ordering::Relaxed),
             None => (recv.playout_delay_ms.max(0.0) * 1e6) as u64,

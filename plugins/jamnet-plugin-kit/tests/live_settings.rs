@@ -15,7 +15,7 @@ use bridge_core::handle::{AudioHandle, LinkStats};
 use bridge_core::net::NetConfig;
 use bridge_core::protocol::audio::SampleFormat;
 use bridge_core::protocol::frame::decode_frame;
-use bridge_core::protocol::messages::Message;
+use bridge_core::protocol::messages::{Message, StreamKind};
 use bridge_core::worker::peer::{AudioSource, AudioTxConfig, LivePeer, PeerConfig};
 use bridge_core::worker::{MonotonicClock, Worker, WorkerConfig};
 use jamnet_plugin_kit::live::{
@@ -359,6 +359,40 @@ fn audio_on(sock: &UdpSocket, session: &SessionSettings, within: Duration) -> Op
     loudest
 }
 
+/// The audio stream names in the first heartbeat of `settings`' session
+/// that arrives at `sock` within `within` (empty: none came).
+fn stream_names_on(
+    sock: &UdpSocket,
+    settings: &SessionSettings,
+    within: Duration,
+) -> Vec<Option<String>> {
+    let want = settings.session_uuid();
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 2048];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            break;
+        };
+        let Ok(frame) = decode_frame(&buf[..n], None) else {
+            continue;
+        };
+        if frame.header.session != want {
+            continue;
+        }
+        if let Ok(Message::Heartbeat(h)) = Message::parse(&frame) {
+            return h
+                .streams
+                .into_iter()
+                .filter(|s| s.kind == StreamKind::Audio)
+                .map(|s| s.name)
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
 /// Send-style session: moved to a new destination and session while the
 /// audio thread pushes, the audio (through the same handle) goes there, in
 /// the new session, and no longer to the old destination.
@@ -368,11 +402,13 @@ fn send_follows_new_destination_and_session_live() {
     let new_dest = UdpSocket::bind("127.0.0.1:0").unwrap();
     let a = settings("send-a", old_dest.local_addr().unwrap().to_string());
     let (plugin, hooks) = Plugin::new(a.clone());
+    let stream_name = Arc::new(parking_lot::RwLock::new("Guitar DI".to_owned()));
     let config = LiveConfig {
         send: Some(SendSpec {
             format: SampleFormat::F32,
             jellie: false,
             midi_burst: 3,
+            stream_name: stream_name.clone(),
         }),
         recv: ReceiveSpec {
             play: false,
@@ -389,6 +425,10 @@ fn send_follows_new_destination_and_session_live() {
         got.is_some_and(|p| (p - 0.25).abs() < 1e-6),
         "old destination: {got:?}"
     );
+    assert_eq!(
+        stream_names_on(&old_dest, &a, Duration::from_millis(600)),
+        vec![Some("Guitar DI".to_owned())]
+    );
 
     // A burst of changes (an edit, then a state restore 50 ms later)
     // restarts the worker once, on the last settings.
@@ -398,6 +438,7 @@ fn send_follows_new_destination_and_session_live() {
         old_dest.local_addr().unwrap().to_string(),
     ));
     std::thread::sleep(Duration::from_millis(50));
+    *stream_name.write() = "Bass".to_owned();
     plugin.restore(b.clone());
     plugin.wait_event("running send-b");
     assert_eq!(session.restarts(), 1);
@@ -410,6 +451,11 @@ fn send_follows_new_destination_and_session_live() {
     assert!(
         got.is_some_and(|p| (p - 0.25).abs() < 1e-6),
         "new destination: {got:?}"
+    );
+    // The restarted worker announces the name as it was then.
+    assert_eq!(
+        stream_names_on(&new_dest, &b, Duration::from_millis(600)),
+        vec![Some("Bass".to_owned())]
     );
     // Drain what the old worker sent before it stopped; then nothing more.
     audio_on(&old_dest, &a, Duration::from_millis(50));

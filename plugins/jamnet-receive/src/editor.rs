@@ -17,7 +17,7 @@ use nice_plug_egui::{
     RepaintNotifier,
 };
 
-use crate::params::{ReceiveParams, StreamChoice};
+use crate::params::{stream_options, ReceiveParams, StreamChoice};
 use crate::ReceiveStats;
 
 /// Points kept in the rolling graph (one per editor frame at ~10 Hz).
@@ -71,37 +71,28 @@ impl ReceiveEditor {
     /// applied at once (the worker reads the filter every block period) and
     /// remembered in the plugin's state.
     fn stream_picker(&mut self, ui: &mut egui::Ui) {
-        let mut options = vec![StreamChoice::default()];
-        if let Some(report) = self.stats.report.lock().clone() {
-            let r = report.lock();
-            for p in &r.peers {
-                let ids = r
-                    .streams
-                    .iter()
-                    .filter(|s| s.source == p.peer_id)
-                    .map(|s| s.stream_id);
-                for stream_id in ids {
-                    let c = StreamChoice {
-                        peer_name: p.name.clone(),
-                        stream_id: Some(stream_id),
-                    };
-                    if !options.contains(&c) {
-                        options.push(c);
-                    }
-                }
-            }
-        }
-        if !options.contains(&self.stream_draft) {
+        let mut options = match self.stats.report.lock().clone() {
+            Some(report) => stream_options(&report.lock()),
+            None => vec![(StreamChoice::default(), None)],
+        };
+        if !options.iter().any(|(o, _)| *o == self.stream_draft) {
             // Remembered but not heard (yet): keep it selectable.
-            options.push(self.stream_draft.clone());
+            options.push((self.stream_draft.clone(), None));
         }
+        let selected = options
+            .iter()
+            .find(|(o, _)| *o == self.stream_draft)
+            .map_or_else(
+                || self.stream_draft.label(None),
+                |(o, n)| o.label(n.as_deref()),
+            );
         let before = self.stream_draft.clone();
         egui::ComboBox::from_label("Stream")
-            .selected_text(self.stream_draft.label())
+            .selected_text(selected)
             .width(260.0)
             .show_ui(ui, |ui| {
-                for o in options {
-                    let label = o.label();
+                for (o, name) in options {
+                    let label = o.label(name.as_deref());
                     ui.selectable_value(&mut self.stream_draft, o, label);
                 }
             });

@@ -417,6 +417,7 @@ mod tests {
         let (core, _) = LivePeer::new(PeerConfig {
             session: session_b,
             name: "remote".into(),
+            stream_name: "Room mics".into(),
             unicast_targets: vec![(Ipv4Addr::LOCALHOST, p2).into()],
             use_group: false,
             audio_tx: Some((
@@ -464,6 +465,24 @@ mod tests {
             heard,
             "no audio from the new session: {:?}",
             handle.stats().snapshot()
+        );
+        // The editor's stream picker lists it by peer and stream name (once
+        // a heartbeat and a report refresh came).
+        let labels = || -> Vec<String> {
+            params::stream_options(&report_b.lock())
+                .iter()
+                .map(|(c, n)| c.label(n.as_deref()))
+                .collect()
+        };
+        let t0 = Instant::now();
+        while labels().len() < 2 && t0.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let labels = labels();
+        assert_eq!(
+            labels,
+            ["all streams (mixed)", "remote: Room mics (stream 1)"],
+            "{labels:?}"
         );
         drop(sender);
         plugin.stop_live();

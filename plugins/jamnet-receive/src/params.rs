@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bridge_core::worker::peer::StreamFilter;
+use bridge_core::worker::peer::{PeerReport, StreamFilter};
 use jamnet_plugin_kit::SessionSettings;
 use nice_plug::prelude::*;
 use parking_lot::RwLock;
@@ -77,15 +77,40 @@ impl StreamChoice {
         }
     }
 
-    /// How the editor shows it.
-    pub fn label(&self) -> String {
-        match (self.peer_name.is_empty(), self.stream_id) {
-            (true, None) => "all streams (mixed)".into(),
-            (true, Some(id)) => format!("stream {id} of any peer"),
-            (false, None) => format!("{}: all streams", self.peer_name),
-            (false, Some(id)) => format!("{}: stream {id}", self.peer_name),
+    /// How the editor shows it, with the stream's announced name if any.
+    pub fn label(&self, stream_name: Option<&str>) -> String {
+        match (self.peer_name.is_empty(), self.stream_id, stream_name) {
+            (true, None, _) => "all streams (mixed)".into(),
+            (true, Some(id), _) => format!("stream {id} of any peer"),
+            (false, None, _) => format!("{}: all streams", self.peer_name),
+            (false, Some(id), None) => format!("{}: stream {id}", self.peer_name),
+            (false, Some(id), Some(n)) => format!("{}: {n} (stream {id})", self.peer_name),
         }
     }
+}
+
+/// The choices the editor offers from a worker's report, each with the
+/// stream name its sender announces (if any): every stream mixed, then each
+/// received stream of each peer still present.
+pub fn stream_options(r: &PeerReport) -> Vec<(StreamChoice, Option<String>)> {
+    let mut options = vec![(StreamChoice::default(), None)];
+    for p in &r.peers {
+        for s in r.streams.iter().filter(|s| s.source == p.peer_id) {
+            let c = StreamChoice {
+                peer_name: p.name.clone(),
+                stream_id: Some(s.stream_id),
+            };
+            let name = p
+                .streams
+                .iter()
+                .find(|i| i.stream_id == s.stream_id)
+                .and_then(|i| i.name.clone());
+            if !options.iter().any(|(o, _)| *o == c) {
+                options.push((c, name));
+            }
+        }
+    }
+    options
 }
 
 /// Parameters and persisted settings of one JAMNet Receive instance.

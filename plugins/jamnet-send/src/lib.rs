@@ -111,6 +111,7 @@ impl JamnetSend {
             },
             jellie: self.params.jellie.value(),
             midi_burst: self.params.burst.value() as u8,
+            stream_name: self.params.stream_name.clone(),
         };
         let (params, gen_stats, stats) =
             (self.params.clone(), self.stats.clone(), self.stats.clone());
