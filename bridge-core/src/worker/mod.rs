@@ -11,6 +11,7 @@
 //! (`catch_unwind`), recorded in [`LinkStats`] (state `Failed`, message) and
 //! returned by [`Worker::join`]; it never propagates into the host.
 
+pub mod cadence;
 pub mod clock;
 pub mod peer;
 

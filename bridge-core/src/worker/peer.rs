@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::cadence::PushCadence;
 use super::{Core, Dest, NetInfo, Outbox};
 use crate::burst::wire::{encode_midi_frame, line_from_jmid};
 use crate::burst::{BurstConfig, BurstFrame, BurstReceiver, BurstSender, DedupConfig};
@@ -749,6 +750,8 @@ struct TxState {
     block: Vec<f32>,
     /// JELLIE C/D of the previous block, sent with the next one.
     delayed: Option<(u64, Vec<f32>, Vec<f32>, u64)>,
+    /// When the host hands its blocks over ([`AudioSource::Link`]).
+    cadence: PushCadence,
 }
 
 /// The live peer core.
@@ -1022,6 +1025,10 @@ impl LivePeer {
         cfg.midi_burst = cfg.midi_burst.clamp(1, 8);
         let tx = cfg.audio_tx.take().map(|(config, source)| TxState {
             block: vec![0.0; config.block_frames as usize * config.channels as usize],
+            cadence: PushCadence::new(
+                u64::from(config.block_frames) * 1_000_000_000
+                    / u64::from(config.sample_rate.max(1)),
+            ),
             config,
             source,
             anchor_ns: None,
@@ -1302,6 +1309,7 @@ impl LivePeer {
             AudioSource::Link => {
                 let Some(link) = link else { return };
                 let mut sent = 0;
+                let mut last = None;
                 while sent < 64 {
                     let Some(tx) = self.tx.as_mut() else { return };
                     if tx.block.len() != link.config().block_samples() {
@@ -1310,8 +1318,12 @@ impl LivePeer {
                     let Some(first) = link.pop_input_block(&mut tx.block) else {
                         break;
                     };
+                    last = Some(first / u64::from(tx.config.block_frames.max(1)));
                     self.send_audio_block(now, first, out);
                     sent += 1;
+                }
+                if let (Some(tx), Some(last)) = (self.tx.as_mut(), last) {
+                    tx.cadence.found(now, last, sent);
                 }
             }
             AudioSource::Generator(_) => {
@@ -1346,11 +1358,13 @@ impl LivePeer {
                 (AudioSource::Generator(_), Some(a)) => a + tx.next_block * block_ns(tx),
                 (AudioSource::Generator(_), None) => 0,
                 // The audio thread cannot wake us (no syscalls there): poll
-                // its ring twice per block, so a block leaves at most half a
-                // block after the host produced it (and the MIDI beside it).
-                // Waking only on the other timers (heartbeats, clock pings,
+                // its ring when the host's next buffer is due (learnt from
+                // earlier polls, see `PushCadence`), so a block leaves
+                // about a wake-up after the host produced it (and the MIDI
+                // beside it); half-block polling left up to 0.67 ms. Waking
+                // only on the other timers (heartbeats, clock pings,
                 // reports) sent the audio in bursts tens of ms apart.
-                (AudioSource::Link, _) => now + (block_ns(tx) / 2).max(100_000),
+                (AudioSource::Link, _) => tx.cadence.next_poll(now),
             },
             None => u64::MAX,
         }
