@@ -279,6 +279,11 @@ pub struct LinkStats {
     /// ring after a pull since the worker last took it (`u32::MAX`: none
     /// yet). Take it with [`WorkerLink::take_output_spare_min`].
     pub output_spare_min: AtomicU32,
+    /// Written by the worker: how often it queued a backlog of blocks into
+    /// an empty output ring (it, or the network before it, stalled and is
+    /// catching up). The audio thread then owes the dropout's silence even
+    /// where it would have kept it (see [`AudioHandle::pull_planar`]).
+    pub output_supply_stalls: AtomicU64,
     error: Mutex<Option<String>>,
 }
 
@@ -395,10 +400,10 @@ pub struct AudioHandle {
     owed_frames: usize,
     /// A dropout's window is open (its silence is owed).
     owing: bool,
-    /// The last dropout was owed: one soon after it says repaying left too
-    /// little (so that one is kept); one soon after a kept dropout does not
-    /// (the ring already had the extra buffer: a stall, owed again).
-    owing_last: bool,
+    /// Silence played since the current (or last) dropout began, frames.
+    dropout_frames: usize,
+    /// `output_supply_stalls` when last looked at.
+    stalls_seen: u64,
     /// Host frames since the last dropout began (the age of an open debt).
     frames_since_dropout: usize,
     stats: Arc<LinkStats>,
@@ -469,7 +474,8 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             output_primed: false,
             owed_frames: 0,
             owing: false,
-            owing_last: true,
+            dropout_frames: 0,
+            stalls_seen: 0,
             frames_since_dropout: usize::MAX,
             stats: stats.clone(),
         },
@@ -592,13 +598,12 @@ impl AudioHandle {
     /// and what lies beyond a buffer plus the cushion is skipped, then and
     /// on later calls, until [`REPAY_WINDOW_MS`] after the dropout. The
     /// silence before anything was played (priming) is not owed, nor that
-    /// of a dropout within [`REPAY_RECUR_MS`] after an owed one (a host
+    /// of a dropout within [`REPAY_RECUR_MS`] of the previous one (a host
     /// whose callback timing needs more cushion keeps the extra buffer, as
-    /// it did before). One soon after a dropout that was kept is owed: the
-    /// ring already held that extra buffer and still ran dry, so this was a
-    /// stall (a late worker wake-up soon after start-up dropouts left
-    /// several blocks of latency for good). Skipped frames count in
-    /// `audio_frames_repaid`.
+    /// it did before) — unless the worker says it queued a backlog into the
+    /// empty ring ([`WorkerLink::note_supply_stall`]): then the supply
+    /// stalled, not the host, and the silence is owed whenever the dropout
+    /// began. Skipped frames count in `audio_frames_repaid`.
     fn output_take(&mut self, frames: usize) -> usize {
         let ch = self.config.channels;
         let avail = self.audio_from_net.slots() / ch;
@@ -610,6 +615,22 @@ impl AudioHandle {
             n => n as usize - 1,
         };
         self.frames_since_dropout = self.frames_since_dropout.saturating_add(frames);
+        let stalls = self.stats.output_supply_stalls.load(Ordering::Relaxed);
+        if stalls != self.stalls_seen {
+            self.stalls_seen = stalls;
+            // The supply stalled (the worker woke late, or the network held
+            // the stream) and is catching up: the dropout was not the
+            // host's timing, whatever its timing looked like. Its silence
+            // is owed after all (the rule below would keep a stall that
+            // came soon after start-up dropouts: 7.5 ms for good).
+            let window = self.config.sample_rate as usize * REPAY_WINDOW_MS as usize / 1000;
+            if !self.owing && self.dropout_frames > 0 && self.frames_since_dropout <= window {
+                self.owing = true;
+                self.owed_frames = self
+                    .dropout_frames
+                    .min(self.config.block_frames * self.config.ring_blocks);
+            }
+        }
         if self.owing {
             let window = self.config.sample_rate as usize * REPAY_WINDOW_MS as usize / 1000;
             if self.frames_since_dropout > window {
@@ -650,10 +671,13 @@ impl AudioHandle {
                 // stall: it is not owed, so the ring keeps the extra buffer
                 // and the dropouts stop, as before repayment existed.
                 let recur = self.config.sample_rate as usize * REPAY_RECUR_MS as usize / 1000;
-                self.owing = self.frames_since_dropout > recur || !self.owing_last;
-                self.owing_last = self.owing;
+                self.owing = self.frames_since_dropout > recur;
                 self.frames_since_dropout = 0;
                 self.owed_frames = 0;
+                self.dropout_frames = 0;
+            }
+            if self.output_frames > 0 {
+                self.dropout_frames = self.dropout_frames.saturating_add(frames);
             }
             if self.owing {
                 // Never more than the ring could hold back.
@@ -867,6 +891,16 @@ impl WorkerLink {
             u32::MAX => None,
             n => Some(n as usize),
         }
+    }
+
+    /// The ring was empty and we are about to queue a backlog (several
+    /// blocks due at once): the supply stalled. Call it before queueing
+    /// them, so the audio thread knows the dropout it played was not its
+    /// host's timing and takes the backlog's latency back.
+    pub fn note_supply_stall(&self) {
+        self.stats
+            .output_supply_stalls
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queue whole interleaved frames (`channels` samples each; any count
@@ -1199,13 +1233,13 @@ mod tests {
     }
 
     #[test]
-    fn a_stall_soon_after_a_kept_dropout_is_repaid() {
+    fn a_stall_the_worker_reports_is_repaid_even_soon_after_another_dropout() {
         // Lock-step as in `stall_and_catch_up`, with three worker stalls
         // within 2 s: one buffer at 20 (owed: repaid), one buffer at 40
-        // (soon after a repaid one: kept, a block more latency), six at 60
-        // (soon after a kept one: the ring had the extra block and still
-        // ran dry, so a stall: repaid). Before, the third was kept too and
-        // left six more blocks of latency for good.
+        // (soon after: kept, a block more latency: the host's timing, as far
+        // as the audio thread can tell), six at 60, which the worker reports
+        // (`note_supply_stall`) before queueing its backlog: repaid. Before,
+        // the third was kept too and left its blocks of latency for good.
         let (mut h, mut w) = mono_link(32);
         // No cushion (the low-latency playout's): every stall is a dropout.
         w.set_output_cushion_frames(Some(0));
@@ -1221,6 +1255,9 @@ mod tests {
                     .find(|&&(at, n)| at + n == cycle)
                     .map_or(0, |&(_, n)| n);
                 let n = 1 + owed as u32;
+                if owed > 1 {
+                    w.note_supply_stall();
+                }
                 let v: Vec<f32> = (0..n * 64).map(|i| (next + i / 64) as f32).collect();
                 next += n;
                 push_all(&mut w, &v);

@@ -836,6 +836,9 @@ struct DirectPlayout {
     /// Shedding ran during the current window (its mean level is not
     /// comparable with the moving reference: no steering from it).
     shed_in_window: bool,
+    /// Most blocks one tick played, this level window and the last.
+    burst_now: u32,
+    burst_last: u32,
 }
 
 /// When the low-latency playout stops waiting for `r`'s cursor block: the
@@ -889,7 +892,15 @@ impl DirectPlayout {
             trims: 0,
             shedding: 0.0,
             shed_in_window: false,
+            burst_now: 0,
+            burst_last: 0,
         }
+    }
+
+    /// Most blocks a tick played lately (a sender's host hands over
+    /// several at once; network jitter bunches two now and then).
+    fn burst_usual(&self) -> u64 {
+        u64::from(self.burst_now.max(self.burst_last))
     }
 
     /// A new stream: forget the level and the resampler's history.
@@ -1007,6 +1018,7 @@ impl DirectPlayout {
         self.level_sum = 0.0;
         self.level_n = 0;
         self.window_start = now;
+        self.burst_last = std::mem::take(&mut self.burst_now);
     }
 }
 
@@ -1738,6 +1750,13 @@ impl LivePeer {
         let r = &mut self.rx[i];
         r.jb.set_direct(true);
         let mut rendered = 0;
+        // The ring ran dry before this tick, and more blocks are due at
+        // once than ticks usually bring: a backlog (we, or the network,
+        // stalled once), not the host's timing and not a sender whose host
+        // hands over several blocks at a time. The audio thread then takes
+        // the backlog's latency back even where it would keep a dropout.
+        let dry = l.output_frames_queued() == 0;
+        let unusual = self.direct.burst_usual() + 2;
         while r.clock.is_some() {
             if r.stop_if_over(now) {
                 break;
@@ -1798,8 +1817,16 @@ impl LivePeer {
                     *r -= shed;
                 }
             }
+            if rendered == unusual && dry {
+                l.note_supply_stall();
+            }
             // A full ring means the host stopped pulling: nothing to keep.
             let _ = l.push_output_frames(&d.out[..n * link_ch]);
+        }
+        // A stall's backlog is not how ticks usually go.
+        if !(dry && rendered >= unusual) {
+            let d = &mut self.direct;
+            d.burst_now = d.burst_now.max(rendered as u32);
         }
     }
 
@@ -3090,6 +3117,31 @@ mod tests {
                 );
                 assert_eq!(r.underrun_frames, r.underrun_frames_first_third, "{r:?}");
             }
+        }
+    }
+
+    /// A short late wake-up (a dropout, repaid), then within 2 s a long one:
+    /// a dropout that soon after another looks like a host whose timing
+    /// needs more, which keeps its silence as latency, but the worker tells
+    /// the audio thread it queued a backlog into the empty ring, so this
+    /// one is repaid too (a CI run kept 7.5 ms this way).
+    #[test]
+    fn low_latency_playout_repays_a_stall_soon_after_another_dropout() {
+        for phase in [0.0, 0.25, 0.5, 0.75] {
+            let calm = low_latency_run(phase, None, 0.0, 4);
+            let steady = calm.latencies_ms[calm.latencies_ms.len() - 1];
+            let r = low_latency_run_with(phase, None, 0.0, 6, &[], &[(300, 2), (1_000, 9)]);
+            let skip = r.latencies_ms.len() / 4;
+            let (lo, hi) = spread(&r.latencies_ms[skip..]);
+            eprintln!(
+                "phase {phase}: steady {steady:.3} ms, after {lo:.3}..{hi:.3} ms, underruns {} frames at {:?} ms, repaid {}",
+                r.underrun_frames, r.underrun_at_ms, r.repaid_frames
+            );
+            assert!(r.underrun_at_ms.iter().any(|&t| t > 1_000.0), "{r:?}");
+            assert!(
+                hi < steady + 0.2 && lo > steady - 0.05,
+                "phase {phase}: {lo:.3}..{hi:.3} vs {steady:.3}"
+            );
         }
     }
 
