@@ -797,6 +797,8 @@ pub struct LivePeer {
     transport: LiveTransport,
     /// The low-latency playout's state (its stream, resampler, ring level).
     direct: DirectPlayout,
+    /// How many blocks the buffered playout's ticks queue at once.
+    bursts: BurstWatch,
 }
 
 /// The low-latency playout of one stream ([`PeerConfig::low_latency`]).
@@ -836,9 +838,43 @@ struct DirectPlayout {
     /// Shedding ran during the current window (its mean level is not
     /// comparable with the moving reference: no steering from it).
     shed_in_window: bool,
-    /// Most blocks one tick played, this level window and the last.
-    burst_now: u32,
-    burst_last: u32,
+    /// How many blocks ticks play at once.
+    bursts: BurstWatch,
+}
+
+/// How many blocks a playout's ticks usually queue at once, to tell a
+/// backlog (a stall of ours or of the network) from the usual: a sender
+/// whose host hands over several blocks at a time, jitter bunching two.
+///
+/// Thread-safe: no (the worker's). Realtime-safe: yes.
+#[derive(Debug, Default)]
+struct BurstWatch {
+    /// Most blocks one tick queued in this second and the one before.
+    now: u32,
+    last: u32,
+    since: u64,
+}
+
+impl BurstWatch {
+    /// The most blocks a tick queued lately.
+    fn usual(&self) -> u64 {
+        u64::from(self.now.max(self.last))
+    }
+
+    /// A tick at `at` queued `blocks` into an output ring that `was_dry`:
+    /// whether that is a backlog (two more than usual into an empty ring).
+    /// A backlog does not count as usual.
+    fn queued(&mut self, at: u64, blocks: u64, was_dry: bool) -> bool {
+        if at.saturating_sub(self.since) >= 1_000 * MS {
+            self.last = std::mem::take(&mut self.now);
+            self.since = at;
+        }
+        let backlog = was_dry && blocks >= self.usual() + 2;
+        if !backlog {
+            self.now = self.now.max(blocks.min(u64::from(u32::MAX)) as u32);
+        }
+        backlog
+    }
 }
 
 /// When the low-latency playout stops waiting for `r`'s cursor block: the
@@ -892,15 +928,8 @@ impl DirectPlayout {
             trims: 0,
             shedding: 0.0,
             shed_in_window: false,
-            burst_now: 0,
-            burst_last: 0,
+            bursts: BurstWatch::default(),
         }
-    }
-
-    /// Most blocks a tick played lately (a sender's host hands over
-    /// several at once; network jitter bunches two now and then).
-    fn burst_usual(&self) -> u64 {
-        u64::from(self.burst_now.max(self.burst_last))
     }
 
     /// A new stream: forget the level and the resampler's history.
@@ -1018,7 +1047,6 @@ impl DirectPlayout {
         self.level_sum = 0.0;
         self.level_n = 0;
         self.window_start = now;
-        self.burst_last = std::mem::take(&mut self.burst_now);
     }
 }
 
@@ -1094,6 +1122,7 @@ impl LivePeer {
                 pending_unicast: Vec::new(),
                 transport: LiveTransport::new(own.0, cfg.transport_issue),
                 direct: DirectPlayout::new(),
+                bursts: BurstWatch::default(),
                 cfg,
             },
             shared,
@@ -1717,6 +1746,16 @@ impl LivePeer {
         drop(filter);
         if let Some(l) = link {
             if let Some(len) = want.filter(|&n| n > 0) {
+                let blocks = (self.mix.len() / len) as u64;
+                if blocks > 0
+                    && self
+                        .bursts
+                        .queued(now, blocks, l.output_frames_queued() == 0)
+                {
+                    // Before the backlog, so the audio thread owes the
+                    // dropout it played (see `note_supply_stall`).
+                    l.note_supply_stall();
+                }
                 for block in self.mix.chunks_exact(len) {
                     l.push_output_block(block);
                 }
@@ -1756,7 +1795,7 @@ impl LivePeer {
         // hands over several blocks at a time. The audio thread then takes
         // the backlog's latency back even where it would keep a dropout.
         let dry = l.output_frames_queued() == 0;
-        let unusual = self.direct.burst_usual() + 2;
+        let unusual = self.direct.bursts.usual() + 2;
         while r.clock.is_some() {
             if r.stop_if_over(now) {
                 break;
@@ -1823,11 +1862,7 @@ impl LivePeer {
             // A full ring means the host stopped pulling: nothing to keep.
             let _ = l.push_output_frames(&d.out[..n * link_ch]);
         }
-        // A stall's backlog is not how ticks usually go.
-        if !(dry && rendered >= unusual) {
-            let d = &mut self.direct;
-            d.burst_now = d.burst_now.max(rendered as u32);
-        }
+        self.direct.bursts.queued(now, rendered, dry);
     }
 
     /// A sender left: its streams stop after playing what is already here
@@ -2839,6 +2874,28 @@ mod tests {
         stalls_ms: &[u64],
         rx_stalls_ms: &[(u64, u64)],
     ) -> LowLatencyRun {
+        playout_run(
+            true,
+            phase,
+            lose_every,
+            tx_ppm,
+            seconds,
+            stalls_ms,
+            rx_stalls_ms,
+        )
+    }
+
+    /// As [`low_latency_run_with`], the low-latency playout on or off (off:
+    /// the buffered playout, its wait 1 ms).
+    fn playout_run(
+        low_latency: bool,
+        phase: f64,
+        lose_every: Option<usize>,
+        tx_ppm: f64,
+        seconds: u64,
+        stalls_ms: &[u64],
+        rx_stalls_ms: &[(u64, u64)],
+    ) -> LowLatencyRun {
         use crate::handle::{link, LinkConfig};
         let session = Uuid::from_u128(0x10_1a7e);
         let lc = LinkConfig {
@@ -2866,7 +2923,7 @@ mod tests {
             session,
             source: 0x72,
             playout_delay_ns: MS,
-            low_latency: true,
+            low_latency,
             ..PeerConfig::default()
         });
         let addr_tx: SocketAddr = "10.0.0.1:47700".parse().unwrap();
@@ -3140,6 +3197,29 @@ mod tests {
             assert!(r.underrun_at_ms.iter().any(|&t| t > 1_000.0), "{r:?}");
             assert!(
                 hi < steady + 0.2 && lo > steady - 0.05,
+                "phase {phase}: {lo:.3}..{hi:.3} vs {steady:.3}"
+            );
+        }
+    }
+
+    /// The same for the buffered playout: two stalls longer than its 3 ms
+    /// cushion, 0.7 s apart. The latency ends where a calm run has it (the
+    /// worker reports its backlog, so the second dropout is repaid too).
+    #[test]
+    fn buffered_playout_repays_a_stall_soon_after_another_dropout() {
+        for phase in [0.0, 0.5] {
+            let calm = playout_run(false, phase, None, 0.0, 4, &[], &[]);
+            let steady = calm.latencies_ms[calm.latencies_ms.len() - 1];
+            let r = playout_run(false, phase, None, 0.0, 6, &[], &[(300, 6), (1_000, 9)]);
+            let skip = r.latencies_ms.len() / 4;
+            let (lo, hi) = spread(&r.latencies_ms[skip..]);
+            eprintln!(
+                "phase {phase}: steady {steady:.3} ms, after {lo:.3}..{hi:.3} ms, underruns {} frames at {:?} ms, repaid {}",
+                r.underrun_frames, r.underrun_at_ms, r.repaid_frames
+            );
+            assert!(r.underrun_at_ms.iter().any(|&t| t > 1_000.0), "{r:?}");
+            assert!(
+                hi < steady + 0.2 && lo > steady - 0.2,
                 "phase {phase}: {lo:.3}..{hi:.3} vs {steady:.3}"
             );
         }
