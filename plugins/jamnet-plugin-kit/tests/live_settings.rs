@@ -332,13 +332,17 @@ fn receive_follows_new_port_and_session_live() {
     );
 }
 
-/// Frames on `sock` for `session` within `within`: the loudest audio sample
-/// seen, or `None` if no audio frame of that session came.
-fn audio_on(sock: &UdpSocket, session: &SessionSettings, within: Duration) -> Option<f32> {
+/// Hand each TOAST message of `session`'s frames arriving at `sock` to
+/// `take` until it returns `Some` or `within` has passed.
+fn first_on<T>(
+    sock: &UdpSocket,
+    session: &SessionSettings,
+    within: Duration,
+    mut take: impl FnMut(Message<'_>) -> Option<T>,
+) -> Option<T> {
     let want = session.session_uuid();
     let deadline = Instant::now() + within;
     let mut buf = [0u8; 2048];
-    let mut loudest: Option<f32> = None;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .unwrap();
@@ -351,46 +355,45 @@ fn audio_on(sock: &UdpSocket, session: &SessionSettings, within: Duration) -> Op
         if frame.header.session != want {
             continue;
         }
-        if let Ok(Message::Audio(a)) = Message::parse(&frame) {
+        if let Some(t) = Message::parse(&frame).ok().and_then(&mut take) {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// Frames on `sock` for `session` within `within`: the loudest audio sample
+/// seen, or `None` if no audio frame of that session came.
+fn audio_on(sock: &UdpSocket, session: &SessionSettings, within: Duration) -> Option<f32> {
+    let mut loudest: Option<f32> = None;
+    first_on(sock, session, within, |m| {
+        if let Message::Audio(a) = m {
             let peak = (0..a.sample_count()).fold(0.0f32, |m, i| m.max(a.sample_f32(i).abs()));
             loudest = Some(loudest.unwrap_or(0.0).max(peak));
         }
-    }
+        None::<()>
+    });
     loudest
 }
 
-/// The audio stream names in the first heartbeat of `settings`' session
-/// that arrives at `sock` within `within` (empty: none came).
+/// The audio stream names in the first heartbeat of `session` that arrives
+/// at `sock` within `within` (empty: none came).
 fn stream_names_on(
     sock: &UdpSocket,
-    settings: &SessionSettings,
+    session: &SessionSettings,
     within: Duration,
 ) -> Vec<Option<String>> {
-    let want = settings.session_uuid();
-    let deadline = Instant::now() + within;
-    let mut buf = [0u8; 2048];
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        let Ok((n, _)) = sock.recv_from(&mut buf) else {
-            break;
-        };
-        let Ok(frame) = decode_frame(&buf[..n], None) else {
-            continue;
-        };
-        if frame.header.session != want {
-            continue;
-        }
-        if let Ok(Message::Heartbeat(h)) = Message::parse(&frame) {
-            return h
-                .streams
+    first_on(sock, session, within, |m| match m {
+        Message::Heartbeat(h) => Some(
+            h.streams
                 .into_iter()
                 .filter(|s| s.kind == StreamKind::Audio)
                 .map(|s| s.name)
-                .collect();
-        }
-    }
-    Vec::new()
+                .collect(),
+        ),
+        _ => None,
+    })
+    .unwrap_or_default()
 }
 
 /// Send-style session: moved to a new destination and session while the
