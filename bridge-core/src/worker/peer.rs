@@ -2088,6 +2088,12 @@ impl Core for LivePeer {
             .min(self.next_tx_deadline(now))
             .min(self.next_playout_deadline())
             .min(self.next_publish_ns)
+            .min(
+                self.host_rate
+                    .as_ref()
+                    .and_then(|h| h.next_feed_ns(now))
+                    .unwrap_or(u64::MAX),
+            )
             .max(now)
     }
 
