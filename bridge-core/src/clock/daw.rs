@@ -591,14 +591,12 @@ mod tests {
             k += 1;
             // Dithered looks due before this arrival come first (woken
             // 0–20 µs late).
-            while dithered {
-                match hr.next_feed_ns(arrival) {
-                    Some(at) if at < arrival => {
-                        let t = at + next() % 20_000;
-                        hr.observe(t, count_at(t), 0, 64);
-                    }
-                    _ => break,
-                }
+            while let Some(at) = hr
+                .next_feed_ns(arrival)
+                .filter(|&at| dithered && at < arrival)
+            {
+                let t = at + next() % 20_000;
+                hr.observe(t, count_at(t), 0, 64);
             }
             hr.observe(arrival, count_at(arrival), 0, 64);
             if arrival > t0 + 10_000_000_000 {
