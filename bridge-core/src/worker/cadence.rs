@@ -133,13 +133,9 @@ mod tests {
         wake_ns: u64,
         blocks: u64,
     ) -> (Vec<u64>, u64) {
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next_rand = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
+        let mut next_rand = move || rng.random::<u64>();
         let calls = blocks / per_call;
         let pushed_at: Vec<u64> = (0..calls)
             .map(|c| {

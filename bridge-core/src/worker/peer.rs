@@ -2864,35 +2864,15 @@ mod tests {
         tx_ppm: f64,
         seconds: u64,
     ) -> LowLatencyRun {
-        low_latency_run_with(phase, lose_every, tx_ppm, seconds, &[], &[])
+        playout_run(true, phase, lose_every, tx_ppm, seconds, &[], &[])
     }
 
-    /// As [`low_latency_run`]; datagrams sent within 50 ms after each of
-    /// `stalls_ms` are held 3 ms longer (a sender that stalled), and the
-    /// receiving worker does not run for `rx_stalls_ms` = (at, how long)
-    /// (a late wake-up: the host keeps pulling, datagrams wait in the
-    /// socket).
-    fn low_latency_run_with(
-        phase: f64,
-        lose_every: Option<usize>,
-        tx_ppm: f64,
-        seconds: u64,
-        stalls_ms: &[u64],
-        rx_stalls_ms: &[(u64, u64)],
-    ) -> LowLatencyRun {
-        playout_run(
-            true,
-            phase,
-            lose_every,
-            tx_ppm,
-            seconds,
-            stalls_ms,
-            rx_stalls_ms,
-        )
-    }
-
-    /// As [`low_latency_run_with`], the low-latency playout on or off (off:
-    /// the buffered playout, its wait 1 ms).
+    /// As [`low_latency_run`], the low-latency playout on or off (off: the
+    /// buffered playout, its wait 1 ms); datagrams sent within 50 ms after
+    /// each of `stalls_ms` are held 3 ms longer (a sender that stalled),
+    /// and the receiving worker does not run for `rx_stalls_ms` = (at, how
+    /// long) (a late wake-up: the host keeps pulling, datagrams wait in
+    /// the socket).
     fn playout_run(
         low_latency: bool,
         phase: f64,
@@ -3130,7 +3110,7 @@ mod tests {
     #[test]
     fn low_latency_playout_sheds_blocks_the_host_does_not_need() {
         let calm = low_latency_run(0.75, None, 0.0, 4);
-        let r = low_latency_run_with(0.75, None, 0.0, 20, &[500, 1_500], &[]);
+        let r = playout_run(true, 0.75, None, 0.0, 20, &[500, 1_500], &[]);
         let n = r.latencies_ms.len();
         let (lo, hi) = spread(&r.latencies_ms[n - n / 4..]);
         let steady = calm.latencies_ms[calm.latencies_ms.len() - 1];
