@@ -35,6 +35,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rtrb::{Consumer, Producer, RingBuffer};
 
+use crate::worker::clock::{monotonic_ns, Clock};
+
 /// Sizes of one handle/worker link. All memory is allocated by [`link`].
 ///
 /// Thread-safe: yes (plain value). Realtime-safe: yes.
@@ -284,7 +286,26 @@ pub struct LinkStats {
     /// catching up). The audio thread then owes the dropout's silence even
     /// where it would have kept it (see [`AudioHandle::pull_planar`]).
     pub output_supply_stalls: AtomicU64,
+    /// Written by the audio thread: its latest pull, stamped (a seqlock:
+    /// odd while being written). See [`LinkStats::last_pull`].
+    pull_seq: AtomicU64,
+    pull_frames: AtomicU64,
+    pull_at_ns: AtomicU64,
     error: Mutex<Option<String>>,
+}
+
+/// One pull of the plugin's audio thread: by `CLOCK_MONOTONIC` instant
+/// `at_mono_ns` (read as the pull began) the host had consumed `frames` in
+/// total (played or silence, this pull included).
+///
+/// Thread-safe: yes (a plain value). Realtime-safe: yes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPull {
+    /// Frames the host consumed, running count.
+    pub frames: u64,
+    /// When the pull began, `CLOCK_MONOTONIC` ns (or, from
+    /// [`WorkerLink::last_pull`], the worker's clock).
+    pub at_mono_ns: u64,
 }
 
 /// A plain copy of [`LinkStats`] at one moment (for editors and JSON).
@@ -340,6 +361,32 @@ impl LinkStats {
         self.set_worker_state(WorkerState::Failed);
     }
 
+    /// Publish the audio thread's latest pull (audio thread only: one
+    /// writer). Wait-free: the reader retries, the writer never waits.
+    fn publish_pull(&self, pull: HostPull) {
+        let seq = self.pull_seq.load(Ordering::Relaxed);
+        self.pull_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // The odd sequence number is visible before either field changes.
+        std::sync::atomic::fence(Ordering::Release);
+        self.pull_frames.store(pull.frames, Ordering::Relaxed);
+        self.pull_at_ns.store(pull.at_mono_ns, Ordering::Relaxed);
+        self.pull_seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The audio thread's latest pull (`None`: none yet, or it is writing
+    /// one right now: ask again later). Any thread.
+    pub fn last_pull(&self) -> Option<HostPull> {
+        let before = self.pull_seq.load(Ordering::Acquire);
+        if before == 0 || before % 2 == 1 {
+            return None;
+        }
+        let frames = self.pull_frames.load(Ordering::Relaxed);
+        let at_mono_ns = self.pull_at_ns.load(Ordering::Relaxed);
+        // The fields are read before the sequence number is read again.
+        std::sync::atomic::fence(Ordering::Acquire);
+        (self.pull_seq.load(Ordering::Relaxed) == before).then_some(HostPull { frames, at_mono_ns })
+    }
+
     /// Copy every counter (editor thread).
     pub fn snapshot(&self) -> LinkStatsSnapshot {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -380,7 +427,8 @@ fn bump(counter: &AtomicU64, by: u64) {
 ///
 /// Thread-safe: no (one audio thread owns it; `Send` so the plugin can move it
 /// there in `activate`). Realtime-safe: **yes, every method**: rings and
-/// atomics only; never allocates, locks, blocks or makes syscalls.
+/// atomics only; never allocates, locks, blocks or makes syscalls (a pull
+/// reads `CLOCK_MONOTONIC` through the vDSO, as the DAW clock does).
 pub struct AudioHandle {
     config: LinkConfig,
     audio_to_net: Producer<f32>,
@@ -406,6 +454,8 @@ pub struct AudioHandle {
     stalls_seen: u64,
     /// Host frames since the last dropout began (the age of an open debt).
     frames_since_dropout: usize,
+    /// Frames the host consumed (pulled, played or silence), running count.
+    frames_consumed: u64,
     stats: Arc<LinkStats>,
 }
 
@@ -423,6 +473,9 @@ pub struct WorkerLink {
     transport_to_plugin: Producer<TransportSnapshot>,
     output_written: u64,
     input_read: u64,
+    /// The worker's clock, to put the audio thread's pull stamps on it
+    /// (`None`: a link driven in virtual time; stamps are not used).
+    clock: Option<Arc<dyn Clock>>,
     stats: Arc<LinkStats>,
 }
 
@@ -477,6 +530,7 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             dropout_frames: 0,
             stalls_seen: 0,
             frames_since_dropout: usize::MAX,
+            frames_consumed: 0,
             stats: stats.clone(),
         },
         WorkerLink {
@@ -489,6 +543,7 @@ pub fn link(config: LinkConfig) -> Result<(AudioHandle, WorkerLink), LinkError> 
             transport_to_plugin,
             output_written: 0,
             input_read: 0,
+            clock: None,
             stats,
         },
     ))
@@ -697,9 +752,11 @@ impl AudioHandle {
     /// waits for the next call. Returns the number of real frames (received,
     /// rebuilt or concealed by the worker): `frames` or 0.
     pub fn pull_interleaved(&mut self, out: &mut [f32]) -> usize {
+        let at_mono_ns = monotonic_ns();
         let ch = self.config.channels;
         let frames = out.len() / ch;
         let real = self.output_take(frames);
+        self.stamp_pull(frames, at_mono_ns);
         let (got, _) = self.audio_from_net.pop_partial_slice(&mut out[..real * ch]);
         debug_assert_eq!(got.len(), real * ch);
         out[real * ch..].fill(0.0);
@@ -719,7 +776,9 @@ impl AudioHandle {
             .map(|c| c.as_mut().len())
             .min()
             .unwrap_or(0);
+        let at_mono_ns = monotonic_ns();
         let real = self.output_take(frames);
+        self.stamp_pull(frames, at_mono_ns);
         if let Ok(chunk) = self.audio_from_net.read_chunk(real * ch) {
             let (a, b) = chunk.as_slices();
             for (i, &s) in a.iter().chain(b.iter()).enumerate() {
@@ -741,6 +800,20 @@ impl AudioHandle {
         self.output_frames += real as u64;
         bump(&self.stats.audio_frames_pulled, real as u64);
         real
+    }
+
+    /// Tell the worker when the host consumed `frames` more (so it learns
+    /// the host's rate from exact instants, not from when it happened to
+    /// look).
+    fn stamp_pull(&mut self, frames: usize, at_mono_ns: u64) {
+        if frames == 0 {
+            return;
+        }
+        self.frames_consumed += frames as u64;
+        self.stats.publish_pull(HostPull {
+            frames: self.frames_consumed,
+            at_mono_ns,
+        });
     }
 
     /// Queue a MIDI event for the network. Returns false (and counts it) if
@@ -805,6 +878,24 @@ impl WorkerLink {
     /// Shared counters.
     pub fn stats(&self) -> &Arc<LinkStats> {
         &self.stats
+    }
+
+    /// The worker's clock (the worker sets it when it takes the link), so
+    /// [`Self::last_pull`] can stamp on it.
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = Some(clock);
+    }
+
+    /// The audio thread's latest pull, stamped on the worker's clock
+    /// (`None`: no pull yet, one being written, or no clock that maps
+    /// `CLOCK_MONOTONIC`, such as a virtual one).
+    pub fn last_pull(&self) -> Option<HostPull> {
+        let clock = self.clock.as_ref()?;
+        let pull = self.stats.last_pull()?;
+        Some(HostPull {
+            frames: pull.frames,
+            at_mono_ns: clock.at_monotonic(pull.at_mono_ns)?,
+        })
     }
 
     /// Whole network blocks of plugin audio waiting to be sent.
@@ -1230,6 +1321,63 @@ mod tests {
                 "stall {stall}: played {before} blocks behind, then {after} (repaid {repaid})"
             );
         }
+    }
+
+    #[test]
+    fn pulls_are_stamped_on_the_workers_clock() {
+        let (mut h, mut w) = mono_link(32);
+        let mut out = [0.0f32; 64];
+        h.pull_interleaved(&mut out);
+        // No clock: a link driven in virtual time has no use for stamps.
+        assert_eq!(w.last_pull(), None);
+        w.set_clock(Arc::new(crate::worker::clock::SkewedClock::new(
+            5_000_000_000,
+            0.0,
+        )));
+        let before = monotonic_ns();
+        h.pull_interleaved(&mut out);
+        let mut planar = [[0.0f32; 32]];
+        h.pull_planar(&mut planar);
+        let after = monotonic_ns();
+        h.pull_planar(&mut [[0.0f32; 0]]); // nothing consumed: no stamp
+        let pull = w.last_pull().expect("a stamped pull");
+        assert_eq!(pull.frames, 64 + 64 + 32, "silence counts as consumed");
+        assert!(
+            (before + 5_000_000_000..=after + 5_000_000_000).contains(&pull.at_mono_ns),
+            "{pull:?} not within {before}..{after} plus the clock's offset"
+        );
+        // A clock that is not a function of CLOCK_MONOTONIC maps nothing.
+        w.set_clock(Arc::new(crate::worker::clock::ElapsedClock::default()));
+        assert_eq!(w.last_pull(), None);
+    }
+
+    #[test]
+    fn a_reader_never_sees_half_of_a_pull() {
+        // The seqlock under contention: every pair read must be one that
+        // was written (frames and stamp from the same pull).
+        let stats = Arc::new(LinkStats::default());
+        let writer = {
+            let stats = stats.clone();
+            std::thread::spawn(move || {
+                for k in 1..=200_000u64 {
+                    stats.publish_pull(HostPull {
+                        frames: k * 64,
+                        at_mono_ns: k * 1_333_333,
+                    });
+                }
+            })
+        };
+        let (mut seen, mut last) = (0u32, 0u64);
+        while !writer.is_finished() || seen == 0 {
+            if let Some(p) = stats.last_pull() {
+                assert_eq!(p.at_mono_ns, p.frames / 64 * 1_333_333, "torn read {p:?}");
+                assert!(p.frames >= last, "went back: {p:?}");
+                (seen, last) = (seen + 1, p.frames);
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(stats.last_pull().unwrap().frames, 200_000 * 64);
+        assert!(seen > 0);
     }
 
     #[test]

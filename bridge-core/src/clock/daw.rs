@@ -168,6 +168,10 @@ pub struct HostRate {
     fill_windows: u32,
     /// The host's buffer size: the smallest step of the consumed count seen.
     host_block: Option<u64>,
+    /// The audio thread's latest stamped pull not yet fed (frames, ns).
+    stamped: Option<(u64, u64)>,
+    /// The host stamps its pulls: the model needs no dithered looks.
+    stamps_seen: bool,
 }
 
 impl HostRate {
@@ -196,6 +200,20 @@ impl HostRate {
             fill_ref: None,
             fill_windows: 0,
             host_block: None,
+            stamped: None,
+            stamps_seen: false,
+        }
+    }
+
+    /// The audio thread stamped a pull: by local time `at_ns` the host had
+    /// consumed `frames` (running count, this pull included). Call it
+    /// before [`Self::observe`]; the model then fits these exact instants
+    /// instead of the worker's looks (which lag the pulls by up to a
+    /// buffer, so only their lower envelope is right).
+    pub fn observe_pull(&mut self, frames: u64, at_ns: u64) {
+        self.stamps_seen = true;
+        if self.stamped.is_none_or(|(f, t)| frames > f && at_ns > t) {
+            self.stamped = Some((frames, at_ns));
         }
     }
 
@@ -217,6 +235,7 @@ impl HostRate {
                     *self = Self {
                         last_count: Some(c),
                         last_progress_ns: now_ns,
+                        stamps_seen: self.stamps_seen,
                         ..Self::new(self.clock.sample_rate())
                     };
                 }
@@ -251,7 +270,7 @@ impl HostRate {
     pub fn next_feed_ns(&self, now_ns: u64) -> Option<u64> {
         let running = self.last_count.is_some_and(|c| c > 0)
             && now_ns.saturating_sub(self.last_progress_ns) <= HOST_STALL_NS;
-        running.then_some(self.next_feed_ns)
+        (running && !self.stamps_seen).then_some(self.next_feed_ns)
     }
 
     /// Feed the model at the (dithered) feeding instants.
@@ -268,10 +287,21 @@ impl HostRate {
             (b as f64 * 1e9 / self.clock.sample_rate()).max(100_000.0) as u64
         });
         self.next_feed_ns = now_ns + HOST_RATE_EVERY_NS + self.dither % buffer_ns;
-        let first = *self.first_fed_ns.get_or_insert(now_ns);
-        let _ = self.clock.on_process(frames, now_ns);
+        // A stamped pull is where the count was reached; a look only
+        // bounds it from above.
+        let (frames, at_ns) = match self.stamped.take() {
+            Some((f, t)) if f <= frames => (f, t),
+            _ => (frames, now_ns),
+        };
+        let first = *self.first_fed_ns.get_or_insert(at_ns);
+        let _ = self.clock.on_process(frames, at_ns);
         self.rate_ppm = match self.clock.rate_error_ppm() {
-            Some(p) if p.abs() <= HOST_MAX_PPM && now_ns - first >= HOST_RATE_SETTLE_NS => p,
+            Some(p)
+                if p.abs() <= HOST_MAX_PPM
+                    && at_ns.saturating_sub(first) >= HOST_RATE_SETTLE_NS =>
+            {
+                p
+            }
             _ => 0.0,
         };
     }
@@ -569,36 +599,63 @@ mod tests {
     /// wanders by ±50 µs over seconds (a receiving worker woken by a
     /// sender's datagrams), and, with `dithered`, also at the instants
     /// `next_feed_ns` asks for.
-    fn locked_phase_error_ppm(host_ppm: f64, dithered: bool, seconds: u64) -> f64 {
+    /// How the worker learns where the host's count stands.
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Looks {
+        /// Only on arrivals, whose phase against the host's pulls wanders.
+        Locked,
+        /// On arrivals and at [`HostRate::next_feed_ns`]'s instants.
+        Dithered,
+        /// On arrivals, with the audio thread's stamped pulls.
+        Stamped,
+    }
+
+    /// The worst rate error (ppm) HostRate reads between 10 s and
+    /// `seconds` for a host `host_ppm` fast whose pulls wake 0–100 µs late,
+    /// looked at as `looks` says; `seed` draws the noise.
+    fn rate_error_ppm(host_ppm: f64, looks: Looks, seconds: u64, seed: u64) -> f64 {
         let period = 64.0 * 1e9 / 48_000.0 / (1.0 + host_ppm * 1e-6);
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut hr = HostRate::new(48_000.0);
         let t0 = 1_000_000_000u64;
-        let count_at = |t: u64| 64 * (1 + ((t - t0) as f64 / period).floor() as u64);
+        // Pull k happens at ideal(k) plus a wake-up delay drawn from k.
+        let pull_at = |k: u64| {
+            let mut z = (k ^ seed.rotate_left(32)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            t0 + (k as f64 * period) as u64 + (z ^ (z >> 31)) % 100_000
+        };
+        // Pulls done by t (pull k+1 cannot come before t0 + (k+1)·period).
+        let pulls_by = |t: u64| {
+            let k = ((t - t0) as f64 / period).floor() as u64;
+            if pull_at(k) <= t {
+                k + 1
+            } else {
+                k
+            }
+        };
         let mut worst: f64 = 0.0;
         let mut k = 0u64;
         loop {
             // The k-th arrival: 0.4 of a buffer after pull k, wandering.
-            let pull = t0 as f64 + k as f64 * period;
-            let wander = 50_000.0 * (pull / 7e9 * std::f64::consts::TAU).sin();
-            let arrival = (pull + 0.4 * period + wander) as u64 + next() % 20_000;
+            let ideal = t0 as f64 + k as f64 * period;
+            let wander = 50_000.0 * (ideal / 7e9 * std::f64::consts::TAU).sin();
+            let arrival = (ideal + 0.4 * period + wander) as u64 + rng.random_range(0..20_000);
             k += 1;
             // Dithered looks due before this arrival come first (woken
             // 0–20 µs late).
             while let Some(at) = hr
                 .next_feed_ns(arrival)
-                .filter(|&at| dithered && at < arrival)
+                .filter(|&at| looks == Looks::Dithered && at < arrival)
             {
-                let t = at + next() % 20_000;
-                hr.observe(t, count_at(t), 0, 64);
+                let t = at + rng.random_range(0..20_000);
+                hr.observe(t, 64 * pulls_by(t), 0, 64);
             }
-            hr.observe(arrival, count_at(arrival), 0, 64);
+            let n = pulls_by(arrival);
+            if looks == Looks::Stamped && n > 0 {
+                hr.observe_pull(64 * n, pull_at(n - 1));
+            }
+            hr.observe(arrival, 64 * n, 0, 64);
             if arrival > t0 + 10_000_000_000 {
                 worst = worst.max((hr.rate_ppm() - host_ppm).abs());
             }
@@ -609,18 +666,33 @@ mod tests {
     }
 
     #[test]
-    fn dithered_looks_fit_a_host_that_phase_locked_arrivals_would_not() {
+    fn stamped_pulls_fit_a_host_better_than_any_looks() {
+        // Five noise draws each: how far the looks' envelope wanders
+        // depends on the draw (dithered looks read 2.3 ppm off in the
+        // median draw, 5.5 in the worst, for a host on time).
+        let spread = |looks: Looks, host_ppm: f64| {
+            let mut v: Vec<f64> = (1..=5)
+                .map(|seed| rate_error_ppm(host_ppm, looks, 30, seed))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            (v[2], v[4])
+        };
         for host_ppm in [0.0, 150.0] {
-            let locked = locked_phase_error_ppm(host_ppm, false, 30);
-            let dithered = locked_phase_error_ppm(host_ppm, true, 30);
-            eprintln!("host {host_ppm} ppm: locked looks off by up to {locked:.1} ppm, dithered {dithered:.1} ppm");
-            assert!(
-                dithered < 2.0,
-                "{host_ppm} ppm: dithered {dithered:.1} ppm off"
+            let (locked, _) = spread(Looks::Locked, host_ppm);
+            let (dithered, dithered_worst) = spread(Looks::Dithered, host_ppm);
+            let (stamped, stamped_worst) = spread(Looks::Stamped, host_ppm);
+            eprintln!(
+                "host {host_ppm} ppm, worst error, median of 5 draws: locked looks {locked:.2} ppm, \
+                 dithered {dithered:.2} (worst draw {dithered_worst:.2}), stamped {stamped:.2} \
+                 (worst draw {stamped_worst:.2})"
             );
             assert!(
-                locked > 4.0 * dithered,
-                "{host_ppm} ppm: locked {locked:.1} ppm off"
+                dithered < locked,
+                "{host_ppm} ppm: locked {locked:.2}, dithered {dithered:.2}"
+            );
+            assert!(
+                stamped_worst < 0.5 && stamped_worst < dithered / 4.0,
+                "{host_ppm} ppm: stamped {stamped_worst:.2} ppm off"
             );
         }
     }

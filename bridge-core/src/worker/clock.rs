@@ -10,6 +10,14 @@ use std::time::Instant;
 pub trait Clock: Send + Sync {
     /// Now, ns.
     fn now_ns(&self) -> u64;
+
+    /// This clock's reading at the instant `CLOCK_MONOTONIC` read
+    /// `mono_ns` (`None`: this clock is not a function of it, e.g. a
+    /// virtual one). Lets the worker use stamps the audio thread took.
+    fn at_monotonic(&self, mono_ns: u64) -> Option<u64> {
+        let _ = mono_ns;
+        None
+    }
 }
 
 /// `CLOCK_MONOTONIC` in ns (the kernel's, so several processes on one host
@@ -41,6 +49,10 @@ pub fn monotonic_ns() -> u64 {
 impl Clock for MonotonicClock {
     fn now_ns(&self) -> u64 {
         monotonic_ns()
+    }
+
+    fn at_monotonic(&self, mono_ns: u64) -> Option<u64> {
+        Some(mono_ns)
     }
 }
 
@@ -76,6 +88,10 @@ impl SkewedClock {
 impl Clock for SkewedClock {
     fn now_ns(&self) -> u64 {
         self.at(monotonic_ns())
+    }
+
+    fn at_monotonic(&self, mono_ns: u64) -> Option<u64> {
+        Some(self.at(mono_ns))
     }
 }
 

@@ -297,6 +297,10 @@ impl<C: Core> Worker<C> {
         stats: Arc<LinkStats>,
     ) -> Result<Self, Box<SpawnError>> {
         stats.set_worker_state(WorkerState::Starting);
+        let mut link = link;
+        if let Some(l) = link.as_mut() {
+            l.set_clock(clock.clone());
+        }
         let (driver, local) = match UdpDriver::open(&config.net).and_then(|d| {
             let local = d.local_addr().map_err(NetError::Poll)?;
             Ok((d, local))

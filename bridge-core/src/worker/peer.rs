@@ -1620,6 +1620,9 @@ impl LivePeer {
                 let underruns = st
                     .audio_frames_underrun
                     .load(std::sync::atomic::Ordering::Relaxed);
+                if let Some(pull) = l.last_pull() {
+                    rate.observe_pull(pull.frames, pull.at_mono_ns);
+                }
                 rate.observe(now, consumed, underruns, l.output_frames_queued());
                 self.report.host_rate_ppm = rate.rate_ppm();
                 self.report.output_underrun_frames = underruns;
