@@ -175,6 +175,21 @@ pub fn role(args: &[String]) -> Result<()> {
         pump_main_thread(&mut p);
     }
     p.instance.deactivate(proc.stop_processing());
+    if std::env::var_os("JAMNET_LATENCY_TRACE").is_some() {
+        // When this host's own calls came late (a frozen machine: both
+        // hosts then catch up with calls back to back).
+        for (b, &t) in calls.iter().enumerate() {
+            let due = origin_ns as f64 + b as f64 * block_ns;
+            if t as f64 - due > 1e6 {
+                eprintln!(
+                    "late {} {:.3} s: block {b} called {:.2} ms late",
+                    if send { "send" } else { "receive" },
+                    (t - origin_ns) as f64 / 1e9,
+                    (t as f64 - due) / 1e6
+                );
+            }
+        }
+    }
     let at = |n: usize| calls[n / BLOCK] as f64 + (n % BLOCK) as f64 * 1e9 / SAMPLE_RATE;
     let clicks: Vec<f64> = if send {
         (0..blocks * BLOCK as u64)
