@@ -20,7 +20,10 @@
 //! any residual estimation error cannot accumulate over hours.
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Adjustable, Async, FixedAsync, PolynomialDegree, Resampler};
+use rubato::{
+    Adjustable, Async, FixedAsync, PolynomialDegree, Resampler, SincInterpolationParameters,
+    SincInterpolationType, WindowFunction,
+};
 
 use crate::conceal::Concealer;
 use crate::jitter::{BlockSource, JitterBuffer};
@@ -42,6 +45,10 @@ pub enum DriftError {
         /// Samples given.
         got: usize,
     },
+    /// The nominal rate ratio is outside 1/8..8 (or not a number): not a
+    /// pair of audio sample rates.
+    #[error("nominal rate ratio {0} is outside 1/8..8")]
+    BadRatio(f64),
 }
 
 const WINDOWS: usize = 64;
@@ -175,6 +182,11 @@ pub struct DriftConfig {
     pub out_frames: usize,
     /// Frames per jitter-buffer block.
     pub in_block_frames: usize,
+    /// Input frames per output frame at the two ends' nominal rates: the
+    /// sender's sample rate over the consumer's (1 when they match; a
+    /// 44.1 kHz stream into a 48 kHz host is 0.91875). The estimate and
+    /// the delay correction act on top of it, within ±1 %.
+    pub nominal_ratio: f64,
     /// Interpolation quality (`Septic` is rubato's best polynomial; `Cubic` is cheaper).
     pub degree: PolynomialDegree,
     /// Time constant of the delay correction, s.
@@ -199,11 +211,19 @@ impl DriftConfig {
             channels,
             out_frames,
             in_block_frames,
+            nominal_ratio: 1.0,
             degree: PolynomialDegree::Septic,
             correction_time_s: 8.0,
             max_correction_ppm: 200.0,
             dead_band_ns: None,
         }
+    }
+
+    /// The same, converting a stream of `in_rate` Hz to a consumer at
+    /// `out_rate` Hz (sample-rate conversion on top of the drift).
+    pub fn with_rates(mut self, in_rate: u32, out_rate: u32) -> Self {
+        self.nominal_ratio = f64::from(in_rate.max(1)) / f64::from(out_rate.max(1));
+        self
     }
 }
 
@@ -240,14 +260,41 @@ pub struct DriftCompensator {
 impl DriftCompensator {
     /// A compensator for `config`.
     pub fn new(config: DriftConfig) -> Result<Self, DriftError> {
-        let resampler = Async::<f32>::new_poly(
-            1.0,
-            1.01,
-            config.degree,
-            config.out_frames,
-            config.channels,
-            FixedAsync::Output,
-        )?;
+        if !(config.nominal_ratio.is_finite() && (0.125..=8.0).contains(&config.nominal_ratio)) {
+            return Err(DriftError::BadRatio(config.nominal_ratio));
+        }
+        let resampler = if config.nominal_ratio == 1.0 {
+            // Drift alone: a few ppm around 1, where a polynomial through
+            // the neighbouring samples is transparent and adds no delay.
+            Async::<f32>::new_poly(
+                1.0,
+                1.01,
+                config.degree,
+                config.out_frames,
+                config.channels,
+                FixedAsync::Output,
+            )?
+        } else {
+            // Rate conversion: a band-limited sinc, so that going down
+            // (48 → 44.1 kHz) does not fold what lies above the new Nyquist
+            // back into the audio, and going up adds no images. 64 taps:
+            // 32 input frames of constant delay (0.7 ms at 44.1 kHz).
+            let sinc = SincInterpolationParameters {
+                sinc_len: 64,
+                f_cutoff: None,
+                oversampling_factor: 128,
+                interpolation: SincInterpolationType::Cubic,
+                window: WindowFunction::BlackmanHarris2,
+            };
+            Async::<f32>::new_sinc(
+                1.0 / config.nominal_ratio,
+                1.01,
+                &sinc,
+                config.out_frames,
+                config.channels,
+                FixedAsync::Output,
+            )?
+        };
         let max_in = resampler.input_frames_max() + config.in_block_frames;
         Ok(DriftCompensator {
             fifo: vec![0.0; max_in * config.channels].into_boxed_slice(),
@@ -347,7 +394,7 @@ impl DriftCompensator {
             }
             None => 0.0,
         };
-        let ratio = estimate.unwrap_or(1.0) * (1.0 + correction);
+        let ratio = self.config.nominal_ratio * estimate.unwrap_or(1.0) * (1.0 + correction);
         // rubato's ratio is output rate over input rate.
         self.resampler.set_resample_ratio(1.0 / ratio, true)?;
         self.stats.ratio = ratio;
@@ -390,8 +437,53 @@ impl DriftCompensator {
     }
 }
 
+/// Tone measurements for tests: the rate conversion here and end to end
+/// through a peer (`worker::peer`).
+#[cfg(test)]
+pub(crate) mod tones {
+    use std::f64::consts::TAU;
+
+    /// The sine and cosine components of `hz` in one second of `y` at
+    /// `rate` (an integer number of cycles: integer-Hz tones are
+    /// orthogonal over it).
+    fn components(y: &[f32], rate: u32, hz: f64) -> (f64, f64) {
+        let n = rate as usize;
+        let (a, b) = y[..n]
+            .iter()
+            .enumerate()
+            .fold((0.0, 0.0), |(a, b), (i, &v)| {
+                let w = TAU * hz * i as f64 / f64::from(rate);
+                (a + f64::from(v) * w.sin(), b + f64::from(v) * w.cos())
+            });
+        (2.0 * a / n as f64, 2.0 * b / n as f64)
+    }
+
+    /// Amplitude of `hz` in one second of `y` at `rate`.
+    pub fn amplitude(y: &[f32], rate: u32, hz: f64) -> f64 {
+        let (a, b) = components(y, rate, hz);
+        a.hypot(b)
+    }
+
+    /// What is left of one second of `y` after taking out `tones`, against
+    /// its power, dB (lower is cleaner).
+    pub fn residual_db(y: &[f32], rate: u32, tones: &[f64]) -> f64 {
+        let n = rate as usize;
+        let mut res: Vec<f64> = y[..n].iter().map(|&v| f64::from(v)).collect();
+        for &hz in tones {
+            let (a, b) = components(y, rate, hz);
+            for (i, r) in res.iter_mut().enumerate() {
+                let w = TAU * hz * i as f64 / f64::from(rate);
+                *r -= a * w.sin() + b * w.cos();
+            }
+        }
+        let power: f64 = y[..n].iter().map(|&v| f64::from(v).powi(2)).sum();
+        10.0 * (res.iter().map(|r| r * r).sum::<f64>() / power).log10()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::tones::{amplitude, residual_db};
     use super::*;
     use crate::jitter::{JitterConfig, RepeatFadeConcealer};
     use crate::sim::SimClock;
@@ -642,5 +734,93 @@ mod tests {
             );
         }
         assert!((e.ppm() - ppm).abs() < 1.5, "{}", e.ppm());
+    }
+
+    /// `seconds` of `tones` (Hz, amplitude) at `in_rate`, sent in 64-frame
+    /// blocks (0.2–1.2 ms path) and rendered in 64-frame blocks at
+    /// `out_rate` through a compensator converting between them, both ends
+    /// on one clock. Returns the output and the buffer's holds + skips
+    /// + concealed blocks after its start.
+    fn convert(in_rate: u32, out_rate: u32, tones: &[(f64, f64)], seconds: f64) -> (Vec<f32>, u64) {
+        const BLOCK: usize = 64;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let total = (seconds * f64::from(in_rate)) as usize;
+        let input: Vec<f32> = (0..total)
+            .map(|i| {
+                let t = i as f64 / f64::from(in_rate);
+                tones
+                    .iter()
+                    .map(|&(f, a)| a * (2.0 * std::f64::consts::PI * f * t).sin())
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        let in_block_ns = BLOCK as f64 * 1e9 / f64::from(in_rate);
+        let out_block_ns = BLOCK as f64 * 1e9 / f64::from(out_rate);
+        let mut jb = JitterBuffer::new(JitterConfig::new(1, BLOCK, in_rate));
+        jb.set_manual_delay(Some(5_000_000));
+        let mut conceal = RepeatFadeConcealer::new(1, BLOCK);
+        let mut est = DriftEstimator::new(in_rate, 1_000_000_000);
+        let mut dc =
+            DriftCompensator::new(DriftConfig::new(1, BLOCK, BLOCK).with_rates(in_rate, out_rate))
+                .unwrap();
+        let (mut out_all, mut out) = (Vec::new(), [0f32; BLOCK]);
+        let (mut k, mut m) = (0usize, 0u64);
+        let start = 1_000_000_000u64;
+        loop {
+            let t = start + (m as f64 * out_block_ns) as u64;
+            if (k + 1) * BLOCK > total {
+                break;
+            }
+            loop {
+                let at = start
+                    + ((k + 1) as f64 * in_block_ns) as u64
+                    + rng.random_range(200_000..1_200_000);
+                if at > t || (k + 1) * BLOCK > total {
+                    break;
+                }
+                let first = (k * BLOCK) as u64;
+                est.on_arrival(at, first);
+                jb.insert(at, first, &input[k * BLOCK..(k + 1) * BLOCK]);
+                k += 1;
+            }
+            dc.render(t, &mut jb, &mut conceal, Some(est.ratio()), &mut out)
+                .unwrap();
+            out_all.extend_from_slice(&out);
+            m += 1;
+        }
+        let s = jb.stats();
+        (out_all, s.holds + s.skips + s.concealed)
+    }
+
+    #[test]
+    fn a_44_1_khz_stream_plays_at_pitch_in_a_48_khz_host_and_back() {
+        // Up: 1 kHz and 9 kHz at 44.1 kHz come out at 1 and 9 kHz at
+        // 48 kHz (an unconverted stream would play 8.8 % sharp, and run
+        // the buffer dry 61 blocks a second), with nothing else in them.
+        let (y, trouble) = convert(44_100, 48_000, &[(1_000.0, 0.3), (9_000.0, 0.2)], 6.0);
+        let second = &y[3 * 48_000..];
+        let (a1, a9) = (
+            amplitude(second, 48_000, 1_000.0),
+            amplitude(second, 48_000, 9_000.0),
+        );
+        let res = residual_db(second, 48_000, &[1_000.0, 9_000.0]);
+        eprintln!("44.1 -> 48 kHz: 1 kHz at {a1:.4}, 9 kHz at {a9:.4}, residual {res:.1} dB, {trouble} holds/skips/concealed");
+        assert_eq!(trouble, 0);
+        assert!(
+            (a1 - 0.3).abs() < 3e-3 && (a9 - 0.2).abs() < 3e-3,
+            "{a1} {a9}"
+        );
+        assert!(res < -60.0, "residual {res} dB");
+        // Down: 1 kHz passes; 23 kHz, above 44.1 kHz's Nyquist, must not
+        // fold back to 21.1 kHz.
+        let (y, trouble) = convert(48_000, 44_100, &[(1_000.0, 0.3), (23_000.0, 0.3)], 6.0);
+        let second = &y[3 * 44_100..];
+        let a1 = amplitude(second, 44_100, 1_000.0);
+        let folded = amplitude(second, 44_100, 21_100.0);
+        let res = residual_db(second, 44_100, &[1_000.0]);
+        eprintln!("48 -> 44.1 kHz: 1 kHz at {a1:.4}, 23 kHz folded to 21.1 kHz at {folded:.2e}, residual {res:.1} dB, {trouble} holds/skips/concealed");
+        assert_eq!(trouble, 0);
+        assert!((a1 - 0.3).abs() < 3e-3, "{a1}");
+        assert!(folded < 3e-4, "23 kHz folded back at {folded}");
     }
 }

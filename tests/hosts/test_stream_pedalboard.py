@@ -8,9 +8,12 @@ played on it: 1 s of silence, then the test signal (a 2 s noise-modulated
 sweep), which must arrive intact: normalised correlation >= 0.99 after
 alignment, and no 64-sample stretch off by more than 0.01. Run twice: the
 Receive in its default automatic jitter mode, then in manual mode at 30 ms
-(`JAMNET_TEST_PLAYOUT_MS=auto|MS` runs one). Also reports the end-to-end
-delay (receiver output vs sender input, host block included). Exit status
-0 only if every check passed.
+(`JAMNET_TEST_PLAYOUT_MS=auto|MS` runs one), then with the Send's host at
+44.1 kHz and the Receive's at 48 kHz (automatic mode; `auto@44100`): the
+Receive converts the rate, and the reference is the sender's signal
+band-limited resampled to 48 kHz. Also reports the end-to-end delay
+(receiver output vs sender input, host block included). Exit status 0 only
+if every check passed.
 """
 import json
 import os
@@ -27,37 +30,67 @@ SEND_S = 2.0
 PRE_S = 1.0  # silence the Send's track plays before the signal
 
 
-def signal():
+def signal(sr=SR):
     rng = np.random.default_rng(7)
-    t = np.arange(int(SR * SEND_S)) / SR
+    t = np.arange(int(sr * SEND_S)) / sr
     sweep = np.sin(2 * np.pi * (200 * t + 900 * t * t))
     env = 0.3 + 0.2 * np.abs(rng.standard_normal(t.size)).clip(0, 2)
     x = (0.4 * sweep * env).astype(np.float32)
     return np.stack([x, -x])
 
 
-def role_send(t0, late_path):
+def resampled(x, sr_from, sr_to):
+    """`x` (channels x samples) at `sr_to`: band-limited (FFT) resampling."""
+    if sr_from == sr_to:
+        return x
+    n = x.shape[1]
+    m = int(round(n * sr_to / sr_from))
+    spec = np.fft.rfft(x, axis=1)
+    keep = min(spec.shape[1], m // 2 + 1)
+    out = np.zeros((x.shape[0], m // 2 + 1), complex)
+    out[:, :keep] = spec[:, :keep]
+    return (np.fft.irfft(out, n=m, axis=1) * (m / n)).astype(np.float32)
+
+
+def delayed(x, d):
+    """`x` (last axis: samples) delayed by `d` samples (any fraction), by a
+    linear phase in the frequency domain."""
+    n = x.shape[-1]
+    w = np.fft.rfftfreq(n)
+    return np.fft.irfft(np.fft.rfft(x, axis=-1) * np.exp(-2j * np.pi * w * d), n=n, axis=-1).astype(np.float32)
+
+
+def low_passed(x, hz):
+    """`x` (last axis: samples at SR) with everything above `hz` removed."""
+    n = x.shape[-1]
+    spec = np.fft.rfft(x, axis=-1)
+    spec[..., np.fft.rfftfreq(n, 1 / SR) > hz] = 0
+    return np.fft.irfft(spec, n=n, axis=-1).astype(np.float32)
+
+
+def role_send(t0, late_path, sr):
     import pedalboard
     from jamnet_bundles import teach_pedalboard_vst3_midi_params, vst3
     teach_pedalboard_vst3_midi_params()
     p = pedalboard.load_plugin(vst3("JAMNet Send"))
-    x = np.concatenate([np.zeros((2, int(PRE_S * SR)), np.float32), signal()], axis=1)
-    zeros = np.zeros((2, BLOCK), np.float32)
+    block = sr // 100  # 10 ms
+    x = np.concatenate([np.zeros((2, int(PRE_S * sr)), np.float32), signal(sr)], axis=1)
+    zeros = np.zeros((2, block), np.float32)
     # Activate and let the worker start before the start time.
-    p(zeros, SR, buffer_size=BLOCK, reset=False)
+    p(zeros, sr, buffer_size=block, reset=False)
     t0 -= PRE_S
     while time.time() < t0:
         time.sleep(0.001)
     n = 0
     late = 0.0
-    for i in range(0, x.shape[1], BLOCK):
-        p(x[:, i:i + BLOCK], SR, buffer_size=BLOCK, reset=False)
-        n += BLOCK
+    for i in range(0, x.shape[1], block):
+        p(x[:, i:i + block], sr, buffer_size=block, reset=False)
+        n += block
         # pace at real time
-        ahead = t0 + n / SR - time.time()
+        ahead = t0 + n / sr - time.time()
         if ahead > 0:
             time.sleep(ahead)
-        late = max(late, time.time() - (t0 + n / SR))
+        late = max(late, time.time() - (t0 + n / sr))
     with open(late_path, "w") as f:
         f.write(str(late))
     time.sleep(0.3)
@@ -102,15 +135,18 @@ def role_recv(t0, seconds, out_path, playout, late_path):
     gc.collect()
 
 
-def run(playout):
-    """One Send -> Receive run with the Receive's jitter mode `playout`
-    ("auto" or a manual delay in ms); True if the signal arrived intact."""
+def run(mode):
+    """One Send -> Receive run with the Receive's jitter mode `mode`
+    ("auto" or a manual delay in ms, then optionally "@" and the Send's
+    host rate); True if the signal arrived intact."""
+    playout, _, tx_sr = mode.partition("@")
+    tx_sr = int(tx_sr or SR)
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"jamnet-recv-{os.getpid()}.npy")
     t0 = time.time() + 3.0
     env = dict(os.environ, PYTHONPATH=HERE)
     recv = subprocess.Popen([sys.executable, __file__, "recv", str(t0), str(PRE_S + SEND_S + 1.0), out, playout,
                              out + ".recv-late"], env=env)
-    send = subprocess.Popen([sys.executable, __file__, "send", str(t0), out + ".send-late"], env=env)
+    send = subprocess.Popen([sys.executable, __file__, "send", str(t0), out + ".send-late", str(tx_sr)], env=env)
     rs, ss = recv.wait(timeout=60), send.wait(timeout=60)
     if rs or ss:
         print(f"FAIL host processes exited {rs} (recv) / {ss} (send)")
@@ -120,7 +156,7 @@ def run(playout):
     host_late_ms = 1000.0 * max(float(open(out + e).read()) for e in (".recv-late", ".send-late"))
     for e in ("", ".recv-late", ".send-late"):
         os.unlink(out + e)
-    x = signal()
+    x = resampled(signal(tx_sr), tx_sr, SR)
     # Align on channel 0, then check both (the sender's right is -left).
     a, b = x[0], y[0]
     corr = np.correlate(b, a[: SR // 2], mode="valid")
@@ -128,6 +164,15 @@ def run(playout):
     seg = y[:, lag:lag + a.size]
     m = min(seg.shape[1], a.size)
     xs, seg = x[:, :m], seg[:, :m]
+    frac = 0.0
+    if tx_sr != SR:
+        # A converted stream lands between samples (the converter's delay is
+        # a fraction of an output sample): align the reference to it too.
+        frac = max(np.arange(-1.0, 1.0, 0.01), key=lambda d: float(np.sum(seg[0] * delayed(xs[0], d))))
+        # A converter's anti-aliasing filter rolls off above ~19.5 kHz (the
+        # test signal is noise-modulated: it has energy up to Nyquist):
+        # compare the audio band, below 18 kHz.
+        xs, seg = low_passed(delayed(xs, frac), 18_000), low_passed(seg, 18_000)
     rho = float(np.sum(seg * xs) / (np.linalg.norm(seg) * np.linalg.norm(xs) + 1e-12))
     # The receiver started PRE_S + 0.2 s before the signal.
     delay_ms = (lag / SR - PRE_S - 0.2) * 1000.0
@@ -142,7 +187,7 @@ def run(playout):
         best = max(range(-600, 601), key=lambda d: float(np.dot(b[lag + i + d:lag + i + d + 960], w))
                    if 0 <= lag + i + d and lag + i + d + 960 <= b.size else -1e9)
         local_shifts.append(best)
-    result = {"jitter_mode": playout, "correlation": rho, "local_shifts_per_100ms": local_shifts,
+    result = {"jitter_mode": playout, "send_rate": tx_sr, "fraction_of_a_sample": frac, "correlation": rho, "local_shifts_per_100ms": local_shifts,
               "host_late_ms_max": host_late_ms,
               "bad_64_blocks": len(bad), "first_bad": bad[:40], "aligned_samples": m,
               "end_to_end_ms_incl_host_block": delay_ms, "received_peak": float(np.max(np.abs(y)))}
@@ -154,6 +199,8 @@ def run(playout):
     exact = not bad if playout != "auto" else all(d == 0 for d in local_shifts)
     ok = rho >= 0.99 and m >= 0.9 * a.size and exact
     mode = "auto jitter buffer" if playout == "auto" else f"manual {playout} ms"
+    if tx_sr != SR:
+        mode += f", Send at {tx_sr} Hz into Receive at {SR} Hz"
     print(("ok   " if ok else "FAIL ") + f"Send -> Receive across two pedalboard processes ({mode}): "
           f"correlation {rho:.5f}, {len(bad)} stretches off by > 0.01, "
           f"{sum(1 for d in local_shifts if d)} of {len(local_shifts)} 100 ms windows moved, end to end {delay_ms:.1f} ms")
@@ -164,13 +211,13 @@ def main():
     if len(sys.argv) > 1:
         role = sys.argv[1]
         if role == "send":
-            role_send(float(sys.argv[2]), sys.argv[3])
+            role_send(float(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
         else:
             role_recv(float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
         return
     modes = os.environ.get("JAMNET_TEST_PLAYOUT_MS")
     results = []
-    for mode in [modes] if modes else ["auto", "30"]:
+    for mode in [modes] if modes else ["auto", "30", "auto@44100"]:
         # Retried (at most twice) only when the machine broke the premise:
         # a Python host handed a buffer over more than 5 ms late (a busy
         # 2-core CI machine); any other failure counts.

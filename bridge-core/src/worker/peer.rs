@@ -208,8 +208,9 @@ pub struct PeerConfig {
     /// and the link keeps no output cushion; the playout delay
     /// (`playout_delay_ns`, or adaptive) is then only how long a missing
     /// block is waited for before it is concealed. Applies while exactly one
-    /// received stream plays and its blocks are the link's; otherwise the
-    /// buffered playout runs. See [`JitterBuffer::set_direct`].
+    /// received stream plays and its blocks and sample rate are the link's;
+    /// otherwise the buffered playout runs (which also converts a stream's
+    /// rate to the host's). See [`JitterBuffer::set_direct`].
     pub low_latency: bool,
     /// `low_latency` changed while the worker runs (the plugin's parameter).
     pub low_latency_live: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -456,6 +457,9 @@ struct RxStream {
     stream_id: u16,
     channels: usize,
     sample_rate: u32,
+    /// The rate the stream is rendered at: the host's (its link's), or
+    /// the stream's own where there is no link. The drift stage converts.
+    out_rate: u32,
     block_frames: usize,
     jellie: bool,
     jb: JitterBuffer,
@@ -531,6 +535,7 @@ impl RxStream {
             stream_id: a.stream_id,
             channels,
             sample_rate: a.sample_rate,
+            out_rate: a.sample_rate,
             block_frames,
             jellie,
             jb: JitterBuffer::new(JitterConfig::new(channels, block_frames, a.sample_rate)),
@@ -631,17 +636,33 @@ impl RxStream {
         self.preroll = Vec::new();
         self.concealer.reset();
         self.drift_est = DriftEstimator::new(self.sample_rate, 1_000 * MS);
-        self.drift = DriftCompensator::new(DriftConfig::new(
-            self.channels,
-            self.block_frames,
-            self.block_frames,
-        ))
-        .ok();
+        self.drift = self.new_drift();
         self.clock = None;
         self.highest = None;
         self.redundant_unused = 0;
         self.last_transit = None;
         self.stopped_idle = false;
+    }
+
+    /// The drift stage, converting the stream's rate to `out_rate`.
+    fn new_drift(&self) -> Option<DriftCompensator> {
+        DriftCompensator::new(
+            DriftConfig::new(self.channels, self.block_frames, self.block_frames)
+                .with_rates(self.sample_rate, self.out_rate),
+        )
+        .ok()
+    }
+
+    /// Render at `rate` Hz from now on (the host's rate, once a link is
+    /// there): a new drift stage, and output blocks last as long as the
+    /// host's.
+    fn set_out_rate(&mut self, rate: u32, host_ppm: f64) {
+        if rate == self.out_rate || rate == 0 {
+            return;
+        }
+        self.out_rate = rate;
+        self.drift = self.new_drift();
+        self.set_tick_ns(host_block_ns(self.block_frames, rate, host_ppm));
     }
 
     /// Counters: earlier buffers' plus the current one's.
@@ -1604,6 +1625,7 @@ impl LivePeer {
         let (link_ch, link_frames) = link
             .as_ref()
             .map_or((0, 0), |l| (l.config().channels, l.config().block_frames));
+        let link_rate = link.as_ref().map(|l| l.config().sample_rate);
         // Tick at the host's audio clock, not ours: the host consumes the
         // output ring at its crystal's rate (see `HostRate`).
         let host_ppm = match link.as_ref() {
@@ -1654,11 +1676,17 @@ impl LivePeer {
             })
         };
         // The low-latency playout takes the one stream that plays, if its
-        // blocks are the link's (several would need a common clock to mix).
+        // blocks and rate are the link's (several would need a common clock
+        // to mix; another rate needs the buffered playout's converter).
         let direct_idx = if self.cfg.low_latency && link_ch > 0 {
             let mut playing = (0..self.rx.len()).filter(|&i| plays(self, i));
             match (playing.next(), playing.next()) {
-                (Some(i), None) if self.rx[i].block_frames == link_frames => Some(i),
+                (Some(i), None)
+                    if self.rx[i].block_frames == link_frames
+                        && link_rate == Some(self.rx[i].sample_rate) =>
+                {
+                    Some(i)
+                }
                 _ => None,
             }
         } else {
@@ -1684,7 +1712,10 @@ impl LivePeer {
             }
             let r = &mut self.rx[i];
             r.jb.set_direct(false);
-            let tick_ns = host_block_ns(r.block_frames, r.sample_rate, host_ppm);
+            if let Some(l) = link.as_deref() {
+                r.set_out_rate(l.config().sample_rate, host_ppm);
+            }
+            let tick_ns = host_block_ns(r.block_frames, r.out_rate, host_ppm);
             if (tick_ns - r.tick_ns).abs() > 1e-3 {
                 r.set_tick_ns(tick_ns);
             }
@@ -1716,6 +1747,10 @@ impl LivePeer {
                 if !ok {
                     r.drift = None;
                     r.jb.pull(t, &mut r.out, r.concealer.as_mut());
+                    if r.out_rate != r.sample_rate {
+                        // Unconverted it would play at the wrong pitch.
+                        r.out.fill(0.0);
+                    }
                 }
                 r.clock = Some((t0, n + 1));
                 rendered += 1;
@@ -3213,6 +3248,128 @@ mod tests {
             hi < steady + 0.2 && lo > steady - 0.05,
             "{lo:.3}..{hi:.3} vs {steady:.3}"
         );
+    }
+
+    /// A sending host at `tx_rate` hands 64-frame stereo blocks of a
+    /// 1 kHz + 7 kHz tone to a peer in virtual time; the receiving peer's
+    /// host runs at `rx_rate` and pulls 64 frames a block period apart.
+    /// Returns what the receiving host played and its link's counters.
+    fn rate_run(
+        tx_rate: u32,
+        rx_rate: u32,
+        low_latency: bool,
+    ) -> (Vec<f32>, crate::handle::LinkStatsSnapshot, PeerReport) {
+        use crate::handle::{link, LinkConfig};
+        let session = Uuid::from_u128(0x4410);
+        let lc = |sample_rate| LinkConfig {
+            channels: 2,
+            block_frames: 64,
+            sample_rate,
+            ring_blocks: 128,
+            output_target_blocks: 9,
+            ..LinkConfig::default()
+        };
+        let (mut h_tx, mut l_tx) = link(lc(tx_rate)).unwrap();
+        let (mut h_rx, mut l_rx) = link(lc(rx_rate)).unwrap();
+        let (mut tx, _) = LivePeer::new(PeerConfig {
+            session,
+            source: 0x71,
+            audio_tx: Some((
+                AudioTxConfig {
+                    channels: 2,
+                    sample_rate: tx_rate,
+                    ..mono_f32(1, 64, false)
+                },
+                AudioSource::Link,
+            )),
+            ..PeerConfig::default()
+        });
+        let (mut rx, _) = LivePeer::new(PeerConfig {
+            session,
+            source: 0x72,
+            low_latency,
+            ..PeerConfig::default()
+        });
+        let addr_tx: SocketAddr = "10.0.0.1:47700".parse().unwrap();
+        let addr_rx: SocketAddr = "10.0.0.2:47700".parse().unwrap();
+        let info = |local| NetInfo {
+            local,
+            driver: crate::net::DriverStats::default(),
+            stage: None,
+        };
+        let tone = |i: u64, c: usize| {
+            let t = i as f64 / f64::from(tx_rate);
+            let x = 0.3 * (std::f64::consts::TAU * 1_000.0 * t).sin()
+                + 0.2 * (std::f64::consts::TAU * 7_000.0 * t).sin();
+            (if c == 0 { x } else { -x }) as f32
+        };
+        let (tx_period, rx_period) = (64e9 / f64::from(tx_rate), 64e9 / f64::from(rx_rate));
+        let mut flight: Vec<(u64, Vec<u8>)> = Vec::new();
+        let (mut out_tx, mut out_rx) = (Outbox::default(), Outbox::default());
+        let (mut buf, mut rx_buf, mut got) = (vec![0.0f32; 128], vec![0.0f32; 128], Vec::new());
+        let (mut tx_k, mut rx_k, mut t, mut jitter) = (0u64, 0u64, 0u64, 0x9E37_79B9u64);
+        while t < 5_000 * MS {
+            while (tx_k as f64 * tx_period) as u64 <= t {
+                for (j, s) in buf.iter_mut().enumerate() {
+                    *s = tone(tx_k * 64 + j as u64 / 2, j % 2);
+                }
+                assert!(h_tx.push_interleaved(&buf));
+                tx_k += 1;
+            }
+            tx.on_tick(t, &info(addr_tx), Some(&mut l_tx), &mut out_tx);
+            for (_, bytes) in out_tx.drain() {
+                jitter = jitter
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                flight.push((t + 300_000 + (jitter >> 33) % 400_000, bytes.to_vec()));
+            }
+            flight.sort_by_key(|f| f.0);
+            while flight.first().is_some_and(|f| f.0 <= t) {
+                let (at, bytes) = flight.remove(0);
+                rx.on_datagram_at(at, t, addr_tx, &bytes, Some(&mut l_rx));
+            }
+            rx.on_tick(t, &info(addr_rx), Some(&mut l_rx), &mut out_rx);
+            for _ in out_rx.drain() {}
+            while (rx_k as f64 * rx_period) as u64 <= t {
+                h_rx.pull_interleaved(&mut rx_buf);
+                got.extend(rx_buf.iter().step_by(2));
+                rx_k += 1;
+            }
+            t += 50_000;
+        }
+        (got, h_rx.stats().snapshot(), rx.report())
+    }
+
+    #[test]
+    fn a_stream_at_another_rate_plays_at_pitch() {
+        use crate::drift::tones::{amplitude, residual_db};
+        for (tx_rate, rx_rate) in [(44_100, 48_000), (48_000, 44_100)] {
+            for low_latency in [false, true] {
+                let (got, link, report) = rate_run(tx_rate, rx_rate, low_latency);
+                // One second from 3 s on, at the host's rate.
+                let second = &got[3 * rx_rate as usize..];
+                let (a1, a7) = (
+                    amplitude(second, rx_rate, 1_000.0),
+                    amplitude(second, rx_rate, 7_000.0),
+                );
+                let res = residual_db(second, rx_rate, &[1_000.0, 7_000.0]);
+                eprintln!(
+                    "{tx_rate} -> {rx_rate} Hz, low latency {low_latency}: 1 kHz {a1:.4}, 7 kHz {a7:.4}, \
+                     residual {res:.1} dB, underrun {} frames, low latency active {}",
+                    link.audio_frames_underrun, report.low_latency_active
+                );
+                assert!(
+                    (a1 - 0.3).abs() < 3e-3 && (a7 - 0.2).abs() < 3e-3,
+                    "{a1} {a7}"
+                );
+                assert!(res < -60.0, "residual {res} dB");
+                // Priming only: nothing runs dry once playing.
+                let primed_by = 200 * rx_rate as u64 / 1_000;
+                assert!(link.audio_frames_underrun < primed_by, "{link:?}");
+                // The low-latency playout stands aside for the converter.
+                assert!(!report.low_latency_active);
+            }
+        }
     }
 
     /// A 6 s run at `phase` (low-latency playout or buffered) whose
