@@ -236,7 +236,8 @@ pub struct DriftStats {
     pub blocks_out: u64,
     /// Blocks pulled from the jitter buffer.
     pub blocks_in: u64,
-    /// Last resampling ratio applied (sender samples per output sample).
+    /// Last resampling ratio applied (sender samples per output sample,
+    /// the nominal rate ratio included).
     pub ratio: f64,
     /// Last delay correction, ppm.
     pub correction_ppm: f64,
@@ -308,6 +309,11 @@ impl DriftCompensator {
             config,
             started: false,
         })
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &DriftConfig {
+        &self.config
     }
 
     /// Counters so far.

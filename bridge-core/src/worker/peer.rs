@@ -297,8 +297,9 @@ pub struct StreamStats {
     pub late: u64,
     /// Datagrams with a different shape than the stream's (dropped).
     pub mismatched: u64,
-    /// Played blocks not mixed into the plugin's output because the
-    /// stream's block length differs from the link's.
+    /// Output blocks not mixed into the plugin's output because the
+    /// stream's rate or block length differs from the link's and its
+    /// converter could not be built.
     pub unmixable_blocks: u64,
     /// Blocks played from received audio.
     pub blocks_played: u64,
@@ -324,9 +325,10 @@ pub struct StreamStats {
     pub target_delay_us: f64,
     /// Estimated sender clock drift against ours, ppm (positive: sender faster).
     pub drift_ppm: f64,
-    /// Resampling applied to the last block played, ppm above 1:1 (the
-    /// drift estimate once significant, plus the delay correction); 0 while
-    /// the stream plays sample-exact.
+    /// Resampling applied to the last block played, ppm above 1:1 or above
+    /// the rate conversion's nominal ratio (the drift estimate once
+    /// significant, plus the delay correction); 0 while the stream plays
+    /// sample-exact.
     pub resampling_ppm: f64,
     /// Concealment method in use (`pnbtr`, `repeat`, …).
     pub concealer: &'static str,
@@ -457,9 +459,11 @@ struct RxStream {
     stream_id: u16,
     channels: usize,
     sample_rate: u32,
-    /// The rate the stream is rendered at: the host's (its link's), or
-    /// the stream's own where there is no link. The drift stage converts.
+    /// The rate and block length the stream is rendered at: the host's
+    /// (its link's), or the stream's own where there is no link. The drift
+    /// stage converts.
     out_rate: u32,
+    out_frames: usize,
     block_frames: usize,
     jellie: bool,
     jb: JitterBuffer,
@@ -536,6 +540,7 @@ impl RxStream {
             channels,
             sample_rate: a.sample_rate,
             out_rate: a.sample_rate,
+            out_frames: block_frames,
             block_frames,
             jellie,
             jb: JitterBuffer::new(JitterConfig::new(channels, block_frames, a.sample_rate)),
@@ -647,22 +652,30 @@ impl RxStream {
     /// The drift stage, converting the stream's rate to `out_rate`.
     fn new_drift(&self) -> Option<DriftCompensator> {
         DriftCompensator::new(
-            DriftConfig::new(self.channels, self.block_frames, self.block_frames)
+            DriftConfig::new(self.channels, self.out_frames, self.block_frames)
                 .with_rates(self.sample_rate, self.out_rate),
         )
         .ok()
     }
 
-    /// Render at `rate` Hz from now on (the host's rate, once a link is
-    /// there): a new drift stage, and output blocks last as long as the
-    /// host's.
-    fn set_out_rate(&mut self, rate: u32, host_ppm: f64) {
-        if rate == self.out_rate || rate == 0 {
+    /// Render blocks of `frames` at `rate` Hz from now on (the link's,
+    /// once there is one): a new drift stage, and output blocks last as
+    /// long as the host's.
+    fn set_output(&mut self, rate: u32, frames: usize, host_ppm: f64) {
+        if (rate, frames) == (self.out_rate, self.out_frames) || rate == 0 || frames == 0 {
             return;
         }
         self.out_rate = rate;
+        self.out_frames = frames;
+        self.out = vec![0.0; frames * self.channels];
         self.drift = self.new_drift();
-        self.set_tick_ns(host_block_ns(self.block_frames, rate, host_ppm));
+        self.set_tick_ns(host_block_ns(frames, rate, host_ppm));
+    }
+
+    /// The stream is rendered as it arrives (rate and block length), so
+    /// it plays without the drift stage if need be.
+    fn renders_as_received(&self) -> bool {
+        (self.out_rate, self.out_frames) == (self.sample_rate, self.block_frames)
     }
 
     /// Counters: earlier buffers' plus the current one's.
@@ -687,10 +700,9 @@ impl RxStream {
             jitter_us: b.jitter_us.max(j.jitter_ns / 1000.0),
             target_delay_us: j.target_delay_ns as f64 / 1000.0,
             drift_ppm: self.drift_est.ppm(),
-            resampling_ppm: self
-                .drift
-                .as_ref()
-                .map_or(0.0, |d| (d.stats().ratio - 1.0) * 1e6),
+            resampling_ppm: self.drift.as_ref().map_or(0.0, |d| {
+                (d.stats().ratio / d.config().nominal_ratio - 1.0) * 1e6
+            }),
             concealer: b.concealer,
         }
     }
@@ -1713,9 +1725,9 @@ impl LivePeer {
             let r = &mut self.rx[i];
             r.jb.set_direct(false);
             if let Some(l) = link.as_deref() {
-                r.set_out_rate(l.config().sample_rate, host_ppm);
+                r.set_output(l.config().sample_rate, l.config().block_frames, host_ppm);
             }
-            let tick_ns = host_block_ns(r.block_frames, r.out_rate, host_ppm);
+            let tick_ns = host_block_ns(r.out_frames, r.out_rate, host_ppm);
             if (tick_ns - r.tick_ns).abs() > 1e-3 {
                 r.set_tick_ns(tick_ns);
             }
@@ -1744,12 +1756,16 @@ impl LivePeer {
                     }
                     None => false,
                 };
+                let mut mixable = true;
                 if !ok {
                     r.drift = None;
-                    r.jb.pull(t, &mut r.out, r.concealer.as_mut());
-                    if r.out_rate != r.sample_rate {
-                        // Unconverted it would play at the wrong pitch.
+                    if r.renders_as_received() {
+                        r.jb.pull(t, &mut r.out, r.concealer.as_mut());
+                    } else {
+                        // Without the converter it would play at the wrong
+                        // pitch or tear: silence, counted.
                         r.out.fill(0.0);
+                        mixable = false;
                     }
                 }
                 r.clock = Some((t0, n + 1));
@@ -1763,7 +1779,7 @@ impl LivePeer {
                     self.recorded.extend_from_slice(&r.out);
                 }
                 // Block k of every stream this tick mixes into output block k.
-                if play && link_ch > 0 && r.block_frames == link_frames {
+                if play && link_ch > 0 && mixable && r.out_frames == link_frames {
                     let len = link_ch * link_frames;
                     let k = rendered as usize - 1;
                     if k >= mixed {
@@ -3250,27 +3266,29 @@ mod tests {
         );
     }
 
-    /// A sending host at `tx_rate` hands 64-frame stereo blocks of a
-    /// 1 kHz + 7 kHz tone to a peer in virtual time; the receiving peer's
-    /// host runs at `rx_rate` and pulls 64 frames a block period apart.
-    /// Returns what the receiving host played and its link's counters.
+    /// A sending host at `tx_rate` hands 64-frame stereo buffers of a
+    /// 1 kHz + 7 kHz tone to a peer in virtual time, which sends them in
+    /// blocks of `tx_block` frames; the receiving peer's host runs at
+    /// `rx_rate` and pulls 64 frames a block period apart. Returns what the
+    /// receiving host played (left channel) and its link's counters.
     fn rate_run(
         tx_rate: u32,
+        tx_block: u16,
         rx_rate: u32,
         low_latency: bool,
     ) -> (Vec<f32>, crate::handle::LinkStatsSnapshot, PeerReport) {
         use crate::handle::{link, LinkConfig};
         let session = Uuid::from_u128(0x4410);
-        let lc = |sample_rate| LinkConfig {
+        let lc = |sample_rate, block_frames| LinkConfig {
             channels: 2,
-            block_frames: 64,
+            block_frames,
             sample_rate,
             ring_blocks: 128,
             output_target_blocks: 9,
             ..LinkConfig::default()
         };
-        let (mut h_tx, mut l_tx) = link(lc(tx_rate)).unwrap();
-        let (mut h_rx, mut l_rx) = link(lc(rx_rate)).unwrap();
+        let (mut h_tx, mut l_tx) = link(lc(tx_rate, usize::from(tx_block))).unwrap();
+        let (mut h_rx, mut l_rx) = link(lc(rx_rate, 64)).unwrap();
         let (mut tx, _) = LivePeer::new(PeerConfig {
             session,
             source: 0x71,
@@ -3278,7 +3296,7 @@ mod tests {
                 AudioTxConfig {
                     channels: 2,
                     sample_rate: tx_rate,
-                    ..mono_f32(1, 64, false)
+                    ..mono_f32(1, tx_block, false)
                 },
                 AudioSource::Link,
             )),
@@ -3288,6 +3306,9 @@ mod tests {
             session,
             source: 0x72,
             low_latency,
+            // What is measured is the conversion, not the adaptive
+            // buffer's learning (the pedalboard test runs that).
+            playout_delay_ns: 5 * MS,
             ..PeerConfig::default()
         });
         let addr_tx: SocketAddr = "10.0.0.1:47700".parse().unwrap();
@@ -3341,11 +3362,19 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_at_another_rate_plays_at_pitch() {
+    fn a_stream_at_another_rate_or_block_length_plays_at_pitch() {
         use crate::drift::tones::{amplitude, residual_db};
-        for (tx_rate, rx_rate) in [(44_100, 48_000), (48_000, 44_100)] {
+        let cases = [
+            (44_100, 64, 48_000),
+            (48_000, 64, 44_100),
+            // Another implementation's (or `toaster send --block`'s) block
+            // length, at the host's rate and at another.
+            (48_000, 128, 48_000),
+            (44_100, 32, 48_000),
+        ];
+        for (tx_rate, tx_block, rx_rate) in cases {
             for low_latency in [false, true] {
-                let (got, link, report) = rate_run(tx_rate, rx_rate, low_latency);
+                let (got, link, report) = rate_run(tx_rate, tx_block, rx_rate, low_latency);
                 // One second from 3 s on, at the host's rate.
                 let second = &got[3 * rx_rate as usize..];
                 let (a1, a7) = (
@@ -3354,7 +3383,8 @@ mod tests {
                 );
                 let res = residual_db(second, rx_rate, &[1_000.0, 7_000.0]);
                 eprintln!(
-                    "{tx_rate} -> {rx_rate} Hz, low latency {low_latency}: 1 kHz {a1:.4}, 7 kHz {a7:.4}, \
+                    "{tx_rate} Hz in {tx_block}-frame blocks -> {rx_rate} Hz, low latency {low_latency}: \
+                     1 kHz {a1:.4}, 7 kHz {a7:.4}, \
                      residual {res:.1} dB, underrun {} frames, low latency active {}",
                     link.audio_frames_underrun, report.low_latency_active
                 );
@@ -3366,6 +3396,12 @@ mod tests {
                 // Priming only: nothing runs dry once playing.
                 let primed_by = 200 * rx_rate as u64 / 1_000;
                 assert!(link.audio_frames_underrun < primed_by, "{link:?}");
+                let unmixable: u64 = report
+                    .streams
+                    .iter()
+                    .map(|s| s.stats.unmixable_blocks)
+                    .sum();
+                assert_eq!(unmixable, 0);
                 // The low-latency playout stands aside for the converter.
                 assert!(!report.low_latency_active);
             }
