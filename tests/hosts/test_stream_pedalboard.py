@@ -173,6 +173,9 @@ def run(mode):
         # test signal is noise-modulated: it has energy up to Nyquist):
         # compare the audio band, below 18 kHz.
         xs, seg = low_passed(delayed(xs, frac), 18_000), low_passed(seg, 18_000)
+        # The windows below then look for moves from there (at a fraction
+        # near ±0.5 whole-sample lags would flip between 0 and 1).
+        a = delayed(a, frac)
     rho = float(np.sum(seg * xs) / (np.linalg.norm(seg) * np.linalg.norm(xs) + 1e-12))
     # The receiver started PRE_S + 0.2 s before the signal.
     delay_ms = (lag / SR - PRE_S - 0.2) * 1000.0
