@@ -18,7 +18,10 @@
 //!
 //! A request is given [`RETRY_MS`] to show in the host's transport before it
 //! is asked again; the time from request to the host's change is measured
-//! and used to aim the next one.
+//! and used to aim the next one. Until then a request is aimed one block
+//! ahead: a host acts on it between blocks at the earliest, so the next
+//! block is where the quickest host starts (without this the first start
+//! of a host that reacts at once came one block late).
 
 use jamnet_plugin_kit::clap_shim::HostRequest;
 
@@ -106,12 +109,13 @@ impl HostFollower {
         self.off_since = None;
     }
 
-    /// One block: `running` is its first sample on the plugin's running
-    /// counter; the transports are both at that sample. Returns the request
-    /// to post, if any.
+    /// One block of `frames`: `running` is its first sample on the
+    /// plugin's running counter; the transports are both at that sample.
+    /// Returns the request to post, if any.
     pub fn on_block(
         &mut self,
         running: u64,
+        frames: u64,
         sample_rate: f64,
         session: SessionTransport,
         host: HostTransport,
@@ -148,10 +152,11 @@ impl HostFollower {
                 self.in_flight = None;
             }
         }
-        // Where the session will be when the host acts on a request now.
+        // Where the session will be when the host acts on a request now
+        // (not before the next block, however quick the host).
         let ahead = |s: &SessionTransport, reaction: Option<f64>| {
             if s.playing {
-                s.beats + reaction.unwrap_or(0.0) / sample_rate * s.bpm / 60.0
+                s.beats + reaction.unwrap_or(frames as f64) / sample_rate * s.bpm / 60.0
             } else {
                 s.beats
             }
@@ -256,7 +261,7 @@ mod tests {
                 beats,
                 bpm: BPM,
             };
-            if let Some(r) = f.on_block(b * BLOCK, SR, session, host.t) {
+            if let Some(r) = f.on_block(b * BLOCK, BLOCK, SR, session, host.t) {
                 host.queue.push((b, r));
             }
             trace.push((
@@ -308,6 +313,42 @@ mod tests {
     }
 
     #[test]
+    fn a_host_that_acts_at_the_next_block_starts_exactly_with_the_session() {
+        // Stopped where the session starts, so the start is the first
+        // request and no reaction is known: aimed one block ahead, it lands
+        // on the session's position, not a block behind.
+        let mut f = HostFollower::new();
+        let mut host = FakeHost {
+            t: HostTransport {
+                playing: false,
+                beats: 0.0,
+                bpm: BPM,
+            },
+            queue: Vec::new(),
+            delay: 1,
+        };
+        let per_block = BLOCK as f64 / SR * BPM / 60.0;
+        for b in 0..200u64 {
+            host.step(b);
+            let session = SessionTransport {
+                playing: b >= 10,
+                beats: b.saturating_sub(10) as f64 * per_block,
+                bpm: BPM,
+            };
+            if let Some(r) = f.on_block(b * BLOCK, BLOCK, SR, session, host.t) {
+                host.queue.push((b, r));
+            }
+            if b > 10 {
+                assert!(host.t.playing, "block {b}: not started");
+                let off = (host.t.beats - session.beats) * 60_000.0 / BPM;
+                assert!(off.abs() < 1e-9, "block {b}: host {off} ms off");
+            }
+            host.advance();
+        }
+        assert_eq!(f.requests(), 1);
+    }
+
+    #[test]
     fn a_drifting_host_is_located_once_after_the_hold_with_the_measured_reaction() {
         let mut f = HostFollower::new();
         let mut host = FakeHost {
@@ -329,7 +370,7 @@ mod tests {
                 beats: session_beats,
                 bpm: BPM,
             };
-            if let Some(r) = f.on_block(b * BLOCK, SR, session, host.t) {
+            if let Some(r) = f.on_block(b * BLOCK, BLOCK, SR, session, host.t) {
                 if matches!(r, HostRequest::Locate(_)) && located_at.is_none() {
                     located_at = Some(b);
                 }
@@ -343,10 +384,10 @@ mod tests {
         }
         assert_eq!(f.reaction_ms(SR), Some(3.0 * BLOCK as f64 * 1000.0 / SR));
         let b = located_at.expect("no corrective locate");
-        // It started 4 ms behind (first start, reaction not known yet);
-        // 1 % takes 2.4 s (1800 blocks) to make that +20 ms, then the
-        // 250 ms (188 blocks) hold.
-        assert!((1950..2030).contains(&b), "located at block {b}");
+        // It started 2.7 ms behind (first start aimed one block ahead, the
+        // host took three); 1 % takes 2.27 s (1700 blocks) to make that
+        // +20 ms, then the 250 ms (188 blocks) hold.
+        assert!((1850..1930).contains(&b), "located at block {b}");
         let off = (host.t.beats - session_beats) * 60_000.0 / BPM;
         assert!(
             off.abs() <= TOLERANCE_MS + 1.0,
@@ -379,7 +420,7 @@ mod tests {
                 beats: session_beats,
                 bpm: BPM,
             };
-            if let Some(r) = f.on_block(b * BLOCK, SR, session, host.t) {
+            if let Some(r) = f.on_block(b * BLOCK, BLOCK, SR, session, host.t) {
                 host.queue.push((b, r));
             }
             trace.push((host.t.beats - session_beats) * 60_000.0 / BPM);
@@ -408,7 +449,7 @@ mod tests {
         };
         let mut asked = Vec::new();
         for b in 0..3000u64 {
-            if f.on_block(b * BLOCK, SR, session, host).is_some() {
+            if f.on_block(b * BLOCK, BLOCK, SR, session, host).is_some() {
                 asked.push(b);
             }
         }
@@ -430,9 +471,9 @@ mod tests {
             beats: 0.0,
             bpm: BPM,
         };
-        assert_eq!(f.on_block(0, SR, s, h), None);
+        assert_eq!(f.on_block(0, BLOCK, SR, s, h), None);
         assert_eq!(
-            f.on_block(0, 0.0, SessionTransport { beats: 0.0, ..s }, h),
+            f.on_block(0, BLOCK, 0.0, SessionTransport { beats: 0.0, ..s }, h),
             None
         );
     }

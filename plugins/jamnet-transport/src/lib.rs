@@ -986,7 +986,7 @@ impl Plugin for JamnetTransport {
         if view.master != 0 {
             stats.master.store(view.master, Ordering::Relaxed);
         }
-        self.follow_host(follow, running, sample_rate, &snap, view.state);
+        self.follow_host(follow, running, frames, sample_rate, &snap, view.state);
         self.stats.blocks.add(1);
         ProcessStatus::Normal
     }
@@ -997,10 +997,12 @@ impl JamnetTransport {
     /// transport to play, stop and locate with the session (see
     /// `host_follow`). Realtime-safe: atomics and the host's thread-safe
     /// `request_callback`.
+    #[allow(clippy::too_many_arguments)]
     fn follow_host(
         &mut self,
         follow: bool,
         running: u64,
+        frames: u32,
         sample_rate: f64,
         snap: &HostSnapshot,
         session: Option<bridge_core::transport::TransportState>,
@@ -1027,6 +1029,7 @@ impl JamnetTransport {
         };
         let request = self.host_follower.on_block(
             running,
+            u64::from(frames),
             sample_rate,
             SessionTransport {
                 playing: st.playing,
