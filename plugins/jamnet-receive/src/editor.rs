@@ -17,7 +17,7 @@ use nice_plug_egui::{
     RepaintNotifier,
 };
 
-use crate::params::{stream_options, ReceiveParams, StreamChoice};
+use crate::params::{playout_summary, stream_options, ReceiveParams, StreamChoice};
 use crate::ReceiveStats;
 
 /// Points kept in the rolling graph (one per editor frame at ~10 Hz).
@@ -25,7 +25,7 @@ const GRAPH_POINTS: usize = 120;
 
 /// Default window size.
 pub fn default_state() -> Arc<EguiEditorState> {
-    EguiEditorState::from_size(LogicalSize::new(540.0, 680.0), 1.0)
+    EguiEditorState::from_size(LogicalSize::new(540.0, 700.0), 1.0)
 }
 
 /// The editor app.
@@ -216,6 +216,11 @@ impl NiceEguiApp for ReceiveEditor {
                 });
                 ui.end_row();
             });
+        if let Some(report) = self.stats.report.lock().clone() {
+            let host_rate = self.stats.sample_rate.load(Ordering::Relaxed);
+            let line = playout_summary(&report.lock(), host_rate, self.params.low_latency.value());
+            ui.label(line);
+        }
         if let Some(e) = l.error {
             ui.colored_label(egui::Color32::from_rgb(230, 80, 80), e);
         }

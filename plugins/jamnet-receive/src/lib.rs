@@ -356,6 +356,49 @@ mod tests {
     use std::net::{Ipv4Addr, UdpSocket};
     use std::time::{Duration, Instant};
 
+    #[test]
+    fn the_editor_says_which_playout_runs_and_what_it_converts() {
+        use bridge_core::worker::peer::{PeerReport, StreamReport};
+        let stream = |sample_rate| StreamReport {
+            source: bridge_core::protocol::messages::PeerId(1),
+            stream_id: 1,
+            channels: 2,
+            sample_rate,
+            block_frames: 64,
+            jellie: false,
+            first_sample: None,
+            next_sample: None,
+            stats: Default::default(),
+            transit_p50_us: None,
+            transit_p99_us: None,
+            latency_p50_us: None,
+            latency_p99_us: None,
+        };
+        let mut r = PeerReport::default();
+        assert_eq!(
+            params::playout_summary(&r, 48_000, true),
+            "Playout: buffered"
+        );
+        r.streams.push(stream(48_000));
+        r.low_latency_active = true;
+        assert_eq!(
+            params::playout_summary(&r, 48_000, true),
+            "Playout: low latency"
+        );
+        r.low_latency_active = false;
+        r.streams[0].sample_rate = 44_100;
+        assert_eq!(
+            params::playout_summary(&r, 48_000, true),
+            "Playout: buffered (Low latency needs one 48 kHz stream); converting 44.1 kHz to 48 kHz"
+        );
+        r.streams.push(stream(96_000));
+        r.streams.push(stream(44_100));
+        assert_eq!(
+            params::playout_summary(&r, 48_000, false),
+            "Playout: buffered; converting 44.1 kHz, 96 kHz to 48 kHz"
+        );
+    }
+
     fn free_port() -> u16 {
         UdpSocket::bind("127.0.0.1:0")
             .unwrap()

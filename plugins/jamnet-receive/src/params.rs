@@ -113,6 +113,38 @@ pub fn stream_options(r: &PeerReport) -> Vec<(StreamChoice, Option<String>)> {
     options
 }
 
+/// One line for the editor: which playout runs and which received rates
+/// are converted to the host's `host_rate`, so that a `Low latency` that
+/// does not apply, or a converted stream, is not a surprise.
+pub fn playout_summary(r: &PeerReport, host_rate: u32, low_latency_on: bool) -> String {
+    let khz = |hz: u32| format!("{} kHz", f64::from(hz) / 1000.0);
+    let mode = if r.low_latency_active {
+        "low latency".to_string()
+    } else if low_latency_on && !r.streams.is_empty() {
+        format!("buffered (Low latency needs one {} stream)", khz(host_rate))
+    } else {
+        "buffered".to_string()
+    };
+    let mut converted: Vec<u32> = r
+        .streams
+        .iter()
+        .map(|s| s.sample_rate)
+        .filter(|&hz| hz != host_rate)
+        .collect();
+    converted.sort_unstable();
+    converted.dedup();
+    let rates: Vec<String> = converted.into_iter().map(khz).collect();
+    if rates.is_empty() || host_rate == 0 {
+        format!("Playout: {mode}")
+    } else {
+        format!(
+            "Playout: {mode}; converting {} to {}",
+            rates.join(", "),
+            khz(host_rate)
+        )
+    }
+}
+
 /// Parameters and persisted settings of one JAMNet Receive instance.
 ///
 /// Thread-safe: yes. Realtime-safe: parameter reads are; `process()` never
