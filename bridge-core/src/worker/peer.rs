@@ -3269,13 +3269,14 @@ mod tests {
     /// A sending host at `tx_rate` hands 64-frame stereo buffers of a
     /// 1 kHz + 7 kHz tone to a peer in virtual time, which sends them in
     /// blocks of `tx_block` frames; the receiving peer's host runs at
-    /// `rx_rate` and pulls 64 frames a block period apart. Returns what the
-    /// receiving host played (left channel) and its link's counters.
+    /// `rx_rate` and pulls 64 frames a block period apart, for `seconds`;
+    /// the sender's clock runs `tx_ppm` fast. Returns what the receiving
+    /// host played (left channel) and its link's counters.
     fn rate_run(
-        tx_rate: u32,
-        tx_block: u16,
+        (tx_rate, tx_block, tx_ppm): (u32, u16, f64),
         rx_rate: u32,
         low_latency: bool,
+        seconds: u64,
     ) -> (Vec<f32>, crate::handle::LinkStatsSnapshot, PeerReport) {
         use crate::handle::{link, LinkConfig};
         let session = Uuid::from_u128(0x4410);
@@ -3324,12 +3325,13 @@ mod tests {
                 + 0.2 * (std::f64::consts::TAU * 7_000.0 * t).sin();
             (if c == 0 { x } else { -x }) as f32
         };
-        let (tx_period, rx_period) = (64e9 / f64::from(tx_rate), 64e9 / f64::from(rx_rate));
+        let tx_period = 64e9 / f64::from(tx_rate) / (1.0 + tx_ppm * 1e-6);
+        let rx_period = 64e9 / f64::from(rx_rate);
         let mut flight: Vec<(u64, Vec<u8>)> = Vec::new();
         let (mut out_tx, mut out_rx) = (Outbox::default(), Outbox::default());
         let (mut buf, mut rx_buf, mut got) = (vec![0.0f32; 128], vec![0.0f32; 128], Vec::new());
         let (mut tx_k, mut rx_k, mut t, mut jitter) = (0u64, 0u64, 0u64, 0x9E37_79B9u64);
-        while t < 5_000 * MS {
+        while t < seconds * 1_000 * MS {
             while (tx_k as f64 * tx_period) as u64 <= t {
                 for (j, s) in buf.iter_mut().enumerate() {
                     *s = tone(tx_k * 64 + j as u64 / 2, j % 2);
@@ -3362,6 +3364,41 @@ mod tests {
     }
 
     #[test]
+    fn a_converted_stream_follows_a_drifting_sender() {
+        use crate::drift::tones::amplitude;
+        // A sender whose crystal runs off into a host at another rate: the
+        // conversion's ratio is the nominal one times the drift, so the
+        // buffer neither fills nor drains.
+        for (tx_rate, tx_ppm, rx_rate) in [(44_100, 100.0, 48_000), (48_000, -150.0, 44_100)] {
+            let (got, link, report) = rate_run((tx_rate, 64, tx_ppm), rx_rate, false, 40);
+            let s = &report.streams[0].stats;
+            let last = &got[got.len() - rx_rate as usize..];
+            // The sender's 1 kHz is 1 kHz × (1 + ppm) on our clock (not an
+            // integer number of cycles in the second measured: allow for
+            // the leak).
+            let a1 = amplitude(last, rx_rate, 1_000.0 * (1.0 + tx_ppm * 1e-6));
+            eprintln!(
+                "{tx_rate} Hz at {tx_ppm} ppm -> {rx_rate} Hz: drift {:.1} ppm, resampling {:.1} ppm, \
+                 1 kHz at {a1:.4}, underrun {} frames, holds {} skips {} concealed {}",
+                s.drift_ppm,
+                s.resampling_ppm,
+                link.audio_frames_underrun,
+                s.holds,
+                s.skips,
+                s.blocks_concealed
+            );
+            assert!((s.drift_ppm - tx_ppm).abs() < 5.0, "{s:?}");
+            assert!((s.resampling_ppm - tx_ppm).abs() < 30.0, "{s:?}");
+            assert!((a1 - 0.3).abs() < 0.01, "{a1}");
+            assert!(
+                link.audio_frames_underrun < u64::from(rx_rate) / 5,
+                "{link:?}"
+            );
+            assert_eq!((s.skips, s.blocks_concealed), (0, 0), "{s:?}");
+        }
+    }
+
+    #[test]
     fn a_stream_at_another_rate_or_block_length_plays_at_pitch() {
         use crate::drift::tones::{amplitude, residual_db};
         let cases = [
@@ -3374,7 +3411,8 @@ mod tests {
         ];
         for (tx_rate, tx_block, rx_rate) in cases {
             for low_latency in [false, true] {
-                let (got, link, report) = rate_run(tx_rate, tx_block, rx_rate, low_latency);
+                let (got, link, report) =
+                    rate_run((tx_rate, tx_block, 0.0), rx_rate, low_latency, 5);
                 // One second from 3 s on, at the host's rate.
                 let second = &got[3 * rx_rate as usize..];
                 let (a1, a7) = (
