@@ -11,6 +11,13 @@
 //! the input through bit-exact; at the ratios it sees (within a few hundred
 //! ppm of 1) a 10 kHz sine at 48 kHz comes back above 60 dB SNR (see the
 //! tests; cubic interpolation managed 27 dB).
+//!
+//! [`FineResampler::converting`] centres it on another nominal ratio (a
+//! stream at 44.1 kHz into a 48 kHz host): the same 16 taps, the cutoff
+//! lowered below the output's Nyquist when it is the lower one, so that
+//! going down folds little of the top octave back (16 taps roll off
+//! gently: the low-latency path trades the buffered converter's 64-tap
+//! sharpness for its 8 frames of delay).
 
 /// Filter length, frames.
 const TAPS: usize = 16;
@@ -44,9 +51,12 @@ fn bessel_i0(x: f64) -> f64 {
 pub struct FineResampler {
     channels: usize,
     max_in_frames: usize,
+    /// Input frames per output frame the ratio is centred on (1: drift
+    /// only); [`FineResampler::process`] allows ±1 % around it.
+    nominal: f64,
     /// History frames followed by the current input.
     work: Box<[f32]>,
-    /// `PHASES × TAPS` coefficients: phase `p` delays by `p / PHASES` frame.
+    /// `(PHASES + 1) × TAPS` coefficients: phase `p` delays by `p / PHASES` frame.
     table: Box<[f32]>,
     /// Position of the next output frame, in frames from the start of `work`.
     pos: f64,
@@ -55,11 +65,30 @@ pub struct FineResampler {
 impl FineResampler {
     /// For `channels` interleaved channels and inputs of at most `max_in_frames`.
     pub fn new(channels: usize, max_in_frames: usize) -> Self {
+        Self::converting(channels, max_in_frames, 1.0)
+    }
+
+    /// The same, converting at `nominal` input frames per output frame
+    /// (the input's rate over the output's; clamped to 1/4..4).
+    pub fn converting(channels: usize, max_in_frames: usize, nominal: f64) -> Self {
         let channels = channels.max(1);
+        let nominal = if nominal.is_finite() {
+            nominal.clamp(0.25, 4.0)
+        } else {
+            1.0
+        };
+        // Relative to the input's Nyquist; below 1 only when going down,
+        // then 0.9 of the output's Nyquist (16 taps roll off over several
+        // kHz: at the output's Nyquist a 23 kHz tone going to 44.1 kHz
+        // folded back at 0.87 of its level, at 0.9 of it 0.2; 15 kHz
+        // loses 0.3 dB).
+        let cutoff = if nominal > 1.0 { 0.9 / nominal } else { 1.0 };
         let half = (TAPS / 2) as f64;
         let norm = bessel_i0(KAISER_BETA);
-        let mut table = vec![0.0f32; PHASES * TAPS];
-        for p in 0..PHASES {
+        // Rows 0..=PHASES: the last is a whole frame on (used when the
+        // cutoff is lowered; at full band that frame is passed through).
+        let mut table = vec![0.0f32; (PHASES + 1) * TAPS];
+        for p in 0..=PHASES {
             let frac = p as f64 / PHASES as f64;
             let row = &mut table[p * TAPS..(p + 1) * TAPS];
             let mut sum = 0.0;
@@ -67,10 +96,11 @@ impl FineResampler {
             for (k, c) in coef.iter_mut().enumerate() {
                 // Tap k multiplies input frame i − (half − 1) + k.
                 let x = k as f64 - (half - 1.0) - frac;
-                let sinc = if x.abs() < 1e-12 {
+                let xc = x * cutoff;
+                let sinc = if xc.abs() < 1e-12 {
                     1.0
                 } else {
-                    (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+                    (std::f64::consts::PI * xc).sin() / (std::f64::consts::PI * xc)
                 };
                 let r = x / half;
                 let w = if r.abs() <= 1.0 {
@@ -88,6 +118,7 @@ impl FineResampler {
         FineResampler {
             channels,
             max_in_frames,
+            nominal,
             work: vec![0.0; (HISTORY + max_in_frames) * channels].into_boxed_slice(),
             table: table.into_boxed_slice(),
             pos: (TAPS / 2 - 1) as f64,
@@ -100,6 +131,22 @@ impl FineResampler {
         in_frames + in_frames / 64 + 2
     }
 
+    /// The same for a resampler converting at `nominal` (see
+    /// [`FineResampler::converting`]).
+    pub fn max_out_frames_converting(in_frames: usize, nominal: f64) -> usize {
+        let nominal = if nominal.is_finite() {
+            nominal.clamp(0.25, 4.0)
+        } else {
+            1.0
+        };
+        (in_frames as f64 / (0.99 * nominal)).ceil() as usize + 2
+    }
+
+    /// The nominal ratio it converts at (1: drift only).
+    pub fn nominal(&self) -> f64 {
+        self.nominal
+    }
+
     /// Frames between an input frame and the output frame it becomes.
     pub const DELAY_FRAMES: usize = TAPS / 2;
 
@@ -110,12 +157,13 @@ impl FineResampler {
     }
 
     /// Resample `input` (whole interleaved frames, at most `max_in_frames`)
-    /// at `ratio` input frames per output frame (clamped to 0.99–1.01) into
-    /// `out`; returns the frames written (about `in / ratio`).
+    /// at `ratio` input frames per output frame (clamped to 0.99–1.01 of
+    /// the nominal ratio) into `out`; returns the frames written (about
+    /// `in / ratio`).
     pub fn process(&mut self, input: &[f32], ratio: f64, out: &mut [f32]) -> usize {
         let ch = self.channels;
         let n = (input.len() / ch).min(self.max_in_frames);
-        let step = ratio.clamp(0.99, 1.01);
+        let step = ratio.clamp(0.99 * self.nominal, 1.01 * self.nominal);
         self.work[HISTORY * ch..(HISTORY + n) * ch].copy_from_slice(&input[..n * ch]);
         let total = HISTORY + n;
         let lead = TAPS / 2;
@@ -129,11 +177,12 @@ impl FineResampler {
             }
             let frac = self.pos - i as f64;
             let phase = ((frac * PHASES as f64).round() as usize).min(PHASES);
+            // On an input frame the full-band kernel is that frame (exact
+            // at a ratio of 1); a lowered cutoff filters there too.
+            let on_frame = self.nominal <= 1.0 && (phase == 0 || phase == PHASES);
             for c in 0..ch {
-                out[written * ch + c] = if phase == 0 {
-                    self.work[i * ch + c]
-                } else if phase == PHASES {
-                    self.work[(i + 1) * ch + c]
+                out[written * ch + c] = if on_frame {
+                    self.work[(i + phase / PHASES) * ch + c]
                 } else {
                     let row = &self.table[phase * TAPS..(phase + 1) * TAPS];
                     let mut acc = 0.0f32;
@@ -218,5 +267,59 @@ mod tests {
         let snr_db = 10.0 * (sig / err).log10();
         eprintln!("{ppm} ppm: SNR {snr_db:.1} dB");
         assert!(snr_db > 60.0, "SNR {snr_db:.1} dB");
+    }
+
+    /// `f` Hz at `in_rate` through a resampler converting to `out_rate`;
+    /// returns the frames out per frame in, the SNR against the ideal sine
+    /// at the output's rate (dB), and the output's amplitude (from its RMS).
+    fn convert_sine(in_rate: f64, out_rate: f64, f: f64) -> (f64, f64, f64) {
+        let nominal = in_rate / out_rate;
+        let mut r = FineResampler::converting(1, 64, nominal);
+        let mut out = vec![0.0; FineResampler::max_out_frames_converting(64, nominal)];
+        let mut got = Vec::new();
+        let blocks = 2_000;
+        for b in 0..blocks {
+            let block: Vec<f32> = (0..64)
+                .map(|i| (std::f64::consts::TAU * f * (b * 64 + i) as f64 / in_rate).sin() as f32)
+                .collect();
+            let n = r.process(&block, nominal, &mut out);
+            got.extend_from_slice(&out[..n]);
+        }
+        let (mut err, mut sig, mut power) = (0.0f64, 0.0f64, 0.0f64);
+        for (k, &y) in got.iter().enumerate().skip(100) {
+            // Output frame k is input position k·nominal − 8.
+            let pos = k as f64 * nominal - FineResampler::DELAY_FRAMES as f64;
+            let ideal = (std::f64::consts::TAU * f * pos / in_rate).sin();
+            err += (f64::from(y) - ideal).powi(2);
+            sig += ideal * ideal;
+            power += f64::from(y).powi(2);
+        }
+        (
+            got.len() as f64 / (blocks * 64) as f64,
+            10.0 * (sig / err).log10(),
+            (2.0 * power / (got.len() - 100) as f64).sqrt(),
+        )
+    }
+
+    #[test]
+    fn converting_44_1_and_48_khz_keeps_a_sine_and_stops_the_top_folding_back() {
+        // Up: 1 and 10 kHz at 44.1 kHz, clean at 48 kHz.
+        for f in [1_000.0, 10_000.0] {
+            let (per, snr, _) = convert_sine(44_100.0, 48_000.0, f);
+            eprintln!("44.1 -> 48 kHz, {f} Hz: {per:.5} out per in, SNR {snr:.1} dB");
+            assert!((per - 48_000.0 / 44_100.0).abs() < 1e-3, "{per}");
+            assert!(snr > 60.0, "SNR {snr:.1} dB");
+        }
+        // Down: 1 kHz clean; 23 kHz (above 44.1 kHz's Nyquist) held down
+        // instead of folding back to 21.1 kHz at full level.
+        let (per, snr, _) = convert_sine(48_000.0, 44_100.0, 1_000.0);
+        eprintln!("48 -> 44.1 kHz, 1 kHz: {per:.5} out per in, SNR {snr:.1} dB");
+        assert!((per - 44_100.0 / 48_000.0).abs() < 1e-3, "{per}");
+        assert!(snr > 60.0, "SNR {snr:.1} dB");
+        let (_, _, folded) = convert_sine(48_000.0, 44_100.0, 23_000.0);
+        let (_, _, kept) = convert_sine(48_000.0, 44_100.0, 15_000.0);
+        eprintln!("48 -> 44.1 kHz: 23 kHz folded back at {folded:.3}, 15 kHz kept at {kept:.3}");
+        assert!(folded < 0.3, "23 kHz folded back at {folded}");
+        assert!(kept > 0.94, "15 kHz at {kept}");
     }
 }

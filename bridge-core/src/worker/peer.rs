@@ -208,9 +208,9 @@ pub struct PeerConfig {
     /// and the link keeps no output cushion; the playout delay
     /// (`playout_delay_ns`, or adaptive) is then only how long a missing
     /// block is waited for before it is concealed. Applies while exactly one
-    /// received stream plays and its blocks and sample rate are the link's;
-    /// otherwise the buffered playout runs (which also converts a stream's
-    /// rate to the host's). See [`JitterBuffer::set_direct`].
+    /// received stream plays and its blocks are the link's length (its rate
+    /// may differ: the resampler converts); otherwise the buffered playout
+    /// runs. See [`JitterBuffer::set_direct`].
     pub low_latency: bool,
     /// `low_latency` changed while the worker runs (the plugin's parameter).
     pub low_latency_live: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -1637,7 +1637,7 @@ impl LivePeer {
         let (link_ch, link_frames) = link
             .as_ref()
             .map_or((0, 0), |l| (l.config().channels, l.config().block_frames));
-        let link_rate = link.as_ref().map(|l| l.config().sample_rate);
+        let link_rate = link.as_ref().map_or(0, |l| l.config().sample_rate);
         // Tick at the host's audio clock, not ours: the host consumes the
         // output ring at its crystal's rate (see `HostRate`).
         let host_ppm = match link.as_ref() {
@@ -1688,14 +1688,14 @@ impl LivePeer {
             })
         };
         // The low-latency playout takes the one stream that plays, if its
-        // blocks and rate are the link's (several would need a common clock
-        // to mix; another rate needs the buffered playout's converter).
+        // blocks are the link's (several would need a common clock to mix);
+        // its resampler converts another rate (up to 4:1).
         let direct_idx = if self.cfg.low_latency && link_ch > 0 {
             let mut playing = (0..self.rx.len()).filter(|&i| plays(self, i));
             match (playing.next(), playing.next()) {
                 (Some(i), None)
                     if self.rx[i].block_frames == link_frames
-                        && link_rate == Some(self.rx[i].sample_rate) =>
+                        && (link_rate / 4..=link_rate * 4).contains(&self.rx[i].sample_rate) =>
                 {
                     Some(i)
                 }
@@ -1834,11 +1834,18 @@ impl LivePeer {
             return;
         };
         let (link_ch, link_frames) = (l.config().channels, l.config().block_frames);
+        // Stream frames per host frame at the nominal rates (1 unless the
+        // stream is at another rate than the host).
+        let nominal = f64::from(self.rx[i].sample_rate) / f64::from(l.config().sample_rate.max(1));
         let d = &mut self.direct;
-        if d.resampler.is_none() {
-            d.resampler = Some(FineResampler::new(link_ch, link_frames));
+        if d.resampler
+            .as_ref()
+            .is_none_or(|rs| rs.nominal() != nominal)
+        {
+            d.resampler = Some(FineResampler::converting(link_ch, link_frames, nominal));
             d.block = vec![0.0; link_ch * link_frames];
-            d.out = vec![0.0; link_ch * FineResampler::max_out_frames(link_frames)];
+            d.out =
+                vec![0.0; link_ch * FineResampler::max_out_frames_converting(link_frames, nominal)];
         }
         let r = &mut self.rx[i];
         r.jb.set_direct(true);
@@ -1890,7 +1897,8 @@ impl LivePeer {
                 .map(|p| l.output_frames_queued() as f64 + consumed as f64 - p);
             d.observe_level(now, level, l);
             // Sender frames per host frame, steered back to the level.
-            let ratio = r.drift_est.ratio() / (1.0 + host_ppm * 1e-6) * (1.0 + d.trim_ppm * 1e-6);
+            let ratio =
+                nominal * r.drift_est.ratio() / (1.0 + host_ppm * 1e-6) * (1.0 + d.trim_ppm * 1e-6);
             let Some(rs) = d.resampler.as_mut() else {
                 break;
             };
@@ -3368,9 +3376,13 @@ mod tests {
         use crate::drift::tones::amplitude;
         // A sender whose crystal runs off into a host at another rate: the
         // conversion's ratio is the nominal one times the drift, so the
-        // buffer neither fills nor drains.
-        for (tx_rate, tx_ppm, rx_rate) in [(44_100, 100.0, 48_000), (48_000, -150.0, 44_100)] {
-            let (got, link, report) = rate_run((tx_rate, 64, tx_ppm), rx_rate, false, 40);
+        // buffer (or, in low latency, the output ring) neither fills nor
+        // drains.
+        let cases = [(44_100, 100.0, 48_000), (48_000, -150.0, 44_100)];
+        for ((tx_rate, tx_ppm, rx_rate), low_latency) in
+            cases.into_iter().flat_map(|c| [(c, false), (c, true)])
+        {
+            let (got, link, report) = rate_run((tx_rate, 64, tx_ppm), rx_rate, low_latency, 40);
             let s = &report.streams[0].stats;
             let last = &got[got.len() - rx_rate as usize..];
             // The sender's 1 kHz is 1 kHz × (1 + ppm) on our clock (not an
@@ -3378,17 +3390,21 @@ mod tests {
             // the leak).
             let a1 = amplitude(last, rx_rate, 1_000.0 * (1.0 + tx_ppm * 1e-6));
             eprintln!(
-                "{tx_rate} Hz at {tx_ppm} ppm -> {rx_rate} Hz: drift {:.1} ppm, resampling {:.1} ppm, \
-                 1 kHz at {a1:.4}, underrun {} frames, holds {} skips {} concealed {}",
+                "{tx_rate} Hz at {tx_ppm} ppm -> {rx_rate} Hz, low latency {low_latency}: \
+                 drift {:.1} ppm, resampling {:.1} ppm, 1 kHz at {a1:.4}, underrun {} frames, \
+                 holds {} skips {} concealed {}",
                 s.drift_ppm,
                 s.resampling_ppm,
                 link.audio_frames_underrun,
                 s.holds,
                 s.skips,
-                s.blocks_concealed
+                s.blocks_concealed,
             );
+            assert_eq!(report.low_latency_active, low_latency);
             assert!((s.drift_ppm - tx_ppm).abs() < 5.0, "{s:?}");
-            assert!((s.resampling_ppm - tx_ppm).abs() < 30.0, "{s:?}");
+            if !low_latency {
+                assert!((s.resampling_ppm - tx_ppm).abs() < 30.0, "{s:?}");
+            }
             assert!((a1 - 0.3).abs() < 0.01, "{a1}");
             assert!(
                 link.audio_frames_underrun < u64::from(rx_rate) / 5,
@@ -3440,8 +3456,9 @@ mod tests {
                     .map(|s| s.stats.unmixable_blocks)
                     .sum();
                 assert_eq!(unmixable, 0);
-                // The low-latency playout stands aside for the converter.
-                assert!(!report.low_latency_active);
+                // The low-latency playout converts the rate itself; another
+                // block length goes through the buffered playout.
+                assert_eq!(report.low_latency_active, low_latency && tx_block == 64);
             }
         }
     }

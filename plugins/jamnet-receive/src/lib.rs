@@ -389,8 +389,15 @@ mod tests {
         r.streams[0].sample_rate = 44_100;
         assert_eq!(
             params::playout_summary(&r, 48_000, true),
-            "Playout: buffered (Low latency needs one 48 kHz stream); converting 44.1 kHz to 48 kHz"
+            "Playout: buffered (Low latency plays one stream of 64-frame blocks); \
+             converting 44.1 kHz to 48 kHz"
         );
+        r.low_latency_active = true;
+        assert_eq!(
+            params::playout_summary(&r, 48_000, true),
+            "Playout: low latency; converting 44.1 kHz to 48 kHz"
+        );
+        r.low_latency_active = false;
         r.streams.push(stream(96_000));
         r.streams.push(stream(44_100));
         assert_eq!(

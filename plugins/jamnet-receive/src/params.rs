@@ -121,7 +121,7 @@ pub fn playout_summary(r: &PeerReport, host_rate: u32, low_latency_on: bool) -> 
     let mode = if r.low_latency_active {
         "low latency".to_string()
     } else if low_latency_on && !r.streams.is_empty() {
-        format!("buffered (Low latency needs one {} stream)", khz(host_rate))
+        "buffered (Low latency plays one stream of 64-frame blocks)".to_string()
     } else {
         "buffered".to_string()
     };

@@ -21,7 +21,7 @@ use clack_host::events::event_types::ParamValueEvent;
 use clack_host::prelude::*;
 
 use crate::{
-    activate, instantiate, list_params, load_entry, pump_main_thread, restore_session,
+    activate_at, instantiate, list_params, load_entry, pump_main_thread, restore_session,
     transport_at, Io, BLOCK, SAMPLE_RATE,
 };
 
@@ -61,6 +61,9 @@ pub struct Plan {
     /// Fail if the p99 beyond one host block exceeds this (ms): the plugin
     /// issue's target is 1 ms.
     pub max_beyond_block_ms: Option<f64>,
+    /// The Send host's sample rate (Hz; the Receive's is 48 kHz): another
+    /// rate is converted by the Receive.
+    pub send_rate: f64,
 }
 
 fn now_ns() -> u64 {
@@ -79,12 +82,13 @@ fn wait_until(due: u64) {
 }
 
 /// One role, as the parent starts it: `send|receive BUNDLE DEST SESSION
-/// ORIGIN_NS BLOCKS [low:]auto|[low:]JITTER_MS PPM OUT` (`low:`: Receive's
-/// `Low latency` on). Runs the bundle for BLOCKS blocks
+/// ORIGIN_NS BLOCKS [low:]auto|[low:]JITTER_MS PPM RATE OUT` (`low:`:
+/// Receive's `Low latency` on; RATE: the host's sample rate, Hz). Runs the
+/// bundle for BLOCKS blocks
 /// from ORIGIN_NS and writes the click times (ns, one per line) it sent or
 /// played to OUT.
 pub fn role(args: &[String]) -> Result<()> {
-    let [role, bundle, dest, session, origin, blocks, jitter, ppm, out] = args else {
+    let [role, bundle, dest, session, origin, blocks, jitter, ppm, rate, out] = args else {
         anyhow::bail!("latency-role: internal, started by `latency`");
     };
     let send = role == "send";
@@ -98,11 +102,12 @@ pub fn role(args: &[String]) -> Result<()> {
     };
     let jitter_ms: Option<f64> = (jitter != "auto").then(|| jitter.parse()).transpose()?;
     let ppm: f64 = ppm.parse()?;
+    let rate: f64 = rate.parse()?;
     let entry = load_entry(bundle)?;
     let mut p = instantiate(&entry)?;
     restore_session(&mut p, dest, session)?;
     let params = list_params(&mut p)?;
-    let mut proc = activate(&mut p)?;
+    let mut proc = activate_at(&mut p, rate)?;
     let mut io = Io::new(p.inputs, p.outputs);
     if !send {
         let mode = params
@@ -149,7 +154,7 @@ pub fn role(args: &[String]) -> Result<()> {
     if let Err(e) = bridge_core::worker::set_current_thread_realtime(HOST_REALTIME_PRIORITY) {
         eprintln!("latency-role: real-time priority refused ({e}); pacing as a normal process");
     }
-    let block_ns = BLOCK as f64 * 1e9 / SAMPLE_RATE / (1.0 + ppm * 1e-6);
+    let block_ns = BLOCK as f64 * 1e9 / rate / (1.0 + ppm * 1e-6);
     let mut calls = Vec::with_capacity(blocks as usize);
     let mut played: Vec<f32> = Vec::with_capacity(if send { 0 } else { (blocks as usize) * BLOCK });
     for b in 0..blocks {
@@ -190,7 +195,7 @@ pub fn role(args: &[String]) -> Result<()> {
             }
         }
     }
-    let at = |n: usize| calls[n / BLOCK] as f64 + (n % BLOCK) as f64 * 1e9 / SAMPLE_RATE;
+    let at = |n: usize| calls[n / BLOCK] as f64 + (n % BLOCK) as f64 * 1e9 / rate;
     let clicks: Vec<f64> = if send {
         (0..blocks * BLOCK as u64)
             .step_by(CLICK_PERIOD as usize)
@@ -230,11 +235,17 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
     let session = uuid::Uuid::new_v4();
     let block_ns = BLOCK as f64 * 1e9 / SAMPLE_RATE;
     let blocks = (plan.seconds * SAMPLE_RATE / BLOCK as f64).ceil() as u64;
+    let send_blocks = (plan.seconds * plan.send_rate / BLOCK as f64).ceil() as u64;
     // Both processes load and activate within the first 1.5 s; the Receive
     // runs 0.5 s longer to play what is still buffered.
     let origin = now_ns() + 1_500_000_000;
     let spawn =
         |send_role: bool, bundle: &Path, origin: u64, blocks: u64, ppm: f64, out: &PathBuf| {
+            let rate = if send_role {
+                plan.send_rate
+            } else {
+                SAMPLE_RATE
+            };
             let mut c = std::process::Command::new(&exe);
             c.arg("latency-role")
                 .arg(if send_role { "send" } else { "receive" })
@@ -249,6 +260,7 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
                     plan.jitter_ms.map_or("auto".to_string(), |m| m.to_string())
                 ))
                 .arg(ppm.to_string())
+                .arg(rate.to_string())
                 .arg(out);
             c.spawn()
         };
@@ -262,7 +274,7 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
         plan.receive_ppm,
         &recv_out,
     )?;
-    let mut s = spawn(true, send, origin, blocks, 0.0, &send_out)?;
+    let mut s = spawn(true, send, origin, send_blocks, 0.0, &send_out)?;
     let (rs, ss) = (r.wait()?, s.wait()?);
     ensure!(
         rs.success() && ss.success(),
@@ -271,7 +283,7 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
     let sent = read_times(&send_out)?;
     let got = read_times(&recv_out)?;
     std::fs::remove_dir_all(&dir).ok();
-    let period_ns = CLICK_PERIOD as f64 * 1e9 / SAMPLE_RATE;
+    let period_ns = CLICK_PERIOD as f64 * 1e9 / plan.send_rate;
     // Match each played click to the latest sent one before it; a click is
     // counted once (a second match of one sent click is a duplicate).
     let from = origin as f64 + plan.warmup_s * 1e9;
@@ -334,7 +346,8 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
     let q = |f: f64| lat[((lat.len() - 1) as f64 * f).round() as usize];
     let block_ms = block_ns / 1e6;
     println!(
-        "{{\"check\":\"latency\",\"jitter\":\"{}\",\"low_latency\":{},\"phase_blocks\":{},\"clicks_sent\":{expected},\"clicks_received\":{},\"duplicates\":{duplicates},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"min_ms\":{:.3},\"beyond_block_p50_ms\":{:.3},\"beyond_block_p99_ms\":{:.3},\"receive_ppm\":{},\"creep_ms\":{creep:.3},\"drift_ms\":{drift:.3},\"max_step_ms\":{max_step:.3}}}",
+        "{{\"check\":\"latency\",\"send_rate\":{},\"jitter\":\"{}\",\"low_latency\":{},\"phase_blocks\":{},\"clicks_sent\":{expected},\"clicks_received\":{},\"duplicates\":{duplicates},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"min_ms\":{:.3},\"beyond_block_p50_ms\":{:.3},\"beyond_block_p99_ms\":{:.3},\"receive_ppm\":{},\"creep_ms\":{creep:.3},\"drift_ms\":{drift:.3},\"max_step_ms\":{max_step:.3}}}",
+        plan.send_rate,
         plan.jitter_ms.map_or("auto".to_string(), |m| format!("{m} ms")),
         plan.low_latency,
         plan.phase,

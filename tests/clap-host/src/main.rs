@@ -544,8 +544,13 @@ impl Io {
 }
 
 fn activate(p: &mut Loaded) -> Result<StartedPluginAudioProcessor<Host>> {
+    activate_at(p, SAMPLE_RATE)
+}
+
+/// [`activate`] at another sample rate.
+fn activate_at(p: &mut Loaded, sample_rate: f64) -> Result<StartedPluginAudioProcessor<Host>> {
     let cfg = PluginAudioConfiguration {
-        sample_rate: SAMPLE_RATE,
+        sample_rate,
         min_frames_count: 1,
         max_frames_count: BLOCK as u32,
     };
@@ -1515,6 +1520,7 @@ fn main() -> Result<()> {
                 max_creep_ms: None,
                 low_latency: false,
                 max_beyond_block_ms: None,
+                send_rate: SAMPLE_RATE,
             };
             let mut paths = Vec::new();
             let mut it = rest.iter();
@@ -1525,6 +1531,7 @@ fn main() -> Result<()> {
                     "--warmup" => plan.warmup_s = val()?.parse()?,
                     "--phase" => plan.phase = val()?.parse()?,
                     "--receive-ppm" => plan.receive_ppm = val()?.parse()?,
+                    "--send-rate" => plan.send_rate = val()?.parse()?,
                     "--max-creep-ms" => plan.max_creep_ms = Some(val()?.parse()?),
                     "--low-latency" => plan.low_latency = true,
                     "--max-beyond-block-ms" => plan.max_beyond_block_ms = Some(val()?.parse()?),
@@ -1536,7 +1543,7 @@ fn main() -> Result<()> {
                 }
             }
             let [send, receive] = paths.as_slice() else {
-                bail!("latency [--seconds S] [--jitter-ms auto|MS] [--low-latency] [--max-beyond-block-ms MS] [--phase F] SEND.clap RECEIVE.clap");
+                bail!("latency [--seconds S] [--jitter-ms auto|MS] [--low-latency] [--max-beyond-block-ms MS] [--phase F] [--send-rate HZ] SEND.clap RECEIVE.clap");
             };
             latency::latency(send, receive, &plan)
         }
