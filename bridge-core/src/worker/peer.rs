@@ -2944,6 +2944,69 @@ mod tests {
         machine: &'a [(u64, u64)],
     }
 
+    /// Two peers for a virtual-time run, each wired to its host's link
+    /// (stereo; the receiving host's 64-frame blocks at its rate).
+    struct VirtualPair {
+        h_tx: crate::handle::AudioHandle,
+        l_tx: WorkerLink,
+        h_rx: crate::handle::AudioHandle,
+        l_rx: WorkerLink,
+        tx: LivePeer,
+        rx: LivePeer,
+    }
+
+    /// A peer sending `audio` from its host's link (blocks and rate as
+    /// `audio` says) and a peer playing into a host at `rx_rate`, with
+    /// `rx`'s settings (its session and source are set here).
+    fn virtual_pair(audio: AudioTxConfig, rx_rate: u32, rx: PeerConfig) -> VirtualPair {
+        use crate::handle::{link, LinkConfig};
+        let session = Uuid::from_u128(0x10_1a7e);
+        let lc = |sample_rate, block_frames| LinkConfig {
+            channels: 2,
+            block_frames,
+            sample_rate,
+            ring_blocks: 128,
+            output_target_blocks: 9,
+            ..LinkConfig::default()
+        };
+        let (h_tx, l_tx) = link(lc(audio.sample_rate, usize::from(audio.block_frames))).unwrap();
+        let (h_rx, l_rx) = link(lc(rx_rate, 64)).unwrap();
+        let (tx, _) = LivePeer::new(PeerConfig {
+            session,
+            source: 0x71,
+            audio_tx: Some((audio, AudioSource::Link)),
+            ..PeerConfig::default()
+        });
+        let (rx, _) = LivePeer::new(PeerConfig {
+            session,
+            source: 0x72,
+            ..rx
+        });
+        VirtualPair {
+            h_tx,
+            l_tx,
+            h_rx,
+            l_rx,
+            tx,
+            rx,
+        }
+    }
+
+    /// The virtual-time peers' addresses.
+    const ADDR_TX: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 47700));
+    const ADDR_RX: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 47700));
+
+    /// What the worker tells a virtual-time core about its sockets.
+    fn net_info(local: SocketAddr) -> NetInfo {
+        NetInfo {
+            local,
+            driver: crate::net::DriverStats::default(),
+            stage: None,
+        }
+    }
+
     /// As [`low_latency_run`], the low-latency playout on or off (off: the
     /// buffered playout, its wait 1 ms), with `stalls`.
     fn playout_run(
@@ -2954,43 +3017,26 @@ mod tests {
         seconds: u64,
         stalls: &Stalls,
     ) -> LowLatencyRun {
-        use crate::handle::{link, LinkConfig};
-        let session = Uuid::from_u128(0x10_1a7e);
-        let lc = LinkConfig {
-            channels: 2,
-            block_frames: 64,
-            ring_blocks: 128,
-            output_target_blocks: 9,
-            ..LinkConfig::default()
-        };
-        let (mut h_tx, mut l_tx) = link(lc).unwrap();
-        let (mut h_rx, mut l_rx) = link(lc).unwrap();
-        let (mut tx, _) = LivePeer::new(PeerConfig {
-            session,
-            source: 0x71,
-            audio_tx: Some((
-                AudioTxConfig {
-                    channels: 2,
-                    ..mono_f32(1, 64, false)
-                },
-                AudioSource::Link,
-            )),
-            ..PeerConfig::default()
-        });
-        let (mut rx, _) = LivePeer::new(PeerConfig {
-            session,
-            source: 0x72,
-            playout_delay_ns: MS,
-            low_latency,
-            ..PeerConfig::default()
-        });
-        let addr_tx: SocketAddr = "10.0.0.1:47700".parse().unwrap();
-        let addr_rx: SocketAddr = "10.0.0.2:47700".parse().unwrap();
-        let info = |local| NetInfo {
-            local,
-            driver: crate::net::DriverStats::default(),
-            stage: None,
-        };
+        let VirtualPair {
+            mut h_tx,
+            mut l_tx,
+            mut h_rx,
+            mut l_rx,
+            mut tx,
+            mut rx,
+        } = virtual_pair(
+            AudioTxConfig {
+                channels: 2,
+                ..mono_f32(1, 64, false)
+            },
+            48_000,
+            PeerConfig {
+                playout_delay_ns: MS,
+                low_latency,
+                ..PeerConfig::default()
+            },
+        );
+        let (addr_tx, addr_rx, info) = (ADDR_TX, ADDR_RX, net_info);
         let signal = |i: usize, c: usize| {
             ((i as f32 * (0.013 + 0.004 * c as f32)).sin() + (i as f32 * 0.0071).cos()) * 0.4
         };
@@ -3286,47 +3332,29 @@ mod tests {
         low_latency: bool,
         seconds: u64,
     ) -> (Vec<f32>, crate::handle::LinkStatsSnapshot, PeerReport) {
-        use crate::handle::{link, LinkConfig};
-        let session = Uuid::from_u128(0x4410);
-        let lc = |sample_rate, block_frames| LinkConfig {
-            channels: 2,
-            block_frames,
-            sample_rate,
-            ring_blocks: 128,
-            output_target_blocks: 9,
-            ..LinkConfig::default()
-        };
-        let (mut h_tx, mut l_tx) = link(lc(tx_rate, usize::from(tx_block))).unwrap();
-        let (mut h_rx, mut l_rx) = link(lc(rx_rate, 64)).unwrap();
-        let (mut tx, _) = LivePeer::new(PeerConfig {
-            session,
-            source: 0x71,
-            audio_tx: Some((
-                AudioTxConfig {
-                    channels: 2,
-                    sample_rate: tx_rate,
-                    ..mono_f32(1, tx_block, false)
-                },
-                AudioSource::Link,
-            )),
-            ..PeerConfig::default()
-        });
-        let (mut rx, _) = LivePeer::new(PeerConfig {
-            session,
-            source: 0x72,
-            low_latency,
-            // What is measured is the conversion, not the adaptive
-            // buffer's learning (the pedalboard test runs that).
-            playout_delay_ns: 5 * MS,
-            ..PeerConfig::default()
-        });
-        let addr_tx: SocketAddr = "10.0.0.1:47700".parse().unwrap();
-        let addr_rx: SocketAddr = "10.0.0.2:47700".parse().unwrap();
-        let info = |local| NetInfo {
-            local,
-            driver: crate::net::DriverStats::default(),
-            stage: None,
-        };
+        let VirtualPair {
+            mut h_tx,
+            mut l_tx,
+            mut h_rx,
+            mut l_rx,
+            mut tx,
+            mut rx,
+        } = virtual_pair(
+            AudioTxConfig {
+                channels: 2,
+                sample_rate: tx_rate,
+                ..mono_f32(1, tx_block, false)
+            },
+            rx_rate,
+            PeerConfig {
+                low_latency,
+                // What is measured is the conversion, not the adaptive
+                // buffer's learning (the pedalboard test runs that).
+                playout_delay_ns: 5 * MS,
+                ..PeerConfig::default()
+            },
+        );
+        let (addr_tx, addr_rx, info) = (ADDR_TX, ADDR_RX, net_info);
         let tone = |i: u64, c: usize| {
             let t = i as f64 / f64::from(tx_rate);
             let x = 0.3 * (std::f64::consts::TAU * 1_000.0 * t).sin()

@@ -208,6 +208,20 @@ mod tests {
     }
 
     impl FakeHost {
+        /// Stopped at `beats`, playing at `bpm` once started, acting on
+        /// requests `delay` blocks after they are posted.
+        fn stopped(beats: f64, bpm: f64, delay: u64) -> Self {
+            FakeHost {
+                t: HostTransport {
+                    playing: false,
+                    beats,
+                    bpm,
+                },
+                queue: Vec::new(),
+                delay,
+            }
+        }
+
         fn step(&mut self, block: u64) {
             let due: Vec<HostRequest> = self
                 .queue
@@ -242,15 +256,7 @@ mod tests {
     /// requests made.
     fn run(delay: u64, start: u64, stop: u64, blocks: u64) -> (Vec<(bool, f64)>, u64) {
         let mut f = HostFollower::new();
-        let mut host = FakeHost {
-            t: HostTransport {
-                playing: false,
-                beats: 7.0,
-                bpm: BPM,
-            },
-            queue: Vec::new(),
-            delay,
-        };
+        let mut host = FakeHost::stopped(7.0, BPM, delay);
         let mut trace = Vec::new();
         for b in 0..blocks {
             host.step(b);
@@ -318,15 +324,7 @@ mod tests {
         // request and no reaction is known: aimed one block ahead, it lands
         // on the session's position, not a block behind.
         let mut f = HostFollower::new();
-        let mut host = FakeHost {
-            t: HostTransport {
-                playing: false,
-                beats: 0.0,
-                bpm: BPM,
-            },
-            queue: Vec::new(),
-            delay: 1,
-        };
+        let mut host = FakeHost::stopped(0.0, BPM, 1);
         let per_block = BLOCK as f64 / SR * BPM / 60.0;
         for b in 0..200u64 {
             host.step(b);
@@ -351,15 +349,7 @@ mod tests {
     #[test]
     fn a_drifting_host_is_located_once_after_the_hold_with_the_measured_reaction() {
         let mut f = HostFollower::new();
-        let mut host = FakeHost {
-            t: HostTransport {
-                playing: false,
-                beats: 0.0,
-                bpm: BPM * 1.01,
-            },
-            queue: Vec::new(),
-            delay: 3,
-        };
+        let mut host = FakeHost::stopped(0.0, BPM * 1.01, 3);
         let per_block = BLOCK as f64 / SR * BPM / 60.0;
         let mut session_beats = 0.0;
         let mut located_at = None;
@@ -399,15 +389,7 @@ mod tests {
     fn a_session_seek_locates_the_host_at_once() {
         let mut f = HostFollower::new();
         let per_block = BLOCK as f64 / SR * BPM / 60.0;
-        let mut host = FakeHost {
-            t: HostTransport {
-                playing: false,
-                beats: 0.0,
-                bpm: BPM,
-            },
-            queue: Vec::new(),
-            delay: 2,
-        };
+        let mut host = FakeHost::stopped(0.0, BPM, 2);
         let mut session_beats = 0.0;
         let mut trace = Vec::new();
         for b in 0..1500u64 {
