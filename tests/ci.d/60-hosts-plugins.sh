@@ -99,12 +99,13 @@ done
 # convert the rate (every click once, none twice). The low-latency one
 # holds what the worst of the sliding block phases needs (0.9 ms beyond
 # the block settled here, a block more after a frozen VM, more at start:
-# docs/plugins.md, "Sample-rate conversion"); bounded at the buffered
-# playout's level.
+# docs/plugins.md, "Sample-rate conversion"); bounded loosely (12 ms: a
+# run here kept 6.1 ms from its start), as a rate error would make the
+# latency grow without bound or lose clicks.
 RUST_BACKTRACE=0 "$HOST" latency --seconds 8 --send-rate 44100 --jitter-ms 1 \
   "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
 RUST_BACKTRACE=0 "$HOST" latency --seconds 8 --send-rate 44100 --jitter-ms 1 --low-latency \
-  --max-beyond-block-ms 8.0 "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
+  --max-beyond-block-ms 12.0 "$B/JAMNet Send.clap" "$B/JAMNet Receive.clap"
 # The receiving host's audio clock 200 ppm slow, then fast, against the
 # CPU clock (as an audio interface's crystal is): the playout must follow
 # it (bridge_core::clock::HostRate) instead of filling or draining the
