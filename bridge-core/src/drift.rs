@@ -222,9 +222,15 @@ impl DriftConfig {
     /// The same, converting a stream of `in_rate` Hz to a consumer at
     /// `out_rate` Hz (sample-rate conversion on top of the drift).
     pub fn with_rates(mut self, in_rate: u32, out_rate: u32) -> Self {
-        self.nominal_ratio = f64::from(in_rate.max(1)) / f64::from(out_rate.max(1));
+        self.nominal_ratio = rate_ratio(in_rate, out_rate);
         self
     }
+}
+
+/// Input frames per output frame between a stream at `in_rate` Hz and a
+/// consumer at `out_rate` Hz (a rate of 0 counts as 1 Hz).
+pub fn rate_ratio(in_rate: u32, out_rate: u32) -> f64 {
+    f64::from(in_rate.max(1)) / f64::from(out_rate.max(1))
 }
 
 /// Counters of a [`DriftCompensator`].

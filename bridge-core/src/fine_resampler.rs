@@ -27,6 +27,18 @@ const HISTORY: usize = TAPS - 1;
 const PHASES: usize = 1024;
 /// Kaiser window shape.
 const KAISER_BETA: f64 = 8.0;
+/// Widest rate conversion, either way (4:1).
+const MAX_CONVERSION: f64 = 4.0;
+
+/// `nominal` as [`FineResampler::converting`] takes it: within 1/4..4 (not
+/// a number: 1).
+fn clamp_nominal(nominal: f64) -> f64 {
+    if nominal.is_finite() {
+        nominal.clamp(1.0 / MAX_CONVERSION, MAX_CONVERSION)
+    } else {
+        1.0
+    }
+}
 
 /// Zeroth-order modified Bessel function of the first kind (series).
 fn bessel_i0(x: f64) -> f64 {
@@ -72,11 +84,7 @@ impl FineResampler {
     /// (the input's rate over the output's; clamped to 1/4..4).
     pub fn converting(channels: usize, max_in_frames: usize, nominal: f64) -> Self {
         let channels = channels.max(1);
-        let nominal = if nominal.is_finite() {
-            nominal.clamp(0.25, 4.0)
-        } else {
-            1.0
-        };
+        let nominal = clamp_nominal(nominal);
         // Relative to the input's Nyquist; below 1 only when going down,
         // then 0.9 of the output's Nyquist (16 taps roll off over several
         // kHz: at the output's Nyquist a 23 kHz tone going to 44.1 kHz
@@ -134,17 +142,18 @@ impl FineResampler {
     /// The same for a resampler converting at `nominal` (see
     /// [`FineResampler::converting`]).
     pub fn max_out_frames_converting(in_frames: usize, nominal: f64) -> usize {
-        let nominal = if nominal.is_finite() {
-            nominal.clamp(0.25, 4.0)
-        } else {
-            1.0
-        };
-        (in_frames as f64 / (0.99 * nominal)).ceil() as usize + 2
+        (in_frames as f64 / (0.99 * clamp_nominal(nominal))).ceil() as usize + 2
     }
 
     /// The nominal ratio it converts at (1: drift only).
     pub fn nominal(&self) -> f64 {
         self.nominal
+    }
+
+    /// Whether [`FineResampler::converting`] takes `nominal` as it is
+    /// (not clamped).
+    pub fn converts(nominal: f64) -> bool {
+        clamp_nominal(nominal) == nominal
     }
 
     /// Frames between an input frame and the output frame it becomes.

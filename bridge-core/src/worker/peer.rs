@@ -40,7 +40,7 @@ use crate::clock::daw::host_block_ns;
 use crate::clock::{ArbiterConfig, ClockDriftArbiter, ClockEstimate, HostRate};
 use crate::conceal::{ConcealMethod, Concealer};
 use crate::discovery::{Discovery, DiscoveryConfig, DiscoveryStats, PeerEntry, PeerEvent};
-use crate::drift::{DriftCompensator, DriftConfig, DriftEstimator};
+use crate::drift::{rate_ratio, DriftCompensator, DriftConfig, DriftEstimator};
 use crate::fine_resampler::FineResampler;
 use crate::handle::{MidiEvent, WorkerLink};
 use crate::jitter::{InsertOutcome, JitterBuffer, JitterConfig, RepeatFadeConcealer};
@@ -1695,7 +1695,10 @@ impl LivePeer {
             match (playing.next(), playing.next()) {
                 (Some(i), None)
                     if self.rx[i].block_frames == link_frames
-                        && (link_rate / 4..=link_rate * 4).contains(&self.rx[i].sample_rate) =>
+                        && FineResampler::converts(rate_ratio(
+                            self.rx[i].sample_rate,
+                            link_rate,
+                        )) =>
                 {
                     Some(i)
                 }
@@ -1836,7 +1839,7 @@ impl LivePeer {
         let (link_ch, link_frames) = (l.config().channels, l.config().block_frames);
         // Stream frames per host frame at the nominal rates (1 unless the
         // stream is at another rate than the host).
-        let nominal = f64::from(self.rx[i].sample_rate) / f64::from(l.config().sample_rate.max(1));
+        let nominal = rate_ratio(self.rx[i].sample_rate, l.config().sample_rate);
         let d = &mut self.direct;
         if d.resampler
             .as_ref()
