@@ -6,8 +6,10 @@ Both use the plugins' default settings: session "jamnet", multicast group
 239.255.77.77:47700. As in a DAW, the Send's track runs before anything is
 played on it: 1 s of silence, then the test signal (a 2 s noise-modulated
 sweep), which must arrive intact: normalised correlation >= 0.99 after
-alignment, and no 64-sample stretch off by more than 0.01. Run twice: the
-Receive in its default automatic jitter mode, then in manual mode at 30 ms
+alignment, and no 64-sample stretch off by more than 0.01. Run three
+times: the Receive in its default automatic jitter mode (no splice, but
+the buffer may grow once: one hold of whole blocks is found, cut out and
+reported), then in manual mode at 30 ms
 (`JAMNET_TEST_PLAYOUT_MS=auto|MS` runs one), then with the Send's host at
 44.1 kHz and the Receive's at 48 kHz (manual 30 ms; `30@44100`, or
 `auto@44100`): the Receive converts the rate, the reference is the
@@ -67,6 +69,69 @@ def low_passed(x, hz):
     spec = np.fft.rfft(x, axis=-1)
     spec[..., np.fft.rfftfreq(n, 1 / SR) > hz] = 0
     return np.fft.irfft(spec, n=n, axis=-1).astype(np.float32)
+
+
+def aligned(x, y, tx_sr):
+    """`y` (received, channels x samples) aligned to the reference `x`:
+    lag, correlation, 64-sample stretches off by > 0.01, samples compared,
+    the lag of every 100 ms window relative to the global one, and the
+    fraction of a sample a converted stream sits off."""
+    # Align on channel 0, then check both (the sender's right is -left).
+    a, b = x[0], y[0]
+    corr = np.correlate(b, a[: SR // 2], mode="valid")
+    lag = int(np.argmax(np.abs(corr)))
+    seg = y[:, lag:lag + a.size]
+    m = min(seg.shape[1], a.size)
+    xs, seg = x[:, :m], seg[:, :m]
+    frac = 0.0
+    if tx_sr != SR:
+        # A converted stream lands between samples (the converter's delay is
+        # a fraction of an output sample): align the reference to it too.
+        frac = max(np.arange(-1.0, 1.0, 0.01), key=lambda d: float(np.sum(seg[0] * delayed(xs[0], d))))
+        # A converter's anti-aliasing filter rolls off above ~19.5 kHz (the
+        # test signal is noise-modulated: it has energy up to Nyquist):
+        # compare the audio band, below 18 kHz.
+        xs, seg = low_passed(delayed(xs, frac), 18_000), low_passed(seg, 18_000)
+        # The windows below then look for moves from there (at a fraction
+        # near ±0.5 whole-sample lags would flip between 0 and 1).
+        a = delayed(a, frac)
+    rho = float(np.sum(seg * xs) / (np.linalg.norm(seg) * np.linalg.norm(xs) + 1e-12))
+    err = seg - xs * (np.sum(seg * xs) / np.sum(xs * xs))
+    bad = [i for i in range(0, m - BLOCK, 64) if np.max(np.abs(err[:, i:i + 64])) > 0.01]
+    # Where the timeline moved: for every 100 ms of the signal, the lag
+    # (relative to the global alignment) at which 20 ms of it match best.
+    # A constant 0 is a clean stream; steps are splices, ramps resampling.
+    local_shifts = []
+    for i in range(0, a.size - 960, 4800):
+        w = a[i:i + 960]
+        best = max(range(-600, 601), key=lambda d: float(np.dot(b[lag + i + d:lag + i + d + 960], w))
+                   if 0 <= lag + i + d and lag + i + d + 960 <= b.size else -1e9)
+        local_shifts.append(best)
+    return {"lag": lag, "rho": rho, "bad": bad, "m": m, "local_shifts": local_shifts, "frac": frac, "a": a}
+
+
+def hold_in(found, y):
+    """(output sample where the held blocks start, their length) if the
+    windows step once, later by 1 to 4 whole 64-sample blocks, and
+    nowhere else; None otherwise."""
+    shifts = found["local_shifts"]
+    steps = [i for i in range(1, len(shifts)) if shifts[i] != shifts[i - 1]]
+    if len(steps) != 1:
+        return None
+    k = steps[0]
+    held = shifts[k] - shifts[k - 1]
+    if held <= 0 or held % 64 or held > 4 * 64:
+        return None
+    # Where in the 100 ms before the step (to the sample: the receiver's
+    # blocks need not line up with the signal's): the point after which
+    # the later alignment matches better than the earlier.
+    a, b = found["a"], y[0]
+    lag0 = found["lag"] + shifts[k - 1]
+    lo, hi = (k - 1) * 4800, min(k * 4800 + 960, a.size, b.size - lag0 - held)
+    before = np.cumsum(np.concatenate([[0.0], (b[lag0 + lo:lag0 + hi] - a[lo:hi]) ** 2]))
+    after = np.cumsum(np.concatenate([[0.0], (b[lag0 + held + lo:lag0 + held + hi] - a[lo:hi]) ** 2]))
+    p = lo + int(np.argmin(before + (after[-1] - after)))
+    return lag0 + p, held
 
 
 def role_send(t0, late_path, sr):
@@ -158,47 +223,33 @@ def run(mode):
     for e in ("", ".recv-late", ".send-late"):
         os.unlink(out + e)
     x = resampled(signal(tx_sr), tx_sr, SR)
-    # Align on channel 0, then check both (the sender's right is -left).
-    a, b = x[0], y[0]
-    corr = np.correlate(b, a[: SR // 2], mode="valid")
-    lag = int(np.argmax(np.abs(corr)))
-    seg = y[:, lag:lag + a.size]
-    m = min(seg.shape[1], a.size)
-    xs, seg = x[:, :m], seg[:, :m]
-    frac = 0.0
-    if tx_sr != SR:
-        # A converted stream lands between samples (the converter's delay is
-        # a fraction of an output sample): align the reference to it too.
-        frac = max(np.arange(-1.0, 1.0, 0.01), key=lambda d: float(np.sum(seg[0] * delayed(xs[0], d))))
-        # A converter's anti-aliasing filter rolls off above ~19.5 kHz (the
-        # test signal is noise-modulated: it has energy up to Nyquist):
-        # compare the audio band, below 18 kHz.
-        xs, seg = low_passed(delayed(xs, frac), 18_000), low_passed(seg, 18_000)
-        # The windows below then look for moves from there (at a fraction
-        # near ±0.5 whole-sample lags would flip between 0 and 1).
-        a = delayed(a, frac)
-    rho = float(np.sum(seg * xs) / (np.linalg.norm(seg) * np.linalg.norm(xs) + 1e-12))
+    found = aligned(x, y, tx_sr)
+    held = []
+    if playout == "auto":
+        # An automatic buffer may grow once while it learns: a hold, which
+        # plays k concealed 64-sample blocks and delays everything after
+        # by as much (a step of +64 k in the windows). Cut the held blocks
+        # out and check the rest as if they had not been there.
+        hold = hold_in(found, y)
+        if hold is not None:
+            at, samples = hold
+            held.append({"at_ms_of_signal": round(1000.0 * (at - found["lag"]) / SR, 1), "samples": samples})
+            y = np.concatenate([y[:, :at], y[:, at + samples:]], axis=1)
+            found = aligned(x, y, tx_sr)
+    lag, rho, bad, m, local_shifts, frac = (found[k] for k in ("lag", "rho", "bad", "m", "local_shifts", "frac"))
+    a = found["a"]
     # The receiver started PRE_S + 0.2 s before the signal.
     delay_ms = (lag / SR - PRE_S - 0.2) * 1000.0
-    err = seg - xs * (np.sum(seg * xs) / np.sum(xs * xs))
-    bad = [i for i in range(0, m - BLOCK, 64) if np.max(np.abs(err[:, i:i + 64])) > 0.01]
-    # Where the timeline moved: for every 100 ms of the signal, the lag
-    # (relative to the global alignment) at which 20 ms of it match best.
-    # A constant 0 is a clean stream; steps are splices, ramps resampling.
-    local_shifts = []
-    for i in range(0, a.size - 960, 4800):
-        w = a[i:i + 960]
-        best = max(range(-600, 601), key=lambda d: float(np.dot(b[lag + i + d:lag + i + d + 960], w))
-                   if 0 <= lag + i + d and lag + i + d + 960 <= b.size else -1e9)
-        local_shifts.append(best)
     result = {"jitter_mode": playout, "send_rate": tx_sr, "fraction_of_a_sample": frac, "correlation": rho, "local_shifts_per_100ms": local_shifts,
+              "held_while_learning": held,
               "host_late_ms_max": host_late_ms,
               "bad_64_blocks": len(bad), "first_bad": bad[:40], "aligned_samples": m,
               "end_to_end_ms_incl_host_block": delay_ms, "received_peak": float(np.max(np.abs(y)))}
     print(json.dumps(result))
     # Manual delay: sample-exact. Automatic: the buffer learns during the
-    # silence; then no splice (every 100 ms of the signal where it belongs)
-    # and correlation >= 0.99, but samples may carry a fractional-sample
+    # silence and may grow once more (a hold of at most 4 blocks, cut out
+    # above and reported); otherwise no splice (every 100 ms of the signal
+    # where it belongs) and correlation >= 0.99, but samples may carry a fractional-sample
     # phase from the delay correction resampling briefly while it learnt.
     # A converted stream is not bit-exact either (the converter's filter):
     # no splice is its criterion in both modes.
@@ -209,8 +260,50 @@ def run(mode):
         mode += f", Send at {tx_sr} Hz into Receive at {SR} Hz"
     print(("ok   " if ok else "FAIL ") + f"Send -> Receive across two pedalboard processes ({mode}): "
           f"correlation {rho:.5f}, {len(bad)} stretches off by > 0.01, "
-          f"{sum(1 for d in local_shifts if d)} of {len(local_shifts)} 100 ms windows moved, end to end {delay_ms:.1f} ms")
+          f"{sum(1 for d in local_shifts if d)} of {len(local_shifts)} 100 ms windows moved, end to end {delay_ms:.1f} ms"
+          + "".join(f"; held {h['samples']} samples at {h['at_ms_of_signal']} ms (the buffer grew)" for h in held))
     return ok, host_late_ms
+
+
+def check_the_checker():
+    """The automatic mode's leniency, checked on made-up captures: one hold
+    of whole blocks is found and cut out to the sample; two holds, a dropped
+    block or a hold of a fraction of a block are not excused."""
+    x = signal()
+    lead = np.zeros((2, 12_345), np.float32)
+
+    def capture(*edits):
+        y = np.concatenate([lead, x, np.zeros((2, 9_000), np.float32)], axis=1)
+        for at, n in edits:  # n > 0: n samples held (zeros) at `at`; n < 0: -n samples dropped
+            at += lead.shape[1]
+            y = (np.concatenate([y[:, :at], np.zeros((2, n), np.float32), y[:, at:]], axis=1) if n > 0
+                 else np.concatenate([y[:, :at], y[:, at - n:]], axis=1))
+        return y
+
+    def verdict(y):
+        found = aligned(x, y, SR)
+        hold = hold_in(found, y)
+        if hold is not None:
+            at, n = hold
+            found = aligned(x, np.concatenate([y[:, :at], y[:, at + n:]], axis=1), SR)
+        clean = found["rho"] >= 0.99 and not found["bad"] and all(d == 0 for d in found["local_shifts"])
+        return hold, clean
+
+    cases = [
+        ("one 3-block hold 1.3 s in", capture((62_437, 192)), (12_345 + 62_437, 192), True),
+        ("one block held 0.2 s in", capture((9_600, 64)), (12_345 + 9_600, 64), True),
+        ("no hold", capture(), None, True),
+        ("two holds", capture((30_016, 64), (70_016, 64)), None, False),
+        ("a dropped block", capture((30_016, -64)), None, False),
+        ("a 40-sample hold", capture((30_016, 40)), None, False),
+    ]
+    ok = True
+    for name, y, want_hold, want_clean in cases:
+        hold, clean = verdict(y)
+        good = hold == want_hold and clean == want_clean
+        ok &= good
+        print(("ok   " if good else "FAIL ") + f"checker, {name}: hold {hold}, clean after cutting it {clean}")
+    return ok
 
 
 def main():
@@ -222,7 +315,7 @@ def main():
             role_recv(float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
         return
     modes = os.environ.get("JAMNET_TEST_PLAYOUT_MS")
-    results = []
+    results = [check_the_checker()]
     # Converted in manual mode: in automatic mode the buffer splices a block
     # as it grows in about 1 run of 7 (docs/plugins.md, "Sample-rate
     # conversion (measured)"; `JAMNET_TEST_PLAYOUT_MS=auto@44100` runs it).
