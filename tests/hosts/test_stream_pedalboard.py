@@ -14,7 +14,8 @@ reported), then in manual mode at 30 ms
 44.1 kHz and the Receive's at 48 kHz (manual 30 ms; `30@44100`, or
 `auto@44100`): the Receive converts the rate, the reference is the
 sender's signal band-limited resampled to 48 kHz, and no 100 ms window
-may move (a splice). Also reports the end-to-end delay
+may move (a splice); last, automatic again with the Send's host handing
+one buffer over 6 ms late (`auto!6`). Also reports the end-to-end delay
 (receiver output vs sender input, host block included). Exit status 0 only
 if every check passed.
 """
@@ -149,7 +150,13 @@ def role_send(t0, late_path, sr):
         time.sleep(0.001)
     n = 0
     late = 0.0
+    # JAMNET_TEST_SEND_STALL_MS: the Send's host hands one buffer over that
+    # much late, 0.75 s into the signal (to see the automatic buffer grow).
+    stall = float(os.environ.get("JAMNET_TEST_SEND_STALL_MS", "0")) / 1000.0
+    stall_at = int((PRE_S + 0.75) * sr) // block * block
     for i in range(0, x.shape[1], block):
+        if stall and i == stall_at:
+            time.sleep(stall)
         p(x[:, i:i + block], sr, buffer_size=block, reset=False)
         n += block
         # pace at real time
@@ -205,11 +212,14 @@ def run(mode):
     """One Send -> Receive run with the Receive's jitter mode `mode`
     ("auto" or a manual delay in ms, then optionally "@" and the Send's
     host rate); True if the signal arrived intact."""
+    mode, _, stall_ms = mode.partition("!")
     playout, _, tx_sr = mode.partition("@")
     tx_sr = int(tx_sr or SR)
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"jamnet-recv-{os.getpid()}.npy")
     t0 = time.time() + 3.0
     env = dict(os.environ, PYTHONPATH=HERE)
+    if stall_ms:
+        env["JAMNET_TEST_SEND_STALL_MS"] = stall_ms
     recv = subprocess.Popen([sys.executable, __file__, "recv", str(t0), str(PRE_S + SEND_S + 1.0), out, playout,
                              out + ".recv-late"], env=env)
     send = subprocess.Popen([sys.executable, __file__, "send", str(t0), out + ".send-late", str(tx_sr)], env=env)
@@ -258,6 +268,8 @@ def run(mode):
     mode = "auto jitter buffer" if playout == "auto" else f"manual {playout} ms"
     if tx_sr != SR:
         mode += f", Send at {tx_sr} Hz into Receive at {SR} Hz"
+    if stall_ms:
+        mode += f", the Send's host {stall_ms} ms late once"
     print(("ok   " if ok else "FAIL ") + f"Send -> Receive across two pedalboard processes ({mode}): "
           f"correlation {rho:.5f}, {len(bad)} stretches off by > 0.01, "
           f"{sum(1 for d in local_shifts if d)} of {len(local_shifts)} 100 ms windows moved, end to end {delay_ms:.1f} ms"
@@ -319,7 +331,10 @@ def main():
     # Converted in manual mode: in automatic mode the buffer splices a block
     # as it grows in about 1 run of 7 (docs/plugins.md, "Sample-rate
     # conversion (measured)"; `JAMNET_TEST_PLAYOUT_MS=auto@44100` runs it).
-    for mode in [modes] if modes else ["auto", "30", "30@44100"]:
+    # "auto!6": the Send's host hands one buffer over 6 ms late, 0.75 s
+    # into the signal, 3 ms beyond anything the buffer has seen: it grows
+    # (one hold, excused and reported) or absorbs it, and nothing else moves.
+    for mode in [modes] if modes else ["auto", "30", "30@44100", "auto!6"]:
         # Retried (at most twice) only when the machine broke the premise:
         # a Python host handed a buffer over more than 5 ms late (a busy
         # 2-core CI machine); any other failure counts.
