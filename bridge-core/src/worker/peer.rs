@@ -2721,13 +2721,6 @@ mod tests {
         };
         let (mut a, _) = LivePeer::new(cfg(0x10, Some(IssueConfig::every(500 * MS))));
         let (mut b, _) = LivePeer::new(cfg(0x20, None));
-        let addr_a: SocketAddr = "10.0.0.1:47700".parse().unwrap();
-        let addr_b: SocketAddr = "10.0.0.2:47700".parse().unwrap();
-        let info = |local| NetInfo {
-            local,
-            driver: crate::net::DriverStats::default(),
-            stage: None,
-        };
         // In flight: (true arrival time, to b?, from, bytes).
         let mut flight: Vec<(u64, bool, SocketAddr, Vec<u8>)> = Vec::new();
         let mut transport_frames = Vec::new();
@@ -2751,21 +2744,21 @@ mod tests {
                     i += 1;
                 }
             }
-            a.on_tick(t, &info(addr_a), None, &mut out_a);
+            a.on_tick(t, &net_info(ADDR_A), None, &mut out_a);
             if t >= B_JOINS {
-                b.on_tick(t + OFFSET, &info(addr_b), None, &mut out_b);
+                b.on_tick(t + OFFSET, &net_info(ADDR_B), None, &mut out_b);
             }
             for (dest, bytes) in out_a.drain() {
-                if dest == Dest::Group || dest == Dest::To(addr_b) {
+                if dest == Dest::Group || dest == Dest::To(ADDR_B) {
                     if bytes[5 - 1] == 4 {
                         transport_frames.push(bytes.to_vec());
                     }
-                    flight.push((t + DELAY, true, addr_a, bytes.to_vec()));
+                    flight.push((t + DELAY, true, ADDR_A, bytes.to_vec()));
                 }
             }
             for (dest, bytes) in out_b.drain() {
-                if dest == Dest::Group || dest == Dest::To(addr_a) {
-                    flight.push((t + DELAY, false, addr_b, bytes.to_vec()));
+                if dest == Dest::Group || dest == Dest::To(ADDR_A) {
+                    flight.push((t + DELAY, false, ADDR_B, bytes.to_vec()));
                 }
             }
             t += 100_000;
@@ -2813,12 +2806,12 @@ mod tests {
         // counted bad frame; neither applies anything.
         let before = b.report();
         let seen = &transport_frames[(first as usize - 1) * 3];
-        b.on_datagram_with_link(t + OFFSET, addr_a, seen, None);
+        b.on_datagram_with_link(t + OFFSET, ADDR_A, seen, None);
         let mut bad = transport_frames[1].clone();
         let n = bad.len();
         bad[n / 2] ^= 0x20;
-        b.on_datagram_with_link(t + OFFSET, addr_a, &bad, None);
-        b.on_tick(t + OFFSET, &info(addr_b), None, &mut out_b);
+        b.on_datagram_with_link(t + OFFSET, ADDR_A, &bad, None);
+        b.on_tick(t + OFFSET, &net_info(ADDR_B), None, &mut out_b);
         let after = b.report();
         assert_eq!(after.transport.duplicates, before.transport.duplicates + 1);
         assert_eq!(after.transport.applied, before.transport.applied);
@@ -2827,8 +2820,8 @@ mod tests {
         // seq 1 (sent before b joined) arriving now is late: applied at
         // once, flagged and counted, its intended instant long past.
         assert!(first > 1);
-        b.on_datagram_with_link(t + OFFSET, addr_a, &transport_frames[0], None);
-        b.on_tick(t + OFFSET + 1, &info(addr_b), None, &mut out_b);
+        b.on_datagram_with_link(t + OFFSET, ADDR_A, &transport_frames[0], None);
+        b.on_tick(t + OFFSET + 1, &net_info(ADDR_B), None, &mut out_b);
         let late = b.report();
         assert_eq!(late.transport.late, 1);
         assert_eq!(late.transport.applied, after.transport.applied + 1);
@@ -2995,11 +2988,10 @@ mod tests {
         }
     }
 
-    /// The virtual-time peers' addresses.
-    const ADDR_TX: SocketAddr =
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 47700));
-    const ADDR_RX: SocketAddr =
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 47700));
+    /// The virtual-time peers' addresses (the sender, or the session's
+    /// founder, is A).
+    const ADDR_A: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 47700));
+    const ADDR_B: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 47700));
 
     /// What the worker tells a virtual-time core about its sockets.
     fn net_info(local: SocketAddr) -> NetInfo {
@@ -3039,7 +3031,6 @@ mod tests {
                 ..PeerConfig::default()
             },
         );
-        let (addr_tx, addr_rx, info) = (ADDR_TX, ADDR_RX, net_info);
         let signal = |i: usize, c: usize| {
             ((i as f32 * (0.013 + 0.004 * c as f32)).sin() + (i as f32 * 0.0071).cos()) * 0.4
         };
@@ -3102,9 +3093,9 @@ mod tests {
                 assert!(h_tx.push_interleaved(&buf));
                 tx_k += 1;
             }
-            tx.on_tick(t, &info(addr_tx), Some(&mut l_tx), &mut out_tx);
+            tx.on_tick(t, &net_info(ADDR_A), Some(&mut l_tx), &mut out_tx);
             for (dest, bytes) in out_tx.drain() {
-                if dest == Dest::Group || dest == Dest::To(addr_rx) {
+                if dest == Dest::Group || dest == Dest::To(ADDR_B) {
                     let audio = matches!(decode(bytes, None), Ok((_, Message::Audio(_))));
                     sent += usize::from(audio);
                     if audio && lose_every.is_some_and(|n| sent % n == 0) {
@@ -3127,10 +3118,10 @@ mod tests {
                 .any(|&(at, len)| (at * MS..(at + len) * MS).contains(&t));
             while !rx_asleep && flight.first().is_some_and(|f| f.0 <= t) {
                 let (at, bytes) = flight.remove(0);
-                rx.on_datagram_at(at, t, addr_tx, &bytes, Some(&mut l_rx));
+                rx.on_datagram_at(at, t, ADDR_A, &bytes, Some(&mut l_rx));
             }
             if !rx_asleep {
-                rx.on_tick(t, &info(addr_rx), Some(&mut l_rx), &mut out_rx);
+                rx.on_tick(t, &net_info(ADDR_B), Some(&mut l_rx), &mut out_rx);
                 for _ in out_rx.drain() {}
             }
             // The receiving host pulls block j at (j + phase) periods.
@@ -3357,7 +3348,6 @@ mod tests {
                 ..PeerConfig::default()
             },
         );
-        let (addr_tx, addr_rx, info) = (ADDR_TX, ADDR_RX, net_info);
         let tone = |i: u64, c: usize| {
             let t = i as f64 / f64::from(tx_rate);
             let x = 0.3 * (std::f64::consts::TAU * 1_000.0 * t).sin()
@@ -3378,7 +3368,7 @@ mod tests {
                 assert!(h_tx.push_interleaved(&buf));
                 tx_k += 1;
             }
-            tx.on_tick(t, &info(addr_tx), Some(&mut l_tx), &mut out_tx);
+            tx.on_tick(t, &net_info(ADDR_A), Some(&mut l_tx), &mut out_tx);
             for (_, bytes) in out_tx.drain() {
                 jitter = jitter
                     .wrapping_mul(6_364_136_223_846_793_005)
@@ -3388,9 +3378,9 @@ mod tests {
             flight.sort_by_key(|f| f.0);
             while flight.first().is_some_and(|f| f.0 <= t) {
                 let (at, bytes) = flight.remove(0);
-                rx.on_datagram_at(at, t, addr_tx, &bytes, Some(&mut l_rx));
+                rx.on_datagram_at(at, t, ADDR_A, &bytes, Some(&mut l_rx));
             }
-            rx.on_tick(t, &info(addr_rx), Some(&mut l_rx), &mut out_rx);
+            rx.on_tick(t, &net_info(ADDR_B), Some(&mut l_rx), &mut out_rx);
             for _ in out_rx.drain() {}
             while (rx_k as f64 * rx_period) as u64 <= t {
                 h_rx.pull_interleaved(&mut rx_buf);
