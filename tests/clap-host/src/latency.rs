@@ -391,12 +391,22 @@ pub fn latency(send: &Path, receive: &Path, plan: &Plan) -> Result<()> {
         );
     }
     if let (Some(j), false) = (plan.jitter_ms, plan.low_latency) {
-        // A manual buffer's latency is fixed by design; every term of it:
+        // A manual buffer's latency is fixed by design; every term of it
+        // (a stream at another rate than the Receive's host has blocks of
+        // another length, and goes through the drift stage's sinc
+        // converter: 32 stream frames of delay, bridge_core::drift):
+        let stream_block_ms = BLOCK as f64 * 1e3 / plan.send_rate;
+        let converter_ms = if plan.send_rate == SAMPLE_RATE {
+            0.0
+        } else {
+            32.0 * 1e3 / plan.send_rate
+        };
         let budget = j                     // the buffer the user set
             + block_ms                     // the receiving host's block phase
-            + 0.5 * block_ms               // Send's worker polls its ring twice per block
-            + 0.75 * block_ms              // the jitter buffer's no-hold/no-skip band
-            + 0.5 * block_ms               // the drift stage's resampler FIFO
+            + 0.5 * stream_block_ms        // Send's worker polls its ring twice per block
+            + 0.75 * stream_block_ms       // the jitter buffer's no-hold/no-skip band
+            + 0.5 * stream_block_ms        // the drift stage's resampler FIFO
+            + converter_ms
             + 3.0                          // the output ring's cushion (LinkConfig::output_cushion_frames)
             + block_ms                     // whole network blocks in the output ring
             + 1.0 // loopback transit and thread wake-ups on a loaded machine
