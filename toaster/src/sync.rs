@@ -26,6 +26,10 @@ pub struct Args {
     /// Ping rate, Hz (1–100).
     #[arg(long, default_value_t = 20.0)]
     pub rate_hz: f64,
+    /// Ping rate while a peer's drift is still uncertain (the start-up
+    /// burst), Hz (1–100; 0: no burst).
+    #[arg(long, default_value_t = 100.0)]
+    pub burst_hz: f64,
     /// Injected clock offsets are uniform in ± this, ns.
     #[arg(long, default_value_t = 1_000_000_000)]
     pub max_offset_ns: i64,
@@ -71,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         jitter_ms: args.jitter_ms,
         loss: args.loss,
         ping_rate_hz: args.rate_hz,
+        burst_hz: args.burst_hz,
         max_offset_ns: args.max_offset_ns,
         max_drift_ppm: args.max_drift_ppm,
         stagger_s: args.stagger_s,

@@ -50,10 +50,14 @@ use std::collections::VecDeque;
 /// Thread-safe: yes (plain value). Realtime-safe: yes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClockModelConfig {
-    /// Observations kept (sliding window). At 20 Hz, 1024 is 51 s: under
-    /// 5 ± 2 ms of jitter the drift needs tens of seconds of fast round trips
-    /// to reach 1 ppm (docs/sync.md, "Drift under jitter").
+    /// Observations kept at most (sliding window; buffers are sized for it).
     pub window: usize,
+    /// Observations older than this (local time before the newest) leave
+    /// the window too, ns. With a fixed count alone, a faster exchange rate
+    /// (an arbiter's start-up burst) would shorten the window's span, and the
+    /// drift needs span: under 5 ± 2 ms of jitter, tens of seconds of fast
+    /// round trips to reach 1 ppm (docs/sync.md, "Drift under jitter").
+    pub window_ns: u64,
     /// Below this span of local time the drift is not estimated (the prior,
     /// normally the last estimate or 0, is used).
     pub min_drift_span_ns: u64,
@@ -76,6 +80,7 @@ impl Default for ClockModelConfig {
     fn default() -> Self {
         Self {
             window: 1024,
+            window_ns: u64::MAX,
             min_drift_span_ns: 200_000_000,
             prior_drift_sigma_ppm: 200.0,
             max_drift_ppm: 1000.0,
@@ -242,6 +247,11 @@ struct Observation {
 }
 
 impl Observation {
+    /// Its local time: the forward point's, else the backward one's.
+    fn x(&self) -> Option<f64> {
+        self.fwd.or(self.bwd).or(self.stamp).map(|p| p.x)
+    }
+
     /// This observation's backward points in x order.
     fn bwd_points(&self) -> impl Iterator<Item = Point> {
         let (a, b) = match (self.stamp, self.bwd) {
@@ -272,6 +282,9 @@ struct Fit {
     fwd: Option<Line>,
     bwd: Option<Line>,
     slope: f64,
+    /// The slope's own uncertainty (1 σ, before the prior), or infinite
+    /// while the window is too short to fit a slope.
+    slope_sigma: f64,
     estimate: ClockEstimate,
 }
 
@@ -376,6 +389,15 @@ impl ClockModel {
     /// The current estimate, if any observation has been used.
     pub fn estimate(&self) -> Option<ClockEstimate> {
         self.fit.map(|f| f.estimate)
+    }
+
+    /// How uncertain the fitted drift is, ppm: 1 σ from the spread of the
+    /// points about their envelopes, `4 × spread / (points × span)` per side,
+    /// the sides combined. `None` before the first observation, infinite
+    /// while the window spans less than `min_drift_span_ns`. A scale, not a
+    /// calibrated bound; an arbiter pings faster while it is large.
+    pub fn drift_sigma_ppm(&self) -> Option<f64> {
+        self.fit.map(|f| f.slope_sigma * 1e6)
     }
 
     /// Clock steps detected so far.
@@ -569,6 +591,17 @@ impl ClockModel {
         if self.observations.len() == self.config.window {
             self.observations.pop_front();
         }
+        if let Some(newest) = obs.x() {
+            let oldest_kept = newest - self.config.window_ns as f64;
+            while self
+                .observations
+                .front()
+                .and_then(Observation::x)
+                .is_some_and(|x| x < oldest_kept)
+            {
+                self.observations.pop_front();
+            }
+        }
         if let Some(p) = obs.fwd {
             self.last_x_fwd = p.x;
         }
@@ -605,7 +638,7 @@ impl ClockModel {
 
         self.build_hulls();
         let (has_f, has_b) = (!self.hull.is_empty(), !self.hull_bwd.is_empty());
-        let slope = if estimate_slope {
+        let (slope, slope_sigma) = if estimate_slope {
             // Each side's slope: the envelope's chord across the middle half
             // of the window, then their mean. (The LP line — the single hull
             // edge over x_ref — is as good on average, but an edge can be
@@ -649,9 +682,9 @@ impl ClockModel {
             let sigma_p = self.config.prior_drift_sigma_ppm * 1e-6;
             let w = sigma_p * sigma_p / (sigma_p * sigma_p + sigma_s * sigma_s);
             let prior = self.prior_drift.clamp(-max_slope, max_slope);
-            prior + w * (fitted - prior)
+            (prior + w * (fitted - prior), sigma_s)
         } else {
-            self.prior_drift.clamp(-max_slope, max_slope)
+            (self.prior_drift.clamp(-max_slope, max_slope), f64::INFINITY)
         };
         // The offset: each envelope's supporting line at the fitted slope
         // (its lowest / highest point once the drift is taken out), over the
@@ -693,6 +726,7 @@ impl ClockModel {
             fwd,
             bwd,
             slope,
+            slope_sigma,
             estimate: ClockEstimate {
                 ref_local_ns: ref_local_u,
                 ref_remote_ns: ref_remote,

@@ -55,6 +55,9 @@ pub struct SimConfig {
     pub warmup_s: f64,
     /// Ping rate, Hz.
     pub ping_rate_hz: f64,
+    /// Ping rate during the start-up burst, Hz (0: no burst;
+    /// [`ArbiterConfig::burst_interval_ns`]).
+    pub burst_hz: f64,
     /// Transport lead, ms.
     pub lead_ms: f64,
     /// Sample rate, Hz.
@@ -88,6 +91,7 @@ impl Default for SimConfig {
             stagger_s: 0.0,
             warmup_s: 5.0,
             ping_rate_hz: 20.0,
+            burst_hz: 100.0,
             lead_ms: 50.0,
             sample_rate: 48_000.0,
             block: 128,
@@ -232,7 +236,9 @@ pub fn run(config: &SimConfig) -> Result<SimResult, SimError> {
         ));
     }
     let arb_config = ArbiterConfig::with_rate_hz(config.ping_rate_hz)
-        .map_err(|_| SimError::Invalid("ping rate must be 1–100 Hz"))?;
+        .map_err(|_| SimError::Invalid("ping rate must be 1–100 Hz"))?
+        .with_burst_hz(config.burst_hz)
+        .map_err(|_| SimError::Invalid("burst rate must be 1–100 Hz or 0"))?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut peers: Vec<SimPeer> = (0..config.peers)
         .map(|i| {
@@ -574,26 +580,72 @@ mod tests {
         .unwrap();
         // Offset: the 250 µs p99 for every follower (as
         // tests/ci.d/40-sync-sim.sh asserts over 8 seeds). Drift: ±2 ms of
-        // jitter at 20 Hz leaves a few ppm after 15 s (docs/sync.md).
+        // jitter leaves about a ppm after 15 s (docs/sync.md).
         check(&res, 250.0, 5.0, 12.0);
     }
 
+    /// Followers of `runs` (seeds 1..=runs) under 5 ± 2 ms and 2 % loss, 10 s,
+    /// 3 peers: their drift errors (sorted) and the largest offset p99.
+    fn jittered_followers(runs: u64, config: SimConfig) -> (Vec<f64>, f64) {
+        let mut drift = Vec::new();
+        let mut p99 = 0.0f64;
+        for seed in 1..=runs {
+            let res = run(&SimConfig {
+                seconds: 10.0,
+                delay_ms: 5.0,
+                jitter_ms: 2.0,
+                loss: 0.02,
+                seed,
+                ..config.clone()
+            })
+            .unwrap();
+            for p in res.peers.iter().filter(|p| !p.is_master) {
+                drift.push(p.drift_error_ppm);
+                p99 = p99.max(p.offset_error_us_p99);
+            }
+        }
+        drift.sort_by(f64::total_cmp);
+        (drift, p99)
+    }
+
     /// With an audio stream beside the clock messages (375 frames/s), the
-    /// frames' header stamps give the drift within 1 ppm after 10 s.
+    /// frames' header stamps give the drift within 1 ppm after 10 s for the
+    /// median follower (docs/sync.md, "Drift under jitter").
     #[test]
     fn a_stream_s_stamps_give_the_drift_in_ten_seconds() {
-        let res = run(&SimConfig {
-            peers: 5,
-            seconds: 10.0,
-            delay_ms: 5.0,
-            jitter_ms: 2.0,
-            loss: 0.02,
-            seed: 2,
-            stream_fps: 375.0,
-            ..SimConfig::default()
-        })
-        .unwrap();
-        check(&res, 250.0, 1.0, 12.0);
+        let (drift, p99) = jittered_followers(
+            4,
+            SimConfig {
+                stream_fps: 375.0,
+                ..SimConfig::default()
+            },
+        );
+        assert!(drift[drift.len() / 2] <= 1.0, "{drift:?}");
+        assert!(drift[drift.len() - 1] <= 5.0, "{drift:?}");
+        assert!(p99 <= 250.0, "{p99}");
+    }
+
+    /// The start-up burst (100 Hz pings while the drift is uncertain) brings
+    /// the drift and the offset in sooner than the configured 20 Hz alone.
+    #[test]
+    fn the_start_up_burst_brings_the_drift_in_sooner() {
+        let (with, p99_with) = jittered_followers(4, SimConfig::default());
+        let (without, p99_without) = jittered_followers(
+            4,
+            SimConfig {
+                burst_hz: 0.0,
+                ..SimConfig::default()
+            },
+        );
+        // Over 64 followers the median goes from 5.3 to 1.4 ppm; over these
+        // 8 the mean is asserted to halve at least.
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!(
+            mean(&with) * 2.0 < mean(&without),
+            "{with:?} vs {without:?}"
+        );
+        assert!(p99_with < p99_without, "{p99_with} vs {p99_without}");
+        assert!(p99_with <= 250.0, "{p99_with}");
     }
 
     #[test]
