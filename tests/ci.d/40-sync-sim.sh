@@ -5,13 +5,16 @@
 #   unimpaired:                offset error p99 ≤ 10 µs, drift error ≤ 1 ppm (also after 10 s,
 #                              8 seeds), start within ±1 sample
 #   5 ± 2 ms jitter, 2 % loss, 8 seeds, 15 s: every follower's offset error p99 ≤ 250 µs,
-#                              median drift error ≤ 3 ppm (20 Hz of clock messages alone
-#                              hold no more after 15 s, see docs), start within ±12 samples
+#                              median drift error ≤ 1 ppm (every one ≤ 4 ppm), start
+#                              within ±3 samples
+#   the same, 10 s, clock messages alone: p99 ≤ 250 µs, median drift error ≤ 2 ppm
+#                              (the issue's 1 ppm after 10 s is out of reach for the median
+#                              follower under this jitter at ≤ 100 Hz of pings; it is reached
+#                              at ~12 s: docs/sync.md "Drift under jitter")
 #   the same, 10 s, with an audio stream (375 frames/s) whose frame stamps the
-#                              models use: p99 ≤ 250 µs, median drift error ≤ 1.5 ppm
+#                              models use: p99 ≤ 250 µs, median drift error ≤ 1 ppm
 #   the same impairment for 60 s, 8 seeds: every follower's drift error ≤ 1 ppm
-#                              (reached once the 1024-exchange window holds enough fast
-#                              round trips: docs/sync.md "Drift under jitter")
+#   (all of these with the start-up burst: 100 Hz pings while a drift is uncertain)
 #   late joiner with the lowest id takes over, and the master vanishing (hand-offs):
 #                              unimpaired targets still hold.
 set -euo pipefail
@@ -32,11 +35,11 @@ jittered_runs() {
 
 # Prints every follower of the JSON lines on stdin and the summary, and fails
 # unless every follower's offset p99 ≤ $1 µs, the median drift error ≤ $2 ppm,
-# every follower's drift error ≤ $3 ppm and every |start| ≤ 12 samples (0.25 ms).
+# every follower's drift error ≤ $3 ppm and every |start| ≤ $4 samples.
 check_followers() {
   python3 -c '
 import json, statistics, sys
-max_p99, median_drift, max_drift = map(float, sys.argv[1:4])
+max_p99, median_drift, max_drift, max_start = map(float, sys.argv[1:5])
 rows = []
 for line in sys.stdin:
     d = json.loads(line)
@@ -47,8 +50,9 @@ for r in rows:
 p99 = [r[2] for r in rows]; drift = [r[3] for r in rows]; start = [abs(r[4]) for r in rows]
 print("p99 median %.1f us, max %.1f us | drift error median %.2f ppm, max %.2f ppm | max |start| %.2f samples | %d followers"
       % (statistics.median(p99), max(p99), statistics.median(drift), max(drift), max(start), len(rows)))
-ok = max(p99) <= max_p99 and statistics.median(drift) <= median_drift and max(drift) <= max_drift and max(start) <= 12
-print("asserted: every p99 <= %g us, median drift <= %g ppm, every drift <= %g ppm: %s" % (max_p99, median_drift, max_drift, "ok" if ok else "FAILED"))
+ok = max(p99) <= max_p99 and statistics.median(drift) <= median_drift and max(drift) <= max_drift and max(start) <= max_start
+print("asserted: every p99 <= %g us, median drift <= %g ppm, every drift <= %g ppm, every |start| <= %g samples: %s"
+      % (max_p99, median_drift, max_drift, max_start, "ok" if ok else "FAILED"))
 sys.exit(0 if ok else 1)
 ' "$@"
 }
@@ -58,16 +62,15 @@ echo "--- unimpaired"
 echo "--- unimpaired, drift after 10 s, 8 seeds"
 for seed in 1 2 3 4 5 6 7 8; do
   "$T" sync --peers 3 --seconds 10 --seed "$seed" --json
-done | check_followers 10 1 1
+done | check_followers 10 1 1 1
 echo "--- 5 ± 2 ms jitter, 2 % loss, 15 s, 8 seeds: every follower's offset p99 ≤ 250 µs"
-# The drift is not at 1 ppm yet after 15 s with clock messages alone
-# (20 Hz of fastest packets, docs/sync.md "Drift under jitter"): the median
-# is asserted ≤ 3 ppm here, and ≤ 1 ppm for every follower after 60 s below.
-jittered_runs 15 | check_followers 250 3 15
+jittered_runs 15 | check_followers 250 1 4 3
+echo "--- the same, 10 s, clock messages alone (median drift ≤ 2 ppm: docs/sync.md \"Drift under jitter\")"
+jittered_runs 10 | check_followers 250 2 6 3
 echo "--- the same with an audio stream (375 frames/s, whose header stamps the models use), 10 s"
-jittered_runs 10 --stream-fps 375 | check_followers 250 1.5 6
+jittered_runs 10 --stream-fps 375 | check_followers 250 1 4 3
 echo "--- 5 ± 2 ms jitter, 2 % loss, 60 s, 8 seeds: drift error ≤ 1 ppm for every follower"
-jittered_runs 60 | check_followers 250 1 1
+jittered_runs 60 | check_followers 250 1 1 3
 echo "--- late joiner hand-off (peer i starts at 4·i s)"
 "$T" sync --peers 3 --seconds 20 --stagger-s 4 --seed 5 --assert-p99-us 10 --assert-drift-ppm 1 --assert-start-samples 1
 echo "--- the master vanishes at 8 s: re-election after the 2 s timeout, no jump"
