@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bridge_core::clock::ArbiterConfig;
 use bridge_core::conceal::ConcealMethod;
 use bridge_core::discovery::mdns::MdnsDiscovery;
 use bridge_core::discovery::PeerEvent;
@@ -115,6 +116,13 @@ pub struct PeerArgs {
     /// effect), ms.
     #[arg(long, default_value_t = 50.0)]
     transport_lead_ms: f64,
+    /// clock_ping rate, Hz (1–100).
+    #[arg(long, default_value_t = 20.0)]
+    ping_hz: f64,
+    /// clock_ping rate while a new peer's drift is still uncertain (the
+    /// start-up burst, at most 20 s per peer), Hz (1–100; 0: no burst).
+    #[arg(long, default_value_t = 100.0)]
+    burst_hz: f64,
 }
 
 /// `toaster send`.
@@ -585,6 +593,7 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
         args.transport_lead_ms >= 0.0 && args.transport_lead_ms <= 10_000.0,
         "--transport-lead-ms must be 0–10000"
     );
+    pc.arbiter = ArbiterConfig::with_rate_hz(args.ping_hz)?.with_burst_hz(args.burst_hz)?;
     if args.transport_every_s > 0.0 {
         let mut issue = IssueConfig::every((args.transport_every_s * 1e9) as u64);
         issue.lead_ns = (args.transport_lead_ms * 1e6) as u64;

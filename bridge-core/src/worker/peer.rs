@@ -228,6 +228,10 @@ pub struct PeerConfig {
     /// 0 for plugins, whose report is cloned ten times a second: the
     /// counters stay exact; `toaster peer` keeps them all for its JSON lines).
     pub keep_transport_log: usize,
+    /// The clock arbiter's tuning: ping rate (default 20 Hz), start-up burst
+    /// (default 100 Hz while a new peer's drift is uncertain), election and
+    /// model (`toaster peer --ping-hz/--burst-hz`).
+    pub arbiter: ArbiterConfig,
 }
 
 impl Default for PeerConfig {
@@ -261,6 +265,7 @@ impl Default for PeerConfig {
             keep_midi_log: 100_000,
             transport_issue: None,
             keep_transport_log: 0,
+            arbiter: ArbiterConfig::default(),
         }
     }
 }
@@ -2106,9 +2111,10 @@ impl Core for LivePeer {
         }
         self.last_now = Some(now);
         let own = self.own.0;
+        let arb_config = self.cfg.arbiter;
         let arb = self
             .arbiter
-            .get_or_insert_with(|| ClockDriftArbiter::new(own, ArbiterConfig::default(), now));
+            .get_or_insert_with(|| ClockDriftArbiter::new(own, arb_config, now));
         if let Some(msg) = crate::clock::wire::due_ping(arb, now) {
             self.send_message(now, &msg, 0, out);
         }
