@@ -889,22 +889,26 @@ mod tests {
         assert!((drift - 150.0).abs() < 0.1, "{drift}");
     }
 
-    #[test]
-    fn a_peer_that_never_answers_ends_the_burst_after_burst_max() {
-        let cfg = ArbiterConfig::default();
+    /// Times of the pings of an arbiter polled every ms for `ms` ms that
+    /// hears one peer every 100 ms (heartbeats, pings) that never pongs.
+    fn pings_beside_a_silent_peer(cfg: ArbiterConfig, ms: u64) -> Vec<u64> {
         let mut a = ClockDriftArbiter::new(0x20, cfg, 0);
         let mut pings = Vec::new();
-        for ms in 0..25_000u64 {
-            let t = ms * 1_000_000;
-            // Heard (its heartbeats, its pings), but it never pongs.
-            if ms % 100 == 0 {
+        for t in (0..ms).map(|ms| ms * 1_000_000) {
+            if t % 100_000_000 == 0 {
                 a.on_heard(t, 0x30).unwrap();
             }
             if a.poll(t).is_some() {
                 pings.push(t);
             }
         }
-        let gaps = ping_gaps(&pings);
+        pings
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_ends_the_burst_after_burst_max() {
+        let cfg = ArbiterConfig::default();
+        let gaps = ping_gaps(&pings_beside_a_silent_peer(cfg, 25_000));
         let burst_ms = cfg.burst_max_ns / 1_000_000;
         assert!(
             gaps.iter()
@@ -924,18 +928,11 @@ mod tests {
     #[test]
     fn no_burst_when_turned_off() {
         let cfg = ArbiterConfig::default().with_burst_hz(0.0).unwrap();
-        let mut a = ClockDriftArbiter::new(0x20, cfg, 0);
-        let mut pings = Vec::new();
-        for ms in 0..3_000u64 {
-            let t = ms * 1_000_000;
-            if ms % 100 == 0 {
-                a.on_heard(t, 0x30).unwrap();
-            }
-            if a.poll(t).is_some() {
-                pings.push(t);
-            }
-        }
-        assert!(ping_gaps(&pings).iter().all(|(_, g)| *g == 50));
+        let gaps = ping_gaps(&pings_beside_a_silent_peer(cfg, 3_000));
+        assert!(
+            gaps.len() > 50 && gaps.iter().all(|(_, g)| *g == 50),
+            "{gaps:?}"
+        );
     }
 
     #[test]
