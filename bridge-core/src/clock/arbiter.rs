@@ -65,8 +65,8 @@
 //! design allows) instead of `ping_interval_ns` while any peer heard for
 //! less than `burst_max_ns` (default 20 s) has a drift uncertainty above
 //! `burst_until_sigma_ppm` (default 0.2 ppm). On a quiet LAN that is under a
-//! second; under 5 ± 2 ms of jitter it is most of the 20 s, and the drift
-//! after 10 s is 4× closer than at 20 Hz. After that the configured rate
+//! second; under 5 ± 2 ms of jitter it is all of the 20 s, and the drift
+//! after 10 s is about 4× closer than at 20 Hz. After that the configured rate
 //! (default 20 Hz) keeps the models fed.
 //!
 //! # Calls (driver contract)
@@ -159,31 +159,33 @@ pub enum ArbiterConfigError {
 impl ArbiterConfig {
     /// Default configuration with a ping rate in Hz (1–100).
     pub fn with_rate_hz(rate_hz: f64) -> Result<Self, ArbiterConfigError> {
-        if !(1.0..=100.0).contains(&rate_hz) {
-            return Err(ArbiterConfigError::PingRate(rate_hz));
-        }
         Ok(Self {
-            ping_interval_ns: (1e9 / rate_hz).round() as u64,
+            ping_interval_ns: ping_interval_ns(rate_hz)
+                .ok_or(ArbiterConfigError::PingRate(rate_hz))?,
             ..Self::default()
         })
     }
 
     /// The same with the start-up burst at `burst_hz` (1–100; 0: no burst).
     pub fn with_burst_hz(self, burst_hz: f64) -> Result<Self, ArbiterConfigError> {
-        if burst_hz == 0.0 {
-            return Ok(Self {
-                burst_interval_ns: u64::MAX,
-                ..self
-            });
-        }
-        if !(1.0..=100.0).contains(&burst_hz) {
-            return Err(ArbiterConfigError::BurstRate(burst_hz));
-        }
+        let burst_interval_ns = if burst_hz == 0.0 {
+            u64::MAX
+        } else {
+            ping_interval_ns(burst_hz).ok_or(ArbiterConfigError::BurstRate(burst_hz))?
+        };
         Ok(Self {
-            burst_interval_ns: (1e9 / burst_hz).round() as u64,
+            burst_interval_ns,
             ..self
         })
     }
+}
+
+/// The interval between pings at `rate_hz`, ns, if the rate is within the
+/// 1–100 Hz the design allows.
+fn ping_interval_ns(rate_hz: f64) -> Option<u64> {
+    (1.0..=100.0)
+        .contains(&rate_hz)
+        .then(|| (1e9 / rate_hz).round() as u64)
 }
 
 /// A clock_ping (PROTOCOL.md 3.2): `t1` on the pinger's local clock.
@@ -831,6 +833,13 @@ mod tests {
             .collect()
     }
 
+    /// Whether every gap ending within `at_ms` is `gap_ms` long.
+    fn all_gaps(gaps: &[(u64, u64)], at_ms: impl std::ops::RangeBounds<u64>, gap_ms: u64) -> bool {
+        gaps.iter()
+            .filter(|(at, _)| at_ms.contains(at))
+            .all(|(_, g)| *g == gap_ms)
+    }
+
     #[test]
     fn the_burst_pings_at_100_hz_until_the_drift_is_known() {
         // Two peers on a clean 100 µs path, 150 ppm apart: the drift is
@@ -858,13 +867,7 @@ mod tests {
         let gaps = ping_gaps(&a_pings);
         // Alone at first: 50 ms. Then, joining and the first fits: every 10 ms.
         assert_eq!(gaps[0], (50, 50));
-        assert!(
-            gaps[1..]
-                .iter()
-                .filter(|(at, _)| *at < 2_000)
-                .all(|(_, g)| *g == 10),
-            "{gaps:?}"
-        );
+        assert!(all_gaps(&gaps[1..], ..2_000, 10), "{gaps:?}");
         // Then the configured 50 ms, within a second of the first pongs.
         let last_burst = gaps
             .iter()
@@ -876,12 +879,7 @@ mod tests {
             (2_000..3_000).contains(&last_burst),
             "burst until {last_burst} ms"
         );
-        assert!(
-            gaps.iter()
-                .filter(|(at, _)| *at > last_burst + 50)
-                .all(|(_, g)| *g == 50),
-            "{gaps:?}"
-        );
+        assert!(all_gaps(&gaps, last_burst + 51.., 50), "{gaps:?}");
         assert!(!a.is_bursting(6_000_000_000));
         assert_eq!(a.following(), Some(0x10));
         let st: Vec<_> = a.peer_stats(6_000_000_000).collect();
@@ -910,18 +908,8 @@ mod tests {
         let cfg = ArbiterConfig::default();
         let gaps = ping_gaps(&pings_beside_a_silent_peer(cfg, 25_000));
         let burst_ms = cfg.burst_max_ns / 1_000_000;
-        assert!(
-            gaps.iter()
-                .filter(|(at, _)| *at <= burst_ms)
-                .all(|(_, g)| *g == 10),
-            "{gaps:?}"
-        );
-        assert!(
-            gaps.iter()
-                .filter(|(at, _)| *at > burst_ms + 10)
-                .all(|(_, g)| *g == 50),
-            "{gaps:?}"
-        );
+        assert!(all_gaps(&gaps, ..=burst_ms, 10), "{gaps:?}");
+        assert!(all_gaps(&gaps, burst_ms + 11.., 50), "{gaps:?}");
         assert!(gaps.iter().any(|(at, _)| *at > burst_ms + 1_000));
     }
 
@@ -929,10 +917,7 @@ mod tests {
     fn no_burst_when_turned_off() {
         let cfg = ArbiterConfig::default().with_burst_hz(0.0).unwrap();
         let gaps = ping_gaps(&pings_beside_a_silent_peer(cfg, 3_000));
-        assert!(
-            gaps.len() > 50 && gaps.iter().all(|(_, g)| *g == 50),
-            "{gaps:?}"
-        );
+        assert!(gaps.len() > 50 && all_gaps(&gaps, .., 50), "{gaps:?}");
     }
 
     #[test]
